@@ -1,0 +1,11 @@
+from .linear_attention import LiTLinearAttention, linear_attention
+from .transformer_lit import LIT_PRESETS, LiTTransformer2DModel, LiTTransformerBlock, lit_preset
+
+__all__ = [
+    "LIT_PRESETS",
+    "LiTLinearAttention",
+    "LiTTransformer2DModel",
+    "LiTTransformerBlock",
+    "linear_attention",
+    "lit_preset",
+]

@@ -1,0 +1,421 @@
+"""LiTTransformer2DModel: a DiT / PixArt transformer whose self-attention is LiT's linear attention.
+
+One class, two layouts chosen by `norm_type`, as in diffusers:
+- "ada_norm_zero": DiT. Class labels, one timestep + class embedder shared by all blocks, adaLN-Zero per
+  block, a final adaLN layer, learned sigma.
+- "ada_norm_single": PixArt-alpha / Sigma. `adaln_single`, `caption_projection`, a `scale_shift_table` per
+  block, softmax cross-attention `attn2` over the text tokens.
+Everything except the self-attention (`attn1`, a `LiTLinearAttention`) is a diffusers building block with
+diffusers' name, so that DiT and PixArt checkpoints map onto it with few renames.
+"""
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import AttentionMixin, FeedForward
+from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings, PatchEmbed, PixArtAlphaTextProjection
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormSingle, AdaLayerNormZero
+from torch import nn
+
+from .linear_attention import LiTLinearAttention
+
+NORM_TYPES = ("ada_norm_zero", "ada_norm_single")
+
+
+class LiTTransformerBlock(nn.Module):
+    r"""
+    A LiT block: linear self-attention (+ softmax cross-attention in the text layout) and a feed-forward,
+    modulated by adaLN-Zero ("ada_norm_zero") or by a scale-shift table ("ada_norm_single").
+
+    `forward(hidden_states (B, N, D), conditioning, height, width, ...)`, where `conditioning` is the shared
+    timestep + class embedding (B, D) for "ada_norm_zero", or `adaln_single`'s (B, 6 * D) for "ada_norm_single".
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_attention_heads: int,
+        attention_head_dim: int,
+        linear_attention_heads: int,
+        dwc_kernel_size: int = 5,
+        dropout: float = 0.0,
+        cross_attention_dim: int | None = None,
+        activation_fn: str = "gelu-approximate",
+        attention_bias: bool = True,
+        upcast_attention: bool = False,
+        norm_type: str = "ada_norm_zero",
+        norm_elementwise_affine: bool = False,
+        norm_eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.norm_type = norm_type
+        if norm_type == "ada_norm_zero":
+            self.norm1 = AdaLayerNormZero(dim)  # modulation only: the embedder is shared, on the model
+        else:
+            self.norm1 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
+            self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+        self.attn1 = LiTLinearAttention(
+            dim, linear_attention_heads, kernel_size=dwc_kernel_size, bias=attention_bias, dropout=dropout
+        )
+
+        self.attn2 = None
+        if cross_attention_dim is not None:
+            self.attn2 = Attention(
+                query_dim=dim,
+                cross_attention_dim=cross_attention_dim,
+                heads=num_attention_heads,
+                dim_head=attention_head_dim,
+                dropout=dropout,
+                bias=attention_bias,
+                upcast_attention=upcast_attention,
+            )
+
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
+        self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        conditioning: torch.Tensor,
+        height: int,
+        width: int,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        if self.norm_type == "ada_norm_zero":
+            norm_hidden_states, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=conditioning)
+            gate_msa, shift_mlp, scale_mlp, gate_mlp = (x[:, None] for x in (gate_msa, shift_mlp, scale_mlp, gate_mlp))
+        else:
+            modulation = self.scale_shift_table[None] + conditioning.reshape(-1, 6, hidden_states.shape[-1])
+            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)  # (B, 1, D)
+            norm_hidden_states = self.norm1(hidden_states) * (1 + scale_msa) + shift_msa
+
+        hidden_states = hidden_states + gate_msa * self.attn1(norm_hidden_states, height, width)  # (B, N, D)
+
+        if self.attn2 is not None:
+            hidden_states = hidden_states + self.attn2(
+                hidden_states,
+                encoder_hidden_states=encoder_hidden_states,
+                attention_mask=encoder_attention_mask,
+                **(cross_attention_kwargs or {}),
+            )
+
+        norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp) + shift_mlp
+        return hidden_states + gate_mlp * self.ff(norm_hidden_states)  # (B, N, D)
+
+
+class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin):
+    r"""
+    LiT: a DiT / PixArt diffusion transformer with ReLU linear self-attention and a depth-wise convolution.
+
+    The configuration keeps DiT's and PixArt's argument names; LiT adds two.
+
+    Parameters:
+        num_attention_heads (`int`, defaults to 16): Heads of the teacher's attention. Width is
+            `num_attention_heads * attention_head_dim`; the cross-attention (text layout) uses these heads.
+        attention_head_dim (`int`, defaults to 72): Channels of each of those heads.
+        in_channels (`int`, defaults to 4): Channels of the input.
+        out_channels (`int`, *optional*): Channels of the output; defaults to `2 * in_channels` (learned sigma).
+        num_layers (`int`, defaults to 28): Number of blocks.
+        dropout (`float`, defaults to 0.0): Dropout in attention and feed-forward.
+        cross_attention_dim (`int`, *optional*): Width of the text tokens seen by `attn2` (text layout).
+        attention_bias (`bool`, defaults to `True`): Bias in the attention projections.
+        sample_size (`int`, defaults to 32): Side of the (latent) image seen in training; sets the position grid.
+        patch_size (`int`, defaults to 2): Side of a patch.
+        activation_fn (`str`, defaults to `"gelu-approximate"`): Activation of the feed-forward.
+        num_embeds_ada_norm (`int`, defaults to 1000): Number of classes ("ada_norm_zero"); the id
+            `num_embeds_ada_norm` is the null class of classifier-free guidance.
+        upcast_attention (`bool`, defaults to `False`): Upcast the cross-attention scores.
+        norm_type (`str`, defaults to `"ada_norm_zero"`): `"ada_norm_zero"` (DiT) or `"ada_norm_single"` (PixArt).
+        norm_elementwise_affine (`bool`, defaults to `False`): Affine parameters in the block norms.
+        norm_eps (`float`, defaults to 1e-5): Epsilon of the block norms.
+        interpolation_scale (`float`, *optional*): Scale of the sin-cos position grid; `max(sample_size // 64, 1)`.
+        use_additional_conditions (`bool`, *optional*): Resolution / aspect-ratio conditioning ("ada_norm_single");
+            defaults to `sample_size == 128`, as PixArt.
+        caption_channels (`int`, *optional*): Width of the text encoder's output, projected to the model width.
+        linear_attention_heads (`int`, defaults to 4): Heads of the linear self-attention (LiT: 2 S, 3 B, 4 L/XL).
+        dwc_kernel_size (`int`, defaults to 5): Kernel of the depth-wise convolution on the values.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["LiTTransformerBlock", "PatchEmbed"]
+    _skip_layerwise_casting_patterns = ["pos_embed", "norm", "adaln_single", "time_class_embed"]
+
+    @register_to_config
+    def __init__(
+        self,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 72,
+        in_channels: int = 4,
+        out_channels: int | None = None,
+        num_layers: int = 28,
+        dropout: float = 0.0,
+        cross_attention_dim: int | None = None,
+        attention_bias: bool = True,
+        sample_size: int = 32,
+        patch_size: int = 2,
+        activation_fn: str = "gelu-approximate",
+        num_embeds_ada_norm: int | None = 1000,
+        upcast_attention: bool = False,
+        norm_type: str = "ada_norm_zero",
+        norm_elementwise_affine: bool = False,
+        norm_eps: float = 1e-5,
+        interpolation_scale: float | None = None,
+        use_additional_conditions: bool | None = None,
+        caption_channels: int | None = None,
+        linear_attention_heads: int = 4,
+        dwc_kernel_size: int = 5,
+    ):
+        super().__init__()
+        inner_dim = num_attention_heads * attention_head_dim
+        if norm_type not in NORM_TYPES:
+            raise ValueError(f"`norm_type` must be one of {NORM_TYPES} (DiT or PixArt layout), got {norm_type!r}.")
+        if sample_size % patch_size != 0:
+            raise ValueError(
+                f"`sample_size={sample_size}` is not divisible by `patch_size={patch_size}`: the patch grid must "
+                "cover the sample exactly."
+            )
+        if inner_dim % linear_attention_heads != 0:
+            raise ValueError(
+                f"The width {inner_dim} (num_attention_heads * attention_head_dim) is not divisible by "
+                f"`linear_attention_heads={linear_attention_heads}`: choose a head count that divides it."
+            )
+        if norm_type == "ada_norm_zero" and num_embeds_ada_norm is None:
+            raise ValueError("The class layout ('ada_norm_zero') needs `num_embeds_ada_norm`, the number of classes.")
+        if norm_type == "ada_norm_single" and cross_attention_dim is None:
+            raise ValueError(
+                "The text layout ('ada_norm_single') needs `cross_attention_dim` for its cross-attention."
+            )
+        if norm_type == "ada_norm_zero" and (cross_attention_dim is not None or caption_channels is not None):
+            raise ValueError(
+                "The class layout ('ada_norm_zero') has no text conditioning: leave `cross_attention_dim` and "
+                "`caption_channels` unset, or use norm_type='ada_norm_single'."
+            )
+
+        self.inner_dim = inner_dim
+        self.out_channels = 2 * in_channels if out_channels is None else out_channels
+        self.gradient_checkpointing = False
+        if interpolation_scale is None:
+            interpolation_scale = max(sample_size // 64, 1)
+        self.pos_embed = PatchEmbed(
+            height=sample_size,
+            width=sample_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            embed_dim=inner_dim,
+            interpolation_scale=interpolation_scale,
+        )
+
+        if norm_type == "ada_norm_zero":
+            # One timestep + class embedder for all blocks (DiT); the extra row is the null class.
+            self.time_class_embed = CombinedTimestepLabelEmbeddings(num_embeds_ada_norm, inner_dim)
+            self.time_class_embed.class_embedder.dropout_prob = 0.0  # label dropout belongs to the training loop
+        else:
+            if use_additional_conditions is None:
+                use_additional_conditions = sample_size == 128
+            self.use_additional_conditions = use_additional_conditions
+            self.adaln_single = AdaLayerNormSingle(inner_dim, use_additional_conditions=use_additional_conditions)
+            self.caption_projection = None
+            if caption_channels is not None:
+                self.caption_projection = PixArtAlphaTextProjection(caption_channels, hidden_size=inner_dim)
+
+        self.transformer_blocks = nn.ModuleList(
+            [
+                LiTTransformerBlock(
+                    inner_dim,
+                    num_attention_heads,
+                    attention_head_dim,
+                    linear_attention_heads,
+                    dwc_kernel_size=dwc_kernel_size,
+                    dropout=dropout,
+                    cross_attention_dim=cross_attention_dim,
+                    activation_fn=activation_fn,
+                    attention_bias=attention_bias,
+                    upcast_attention=upcast_attention,
+                    norm_type=norm_type,
+                    norm_elementwise_affine=norm_elementwise_affine,
+                    norm_eps=norm_eps,
+                )
+                for _ in range(num_layers)
+            ]
+        )
+
+        self.norm_out = nn.LayerNorm(inner_dim, elementwise_affine=False, eps=1e-6)
+        if norm_type == "ada_norm_zero":
+            self.proj_out_1 = nn.Linear(inner_dim, 2 * inner_dim)
+            self.proj_out_2 = nn.Linear(inner_dim, patch_size * patch_size * self.out_channels)
+        else:
+            self.scale_shift_table = nn.Parameter(torch.randn(2, inner_dim) / inner_dim**0.5)
+            self.proj_out = nn.Linear(inner_dim, patch_size * patch_size * self.out_channels)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor | float | None = None,
+        class_labels: torch.LongTensor | None = None,
+        *,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        """
+        Denoise `hidden_states` (B, C, H, W) at `timestep` (scalar or (B,)) -> `sample` (B, out_channels, H, W).
+
+        Class layout: `class_labels` (B,) in [0, num_embeds_ada_norm] (the last id is the null class).
+        Text layout: `encoder_hidden_states` (B, L, caption_channels), `encoder_attention_mask` (B, L) with
+        1 = keep, and `added_cond_kwargs` {"resolution", "aspect_ratio"} when `use_additional_conditions`.
+        The arguments are those of diffusers' `DiTTransformer2DModel` and `PixArtTransformer2DModel`.
+        """
+        self._check_inputs(
+            hidden_states, timestep, class_labels, encoder_hidden_states, added_cond_kwargs, attention_mask
+        )
+        batch = hidden_states.shape[0]
+        patch = self.config.patch_size
+        height, width = hidden_states.shape[-2] // patch, hidden_states.shape[-1] // patch
+        timestep = torch.as_tensor(timestep, device=hidden_states.device).reshape(-1).expand(batch)
+
+        hidden_states = self.pos_embed(hidden_states)  # (B, N, D)
+
+        if self.config.norm_type == "ada_norm_zero":
+            embedded = self.time_class_embed(timestep, class_labels, hidden_dtype=hidden_states.dtype)  # (B, D)
+            conditioning = embedded
+        else:
+            conditioning, embedded = self.adaln_single(
+                timestep, added_cond_kwargs, batch_size=batch, hidden_dtype=hidden_states.dtype
+            )  # (B, 6 D), (B, D)
+            if self.caption_projection is not None:
+                encoder_hidden_states = self.caption_projection(encoder_hidden_states)  # (B, L, D)
+            if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
+                # (B, L) keep mask -> (B, 1, L) additive bias, as diffusers' PixArt.
+                encoder_attention_mask = (1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0
+                encoder_attention_mask = encoder_attention_mask.unsqueeze(1)
+
+        for block in self.transformer_blocks:
+            args = (hidden_states, conditioning, height, width, encoder_hidden_states, encoder_attention_mask,
+                    cross_attention_kwargs)  # fmt: skip
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                hidden_states = self._gradient_checkpointing_func(block, *args)
+            else:
+                hidden_states = block(*args)
+
+        if self.config.norm_type == "ada_norm_zero":
+            shift, scale = self.proj_out_1(F.silu(embedded)).chunk(2, dim=1)  # (B, D) each
+            hidden_states = self.norm_out(hidden_states) * (1 + scale[:, None]) + shift[:, None]
+            hidden_states = self.proj_out_2(hidden_states)  # (B, N, p * p * C_out)
+        else:
+            shift, scale = (self.scale_shift_table[None] + embedded[:, None]).chunk(2, dim=1)  # (B, 1, D) each
+            hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
+            hidden_states = self.proj_out(hidden_states)  # (B, N, p * p * C_out)
+
+        output = self.unpatchify(hidden_states, height, width)  # (B, C_out, H, W)
+        if not return_dict:
+            return (output,)
+        return Transformer2DModelOutput(sample=output)
+
+    def unpatchify(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, height * width, p * p * C) patch tokens -> (B, C, height * p, width * p) image."""
+        p, c = self.config.patch_size, self.out_channels
+        tokens = tokens.reshape(-1, height, width, p, p, c)
+        return torch.einsum("nhwpqc->nchpwq", tokens).reshape(-1, c, height * p, width * p)
+
+    def _check_inputs(
+        self, hidden_states, timestep, class_labels, encoder_hidden_states, added_cond_kwargs, attention_mask
+    ) -> None:
+        config = self.config
+        if hidden_states.ndim != 4 or hidden_states.shape[1] != config.in_channels:
+            raise ValueError(
+                f"`hidden_states` must be (batch, {config.in_channels}, height, width), "
+                f"got {tuple(hidden_states.shape)}."
+            )
+        height, width = hidden_states.shape[-2:]
+        if height % config.patch_size or width % config.patch_size:
+            raise ValueError(
+                f"Height and width ({height}x{width}) must be multiples of the patch size {config.patch_size}."
+            )
+        if timestep is None:
+            raise ValueError("`timestep` is required: a number or a tensor of shape (batch,).")
+        if attention_mask is not None:
+            raise ValueError(
+                "LiT's linear self-attention takes no `attention_mask`; "
+                "pass the text mask as `encoder_attention_mask`."
+            )
+        if config.norm_type == "ada_norm_zero":
+            if encoder_hidden_states is not None:
+                raise ValueError(
+                    "This is a class-conditional LiT ('ada_norm_zero'): it takes `class_labels`, not "
+                    "`encoder_hidden_states`. Use a text-to-image LiT ('ada_norm_single') for prompts."
+                )
+            if class_labels is None:
+                raise ValueError("This is a class-conditional LiT: pass `class_labels` of shape (batch,).")
+            if class_labels.shape != (hidden_states.shape[0],):
+                raise ValueError(
+                    f"`class_labels` must have shape ({hidden_states.shape[0]},), got {tuple(class_labels.shape)}."
+                )
+            if not torch.compiler.is_compiling() and (
+                class_labels.min() < 0 or class_labels.max() > config.num_embeds_ada_norm
+            ):
+                raise ValueError(
+                    f"Class labels must lie in [0, {config.num_embeds_ada_norm}] ({config.num_embeds_ada_norm} is "
+                    f"the null class), got values from {class_labels.min().item()} to {class_labels.max().item()}."
+                )
+        else:
+            if class_labels is not None:
+                raise ValueError(
+                    "This is a text-to-image LiT ('ada_norm_single'): it takes `encoder_hidden_states`, not "
+                    "`class_labels`. Use a class-conditional LiT ('ada_norm_zero') for labels."
+                )
+            if encoder_hidden_states is None:
+                raise ValueError(
+                    "This is a text-to-image LiT: pass `encoder_hidden_states` (batch, tokens, channels)."
+                )
+            if self.use_additional_conditions and added_cond_kwargs is None:
+                raise ValueError(
+                    "This model is conditioned on resolution and aspect ratio: pass `added_cond_kwargs` with "
+                    "'resolution' (batch, 2) and 'aspect_ratio' (batch, 1)."
+                )
+            expected = config.caption_channels or config.cross_attention_dim
+            if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[-1] != expected:
+                raise ValueError(
+                    f"`encoder_hidden_states` must be (batch, tokens, {expected}) to match `caption_channels`, got "
+                    f"{tuple(encoder_hidden_states.shape)}: use the text encoder this model was trained with."
+                )
+
+
+# The paper's models: DiT widths and depths, LiT's linear-attention heads (DiT: 6, 12, 16, 16), patch 2.
+LIT_PRESETS: dict[str, dict[str, Any]] = {
+    "LiT-S/2": dict(num_layers=12, num_attention_heads=6, attention_head_dim=64, linear_attention_heads=2),
+    "LiT-B/2": dict(num_layers=12, num_attention_heads=12, attention_head_dim=64, linear_attention_heads=3),
+    "LiT-L/2": dict(num_layers=24, num_attention_heads=16, attention_head_dim=64, linear_attention_heads=4),
+    "LiT-XL/2": dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, linear_attention_heads=4),
+    "LiT-PixArt-Sigma-XL/2": dict(
+        norm_type="ada_norm_single",
+        num_layers=28,
+        num_attention_heads=16,
+        attention_head_dim=72,
+        linear_attention_heads=4,
+        out_channels=8,
+        sample_size=128,
+        interpolation_scale=2,
+        norm_eps=1e-6,
+        cross_attention_dim=1152,
+        caption_channels=4096,
+        use_additional_conditions=False,
+    ),  # fmt: skip
+}
+
+
+def lit_preset(name: str, **overrides: Any) -> LiTTransformer2DModel:
+    """A randomly initialised LiT of the paper's sizes (`LIT_PRESETS`), e.g. `lit_preset("LiT-XL/2")`."""
+    if name not in LIT_PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(LIT_PRESETS)}.")
+    return LiTTransformer2DModel(**{**LIT_PRESETS[name], **overrides})

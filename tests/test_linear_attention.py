@@ -1,0 +1,128 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffusers_lit.models.linear_attention import LiTLinearAttention, linear_attention
+
+
+def reference_attention(q, k, v, eps=1e-6):
+    """The same function through the explicit N x N matrix phi(Q) phi(K)^T, row-normalised."""
+    scores = F.relu(q) @ F.relu(k).transpose(-1, -2) / k.shape[-2]  # (B, h, N, N)
+    return scores @ v / (scores.sum(dim=-1, keepdim=True) + eps)
+
+
+def reference_dwc(v_grid, weight, bias):
+    """Depth-wise convolution written as a sum over kernel offsets: (C, H, W) grids, zero padding."""
+    channels, height, width = v_grid.shape[-3:]
+    size = weight.shape[-1]
+    pad = size // 2
+    padded = torch.zeros(*v_grid.shape[:-2], height + 2 * pad, width + 2 * pad, dtype=v_grid.dtype)
+    padded[..., pad : pad + height, pad : pad + width] = v_grid
+    out = torch.zeros_like(v_grid) + bias[:, None, None]
+    for dy in range(size):
+        for dx in range(size):
+            out += weight[:, 0, dy, dx][:, None, None] * padded[..., dy : dy + height, dx : dx + width]
+    return out
+
+
+def reference_module(attn: LiTLinearAttention, x, height, width):
+    """LiTLinearAttention computed from its weights with the N x N reference and the loop DWC."""
+    batch, tokens, dim = x.shape
+    h, d = attn.heads, attn.head_dim
+
+    def split(t):
+        return t.view(batch, tokens, h, d).transpose(1, 2)
+
+    q, k, v = split(attn.to_q(x)), split(attn.to_k(x)), split(attn.to_v(x))
+    out = reference_attention(q, k, v, attn.eps)
+    grid = v.reshape(batch, h, height, width, d).permute(0, 1, 4, 2, 3)  # (B, h, d, H, W)
+    dwc = reference_dwc(grid, attn.dwc.weight, attn.dwc.bias).permute(0, 1, 3, 4, 2).reshape(batch, h, tokens, d)
+    return attn.to_out[0]((out + dwc).transpose(1, 2).reshape(batch, tokens, dim))
+
+
+def relative_error(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("tokens", [1, 7, 64, 300])
+@pytest.mark.parametrize("heads", [1, 2, 4, 16])
+def test_linear_attention_equals_quadratic_reference(tokens, heads):
+    gen = torch.Generator().manual_seed(tokens * 100 + heads)
+    q, k, v = (torch.randn(3, heads, tokens, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    out = linear_attention(q, k, v)
+    assert out.dtype == torch.float64
+    assert relative_error(out, reference_attention(q, k, v)) <= 1e-10
+
+
+@pytest.mark.parametrize(("height", "width", "heads"), [(4, 4, 1), (3, 5, 2), (8, 2, 4), (6, 10, 16), (1, 9, 4)])
+def test_module_equals_reference_on_non_square_grids(height, width, heads):
+    torch.manual_seed(height * width + heads)
+    attn = LiTLinearAttention(dim=64, heads=heads, kernel_size=5).double()
+    torch.nn.init.normal_(attn.to_q.bias)  # non-zero biases so that they are exercised too
+    torch.nn.init.normal_(attn.to_out[0].bias)
+    x = torch.randn(3, height * width, 64, dtype=torch.float64)
+    out = attn(x, height, width)
+    assert out.shape == (3, height * width, 64)
+    assert relative_error(out, reference_module(attn, x, height, width)) <= 1e-10
+
+
+def test_dwc_is_one_kernel_per_head_channel_shared_by_heads():
+    attn = LiTLinearAttention(dim=96, heads=4, kernel_size=5)
+    assert attn.dwc.weight.shape == (24, 1, 5, 5)
+    assert attn.dwc.groups == 24 and attn.dwc.padding == (2, 2)
+
+
+def test_batch_elements_do_not_leak():
+    torch.manual_seed(0)
+    attn = LiTLinearAttention(dim=32, heads=2).double()
+    x = torch.randn(4, 30, 32, dtype=torch.float64)
+    out = attn(x, 5, 6)
+    changed = x.clone()
+    changed[1:] = 100 * torch.randn_like(changed[1:])
+    out_changed = attn(changed, 5, 6)
+    torch.testing.assert_close(out_changed[0], out[0], rtol=0, atol=0)
+    assert not torch.allclose(out_changed[1], out[1])
+    torch.testing.assert_close(attn(x[2:3], 5, 6)[0], out[2], rtol=1e-12, atol=1e-12)
+
+
+def test_fresh_weights():
+    attn = LiTLinearAttention(dim=64, heads=2)
+    for linear in (attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]):
+        assert torch.count_nonzero(linear.bias) == 0
+        bound = (6 / (64 + 64)) ** 0.5  # Xavier-uniform
+        assert linear.weight.abs().max() <= bound and linear.weight.abs().max() > 0.9 * bound
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_stays_finite_where_half_accumulation_overflows(dtype):
+    torch.manual_seed(0)
+    attn = LiTLinearAttention(dim=64, heads=2)
+    x = 40 * torch.randn(2, 32 * 32, 64)  # large activations: sum_j phi(k_j) v_j^T reaches ~1e6
+    half = LiTLinearAttention(dim=64, heads=2).to(dtype)
+    half.load_state_dict(attn.state_dict())
+    with torch.no_grad():
+        if dtype == torch.float16:  # bfloat16 has float32's range: only its precision is at stake
+            k = F.relu(half.to_k(x[0].to(dtype)))[:, :32]  # (N, d) of the first head
+            v = half.to_v(x[0].to(dtype))[:, :32]
+            assert not torch.isfinite(k.T @ v).all(), "the test input should overflow a float16 state"
+        out = half(x.to(dtype), 32, 32)
+        expected = attn(x, 32, 32)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert relative_error(out.float(), expected) < (2e-2 if dtype == torch.bfloat16 else 5e-3)
+
+
+def test_float32_accumulation_under_autocast():
+    q, k, v = (torch.randn(1, 2, 50, 8, dtype=torch.bfloat16) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = linear_attention(q, k, v)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, linear_attention(q.float(), k.float(), v.float()))
+
+
+def test_bad_heads_and_kernel():
+    with pytest.raises(ValueError, match="not divisible by `linear_attention_heads=5`"):
+        LiTLinearAttention(dim=64, heads=5)
+    with pytest.raises(ValueError, match="odd"):
+        LiTLinearAttention(dim=64, heads=2, kernel_size=4)
+    with pytest.raises(ValueError, match="tokens for a 3x3 grid"):
+        LiTLinearAttention(dim=64, heads=2)(torch.randn(1, 10, 64), 3, 3)

@@ -1,0 +1,252 @@
+import pytest
+import torch
+from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
+
+from diffusers_lit import LIT_PRESETS, LiTTransformer2DModel, lit_preset
+from diffusers_lit.models.linear_attention import LiTLinearAttention
+
+DIT_KWARGS = dict(
+    num_attention_heads=2, attention_head_dim=16, in_channels=4, num_layers=2, sample_size=8, num_embeds_ada_norm=10
+)
+PIXART_KWARGS = dict(
+    num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
+    cross_attention_dim=32, caption_channels=24, norm_type="ada_norm_single", norm_eps=1e-6,
+)  # fmt: skip
+
+
+def class_model(**kwargs) -> LiTTransformer2DModel:
+    torch.manual_seed(0)
+    return LiTTransformer2DModel(**{**DIT_KWARGS, "linear_attention_heads": 2, **kwargs})
+
+
+def text_model(**kwargs) -> LiTTransformer2DModel:
+    torch.manual_seed(0)
+    return LiTTransformer2DModel(**{**PIXART_KWARGS, "linear_attention_heads": 2, **kwargs})
+
+
+def class_inputs(batch=2, height=8, width=8, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(1)
+    return dict(
+        hidden_states=torch.randn(batch, 4, height, width, generator=gen).to(dtype),
+        timestep=torch.randint(0, 1000, (batch,), generator=gen),
+        class_labels=torch.randint(0, 11, (batch,), generator=gen),
+    )
+
+
+def text_inputs(batch=2, height=8, width=8, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(2)
+    mask = torch.ones(batch, 7)
+    mask[0, 5:] = 0
+    return dict(
+        hidden_states=torch.randn(batch, 4, height, width, generator=gen).to(dtype),
+        timestep=torch.randint(0, 1000, (batch,), generator=gen),
+        encoder_hidden_states=torch.randn(batch, 7, 24, generator=gen).to(dtype),
+        encoder_attention_mask=mask,
+    )
+
+
+LAYOUTS = [(class_model, class_inputs), (text_model, text_inputs)]
+
+
+@pytest.mark.parametrize(("make_model", "make_inputs"), LAYOUTS)
+@pytest.mark.parametrize(("height", "width"), [(8, 8), (8, 12), (16, 4)])
+def test_output_shapes(make_model, make_inputs, height, width):
+    model = make_model()
+    out = model(**make_inputs(3, height, width)).sample
+    assert out.shape == (3, 8, height, width)
+    assert torch.isfinite(out).all()
+
+
+def test_class_layout_shares_one_embedder():
+    model = class_model()
+    names = [name for name, _ in model.named_parameters()]
+    assert sum(name.startswith("time_class_embed.") for name in names) == 5
+    assert not any(".emb." in name for name in names)
+    assert model.time_class_embed.class_embedder.embedding_table.num_embeddings == 11  # 10 classes + null
+
+
+def test_class_embedder_never_drops_labels_in_training():
+    model = class_model().train()
+    inputs = class_inputs(batch=64)
+    torch.manual_seed(0)
+    first = model(**inputs).sample
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(**inputs).sample, first)
+
+
+def _copy_into_lit(lit: LiTTransformer2DModel, source: torch.nn.Module) -> None:
+    """Load a diffusers DiT / PixArt state dict into `lit` (renames of the DiT layout), then silence every
+    self-attention: the two models are then the same function, which pins every other part of LiT."""
+    state = {}
+    for key, value in source.state_dict().items():
+        if ".norm1.emb." in key:
+            if not key.startswith("transformer_blocks.0."):
+                continue
+            key = "time_class_embed." + key.split(".norm1.emb.")[1]
+        if ".attn1." not in key:
+            state[key] = value
+    missing, unexpected = lit.load_state_dict(state, strict=False)
+    assert unexpected == [] and set(missing) == {key for key in lit.state_dict() if ".attn1." in key}
+    for model in (lit, source):
+        for block in model.transformer_blocks:
+            torch.nn.init.zeros_(block.attn1.to_out[0].weight)
+            torch.nn.init.zeros_(block.attn1.to_out[0].bias)
+
+
+def test_class_layout_equals_diffusers_dit_outside_the_self_attention():
+    torch.manual_seed(0)
+    dit = DiTTransformer2DModel(**DIT_KWARGS, out_channels=8).double().eval()  # eval: no label dropout
+    for block in dit.transformer_blocks[1:]:  # trained DiTs hold one embedder, repeated in every block
+        block.norm1.emb.load_state_dict(dit.transformer_blocks[0].norm1.emb.state_dict())
+    lit = class_model().double()
+    _copy_into_lit(lit, dit)
+    inputs = class_inputs(dtype=torch.float64)
+    expected = dit(**inputs).sample
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(lit(**inputs).sample, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_text_layout_equals_diffusers_pixart_outside_the_self_attention():
+    torch.manual_seed(0)
+    pixart = PixArtTransformer2DModel(**PIXART_KWARGS).double()
+    lit = text_model().double()
+    _copy_into_lit(lit, pixart)
+    inputs = text_inputs(dtype=torch.float64)
+    inputs["encoder_hidden_states"] = inputs["encoder_hidden_states"].double()
+    expected = pixart(**inputs).sample
+    torch.testing.assert_close(lit(**inputs).sample, expected, rtol=1e-12, atol=1e-12)
+    other_mask = dict(inputs, encoder_attention_mask=torch.ones(2, 7))
+    assert not torch.allclose(lit(**other_mask).sample[0], expected[0])  # the text mask is used
+
+
+def test_text_layout_additional_conditions():
+    model = text_model(use_additional_conditions=True, attention_head_dim=24, cross_attention_dim=48)  # width % 3 == 0
+    inputs = text_inputs()
+    with pytest.raises(ValueError, match="added_cond_kwargs"):
+        model(**inputs)
+    cond = {"resolution": torch.tensor([[64.0, 64.0]] * 2), "aspect_ratio": torch.tensor([[1.0]] * 2)}
+    out = model(**inputs, added_cond_kwargs=cond).sample
+    other = {"resolution": torch.tensor([[64.0, 128.0]] * 2), "aspect_ratio": torch.tensor([[2.0]] * 2)}
+    assert not torch.allclose(model(**inputs, added_cond_kwargs=other).sample, out)
+
+
+@pytest.mark.parametrize(("make_model", "make_inputs"), LAYOUTS)
+def test_save_and_load_round_trip(make_model, make_inputs, tmp_path):
+    model = make_model(dwc_kernel_size=3)
+    inputs = make_inputs()
+    with torch.no_grad():
+        expected = model(**inputs).sample
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = LiTTransformer2DModel.from_pretrained(tmp_path)
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert public(loaded.config) == public(model.config)
+    assert loaded.config.dwc_kernel_size == 3 and loaded.config.linear_attention_heads == 2
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).sample, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("make_model", "make_inputs"), LAYOUTS)
+def test_gradient_checkpointing_gives_the_same_gradients(make_model, make_inputs):
+    inputs = make_inputs()
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+            assert model.gradient_checkpointing
+        model(**inputs).sample.square().mean().backward()
+        grads.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == len(list(model.parameters()))
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("make_model", "make_inputs"), LAYOUTS)
+def test_half_precision_forward(make_model, make_inputs, dtype):
+    model = make_model()
+    inputs = make_inputs()
+    with torch.no_grad():
+        expected = model(**inputs).sample
+        out = model.to(dtype)(**make_inputs(dtype=dtype)).sample
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert ((out.float() - expected).norm() / expected.norm()).item() < 3e-2
+
+
+def test_torch_compile_matches_eager():
+    model = class_model().eval()
+    inputs = class_inputs()
+    with torch.no_grad():
+        expected = model(**inputs).sample
+        compiled = torch.compile(model, fullgraph=False)
+        out = compiled(**inputs).sample
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_xl_preset_parameters_against_diffusers_dit():
+    with torch.device("meta"):
+        lit = lit_preset("LiT-XL/2")
+        dit = DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, num_layers=28, out_channels=8)
+    lit_count = sum(p.numel() for p in lit.parameters())
+    dit_count = sum(p.numel() for p in dit.parameters())
+    print(f"LiT-XL/2: {lit_count:,} parameters; diffusers DiT-XL/2: {dit_count:,}")
+    head_dim = 1152 // 4
+    dwc = 28 * (head_dim * 5 * 5 + head_dim)  # one depth-wise kernel + bias per block
+    embedder = sum(p.numel() for p in dit.transformer_blocks[0].norm1.emb.parameters())
+    assert embedder == 256 * 1152 + 1152 + 1152 * 1152 + 1152 + 1001 * 1152
+    assert lit_count - dit_count == dwc - 27 * embedder  # DiT repeats the embedder in every block
+    assert lit.transformer_blocks[0].attn1.heads == 4 and lit.transformer_blocks[0].attn1.head_dim == 288
+
+
+def test_presets():
+    assert LIT_PRESETS["LiT-S/2"]["linear_attention_heads"] == 2
+    assert LIT_PRESETS["LiT-B/2"]["linear_attention_heads"] == 3
+    with torch.device("meta"):
+        pixart = lit_preset("LiT-PixArt-Sigma-XL/2")
+    assert pixart.caption_projection is not None and pixart.transformer_blocks[0].attn2 is not None
+    assert isinstance(pixart.transformer_blocks[27].attn1, LiTLinearAttention)
+    with pytest.raises(ValueError, match="Unknown preset"):
+        lit_preset("LiT-XXL/2")
+
+
+def test_attention_mixin_finds_the_cross_attention():
+    assert len(text_model().attn_processors) == 2  # attn2 of each block; attn1 has no processor to swap
+    assert class_model().attn_processors == {}
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="not divisible by `linear_attention_heads=3`"):
+        class_model(linear_attention_heads=3)
+    with pytest.raises(ValueError, match="not divisible by `patch_size=2`"):
+        class_model(sample_size=7)
+    with pytest.raises(ValueError, match="norm_type"):
+        class_model(norm_type="layer_norm")
+    with pytest.raises(ValueError, match="cross_attention_dim"):
+        text_model(cross_attention_dim=None)
+
+
+def test_bad_inputs():
+    lit_class, lit_text = class_model(), text_model()
+    inputs = class_inputs()
+    with pytest.raises(ValueError, match=r"Class labels must lie in \[0, 10\]"):
+        lit_class(**dict(inputs, class_labels=torch.tensor([3, 11])))
+    with pytest.raises(ValueError, match=r"Class labels must lie in \[0, 10\]"):
+        lit_class(**dict(inputs, class_labels=torch.tensor([-1, 0])))
+    with pytest.raises(ValueError, match="pass `class_labels`"):
+        lit_class(inputs["hidden_states"], inputs["timestep"])
+    with pytest.raises(ValueError, match="takes `class_labels`, not `encoder_hidden_states`"):
+        lit_class(**inputs, encoder_hidden_states=torch.randn(2, 7, 24))
+    with pytest.raises(ValueError, match="multiples of the patch size 2"):
+        lit_class(**dict(inputs, hidden_states=torch.randn(2, 4, 8, 9)))
+    with pytest.raises(ValueError, match=r"must be \(batch, 4, height, width\)"):
+        lit_class(**dict(inputs, hidden_states=torch.randn(2, 3, 8, 8)))
+    text = text_inputs()
+    with pytest.raises(ValueError, match="takes `encoder_hidden_states`, not `class_labels`"):
+        lit_text(**text, class_labels=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"\(batch, tokens, 24\) to match `caption_channels`"):
+        lit_text(**dict(text, encoder_hidden_states=torch.randn(2, 7, 32)))
+    with pytest.raises(ValueError, match="pass `encoder_hidden_states`"):
+        lit_text(text["hidden_states"], text["timestep"])
