@@ -201,6 +201,7 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin):
 
         self.inner_dim = inner_dim
         self.out_channels = 2 * in_channels if out_channels is None else out_channels
+        self.register_to_config(out_channels=self.out_channels)  # resolved, for pipelines that read the config
         self.gradient_checkpointing = False
         if interpolation_scale is None:
             interpolation_scale = max(sample_size // 64, 1)

@@ -1,0 +1,210 @@
+"""Hub plumbing shared by the LiT pipelines: resolving a folder or repo id, model cards, saving and pushing."""
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData, create_repo, snapshot_download
+from huggingface_hub.constants import is_offline_mode
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card_template.md"  # the repository's top-level template
+HOW_MADE_HEADING = "## How it was made"
+UNRECORDED_ORIGIN = "Saved with diffusers_lit's `save_pretrained`; its origin was not recorded."
+
+
+def resolve_pretrained_folder(
+    name_or_path: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Path:
+    """A local folder as it is, or a Hub repo id fetched into the Hugging Face cache (its local snapshot)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{path} is a file; pass a pipeline folder (with model_index.json) or a Hub repo id.")
+    offline = is_offline_mode()
+    try:
+        from . import __version__
+
+        return Path(
+            snapshot_download(
+                str(name_or_path),
+                cache_dir=cache_dir,
+                revision=revision,
+                token=token,
+                local_files_only=local_files_only or offline,
+                force_download=force_download,
+                library_name="diffusers_lit",
+                library_version=__version__,
+            )
+        )
+    except HFValidationError as error:
+        raise OSError(f"{name_or_path!r} is neither an existing folder nor a valid Hub repo id.") from error
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
+        why = (
+            " Offline mode is on (HF_HUB_OFFLINE=1), so only the local cache was searched."
+            if offline
+            else " It is not in the local cache and could not be fetched from the Hub."
+        )
+        raise OSError(
+            f"Cannot load {name_or_path!r}: it is not a local folder and no snapshot of it (revision "
+            f"{revision or 'main'}) was found.{why} Check the name, or download it where there is a network."
+        ) from error
+
+
+def read_pipeline_class_name(folder: Path) -> str:
+    """The `_class_name` recorded in a pipeline folder's model_index.json."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ValueError(
+            f"{folder} has no model_index.json: it is not a diffusers pipeline folder. To turn a DiT or PixArt "
+            "checkpoint into a LiT pipeline, use `diffusers-lit convert`."
+        )
+    return json.loads(index.read_text())["_class_name"]
+
+
+def read_card_info(folder: Path) -> dict[str, Any]:
+    """What a saved model card says about the model's origin: base model, license, how it was made."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return {}
+    card = ModelCard.load(readme)
+    info = {"base_model": card.data.base_model, "license": card.data.license}
+    match = re.search(rf"{HOW_MADE_HEADING}\n+(.*?)(?=\n## |\Z)", card.text, flags=re.S)
+    if match and match.group(1).strip() != UNRECORDED_ORIGIN:
+        info["how_made"] = match.group(1).strip()
+    return {key: value for key, value in info.items() if value}
+
+
+def render_model_card(
+    *,
+    model_name: str,
+    pipeline_tag: str,
+    usage: str,
+    description: str,
+    base_model: str | list[str] | None = None,
+    license: str | None = None,
+    how_made: str | None = None,
+) -> ModelCard:
+    """A model card from the top-level model_card_template.md."""
+    card_data = ModelCardData(
+        library_name="diffusers_lit",
+        pipeline_tag=pipeline_tag,
+        base_model=base_model,
+        license=license,
+        tags=["diffusers", "diffusers_lit", "lit", "linear-attention", pipeline_tag],
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=MODEL_CARD_TEMPLATE,
+        model_name=model_name,
+        description=description,
+        how_made=how_made or UNRECORDED_ORIGIN,
+        usage=usage,
+    )
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it into place."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+class LiTHubMixin:
+    """Model cards on `save_pretrained` / `push_to_hub`, and a record of where the pipeline came from.
+
+    `card_info` holds `base_model`, `license` and `how_made`; it is read back from the card on load.
+    """
+
+    pipeline_tag: str
+    task: str
+    card_info: dict[str, Any]
+    loads_any_lit_pipeline = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+        """Load a LiT pipeline from a local folder or a Hub repo id.
+
+        A repo id is fetched with huggingface_hub first (`revision`, `token`, `cache_dir`, `local_files_only`,
+        `force_download` and HF_HUB_OFFLINE are honoured), then loaded from the local snapshot. The pipeline
+        class comes from model_index.json: `LiTPipeline.from_pretrained` loads either kind. Other keyword
+        arguments (`torch_dtype`, components to replace, ...) go to diffusers' `from_pretrained`.
+        """
+        from diffusers import DiffusionPipeline
+
+        from .pipelines import PIPELINES
+
+        hub_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download")
+        folder = resolve_pretrained_folder(
+            pretrained_model_name_or_path, **{key: kwargs.pop(key) for key in hub_keys if key in kwargs}
+        )
+        class_name = read_pipeline_class_name(folder)
+        if class_name not in PIPELINES:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds a {class_name}, not a LiT pipeline ({', '.join(PIPELINES)}). "
+                "To turn a DiT or PixArt pipeline into LiT, use `diffusers-lit convert`."
+            )
+        pipeline_class = PIPELINES[class_name]
+        if not (cls.loads_any_lit_pipeline or issubclass(pipeline_class, cls)):
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds a {class_name}, not a {cls.__name__}: load it with "
+                f"{class_name} or LiTPipeline."
+            )
+        pipeline = DiffusionPipeline.from_pretrained.__func__(pipeline_class, folder, **kwargs)
+        pipeline.card_info = read_card_info(folder)
+        return pipeline
+
+    def usage_snippet(self, repo_id: str) -> str:
+        raise NotImplementedError
+
+    def model_card(self, repo_id: str) -> ModelCard:
+        info = getattr(self, "card_info", {})
+        return render_model_card(
+            model_name=repo_id.rstrip("/").split("/")[-1],
+            pipeline_tag=self.pipeline_tag,
+            usage=self.usage_snippet(repo_id),
+            description=f"A `{type(self).__name__}` for {self.task}.",
+            base_model=info.get("base_model"),
+            license=info.get("license"),
+            how_made=info.get("how_made"),
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
+        """diffusers' `save_pretrained`, plus a README.md model card; `push_to_hub=True` then uploads."""
+        hub_kwargs = {
+            key: kwargs.pop(key) for key in ("commit_message", "private", "token", "create_pr") if key in kwargs
+        }
+        repo_id = kwargs.pop("repo_id", None) or Path(save_directory).name
+        super().save_pretrained(save_directory, **kwargs)
+        write_atomically(Path(save_directory) / "README.md", str(self.model_card(str(save_directory))))
+        if push_to_hub:
+            self.push_to_hub(repo_id, **hub_kwargs, **kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+    ) -> Any:
+        """Save the pipeline with its model card into a temporary folder and upload it to `repo_id`."""
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as tmpdir:
+            self.save_pretrained(tmpdir, safe_serialization=safe_serialization, variant=variant)
+            write_atomically(Path(tmpdir) / "README.md", str(self.model_card(repo_id)))
+            return self._upload_folder(
+                tmpdir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr
+            )

@@ -1,0 +1,87 @@
+"""Tiny random components for offline tests, and a pre-filled Hugging Face cache."""
+
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
+from huggingface_hub.constants import HF_HUB_CACHE
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
+
+WORDS = "a an the cat dog bird red blue green photo of small large on grass sky".split()
+
+
+def tiny_class_transformer(in_channels: int = 1, sample_size: int = 8, num_classes: int = 3, seed: int = 0):
+    torch.manual_seed(seed)
+    return LiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=in_channels, num_layers=2,
+        sample_size=sample_size, num_embeds_ada_norm=num_classes, linear_attention_heads=2,
+    )  # fmt: skip
+
+
+def tiny_text_transformer(sample_size: int = 8, caption_channels: int = 24, seed: int = 0):
+    torch.manual_seed(seed)
+    return LiTTransformer2DModel(
+        norm_type="ada_norm_single", num_attention_heads=2, attention_head_dim=8, in_channels=4, num_layers=2,
+        sample_size=sample_size, cross_attention_dim=16, caption_channels=caption_channels, norm_eps=1e-6,
+        linear_attention_heads=2,
+    )  # fmt: skip
+
+
+def tiny_vae(in_channels: int = 3, seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=in_channels, out_channels=in_channels, latent_channels=4, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=8, sample_size=16,
+    )  # fmt: skip
+
+
+def tiny_text_encoder(tmp_path: Path, hidden_size: int = 24, seed: int = 0):
+    """A BERT tokenizer over a small vocabulary written to disk, and a random BERT of `hidden_size`."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), model_max_length=32)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5, hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64,
+    )  # fmt: skip
+    return tokenizer, BertModel(config).eval()
+
+
+def class_pipeline(vae: bool = False, **kwargs) -> LiTPipeline:
+    transformer = tiny_class_transformer(in_channels=4 if vae else 1, **kwargs)
+    pipe = LiTPipeline(
+        transformer=transformer,
+        scheduler=DDPMScheduler(variance_type="learned_range"),
+        vae=tiny_vae() if vae else None,
+        id2label={0: "cat, kitty", 1: "dog", 2: "bird"},
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def text_pipeline(tmp_path: Path, sample_size: int = 8) -> LiTTextToImagePipeline:
+    tokenizer, text_encoder = tiny_text_encoder(tmp_path)
+    pipe = LiTTextToImagePipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=tiny_vae(),
+        transformer=tiny_text_transformer(sample_size=sample_size),
+        scheduler=DPMSolverMultistepScheduler(),  # as PixArt: its sampling loop drops the learned variance
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def put_in_hf_cache(folder: Path, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Copy `folder` into the Hugging Face cache as the `main` snapshot of model repo `repo_id`."""
+    repo = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(folder, snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

@@ -1,0 +1,51 @@
+import json
+
+import pytest
+from helpers import class_pipeline, text_pipeline
+from PIL import Image
+
+from diffusers_lit.cli import main
+from diffusers_lit.evaluation import image_grid
+
+
+def test_demo_runs_and_writes_its_results(tmp_path, capsys):
+    main(["demo", "--output-dir", str(tmp_path), "--steps", "2", "--num-images", "3"])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["attention_relative_error"] < 1e-10 and results["images"] == 3
+    assert Image.open(tmp_path / "grid.png").size == (2 * 32, 2 * (32 + 12))
+    assert "relative error" in capsys.readouterr().out
+
+
+def test_sample_class_labels(tmp_path):
+    class_pipeline().save_pretrained(tmp_path / "pipe")
+    output = tmp_path / "grid.png"
+    main(["sample", str(tmp_path / "pipe"), "--class-labels", "cat", "2", "dog", "--steps", "2",
+          "--output", str(output), "--scheduler", "euler", "--width", "16"])  # fmt: skip
+    assert Image.open(output).size == (2 * 16, 2 * (8 + 12))
+
+
+def test_sample_prompt(tmp_path):
+    text_pipeline(tmp_path).save_pretrained(tmp_path / "pipe")
+    output = tmp_path / "grid.png"
+    main(["sample", str(tmp_path / "pipe"), "--prompt", "a cat", "--steps", "1", "--output", str(output),
+          "--height", "16", "--width", "16"])  # fmt: skip
+    assert Image.open(output).size == (16, 16 + 12)
+
+
+def test_sample_needs_the_right_condition(tmp_path):
+    class_pipeline().save_pretrained(tmp_path / "pipe")
+    with pytest.raises(SystemExit, match="give --class-labels, not --prompt"):
+        main(["sample", str(tmp_path / "pipe"), "--prompt", "a cat"])
+    with pytest.raises(SystemExit, match="either --class-labels or --prompt"):
+        main(["sample", str(tmp_path / "pipe")])
+
+
+def test_image_grid_layout_and_errors():
+    images = [Image.new("L", (10, 6), color) for color in (0, 80, 160, 255, 30)]
+    grid = image_grid(images, labels=list("abcde"), columns=2)
+    assert grid.size == (20, 3 * (6 + 12))
+    assert grid.getpixel((10, 12 + 12 + 6 + 3)) == (255, 255, 255)  # image 3 sits at row 1, column 1
+    with pytest.raises(ValueError, match="2 labels for 5 images"):
+        image_grid(images, labels=["a", "b"])
+    with pytest.raises(ValueError, match="empty"):
+        image_grid([])

@@ -1,0 +1,335 @@
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiTTransformer2DModel,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+)
+from helpers import class_pipeline, put_in_hf_cache, text_pipeline, tiny_text_transformer
+from PIL import Image
+
+from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
+
+
+def generate(pipe, seed=0, **kwargs):
+    kwargs = {"class_labels": [0, 1, 2], "num_inference_steps": 3, "output_type": "np", **kwargs}
+    return pipe(generator=torch.Generator().manual_seed(seed), **kwargs).images
+
+
+def count_transformer_batches(pipe) -> list[int]:
+    batches = []
+    forward = pipe.transformer.forward
+
+    def counting_forward(hidden_states, *args, **kwargs):
+        batches.append(hidden_states.shape[0])
+        return forward(hidden_states, *args, **kwargs)
+
+    pipe.transformer.forward = counting_forward
+    return batches
+
+
+def test_seeded_generation_is_deterministic():
+    pipe = class_pipeline()
+    first, second = generate(pipe, seed=3), generate(pipe, seed=3)
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(first, generate(pipe, seed=4))
+
+
+def test_batch_with_generators_equals_single_calls():
+    pipe = class_pipeline()
+    generators = [torch.Generator().manual_seed(seed) for seed in (10, 11, 12)]
+    batch = pipe([2, 0, 1], generator=generators, num_inference_steps=4, output_type="np").images
+    for image, label, seed in zip(batch, [2, 0, 1], (10, 11, 12), strict=True):
+        single = pipe([label], generator=torch.Generator().manual_seed(seed), num_inference_steps=4, output_type="np")
+        np.testing.assert_allclose(image, single.images[0], atol=1e-5)
+
+
+def test_guidance_one_runs_half_the_batch():
+    pipe = class_pipeline()
+    batches = count_transformer_batches(pipe)
+    guided = generate(pipe, guidance_scale=4.0)
+    assert batches == [6, 6, 6]
+    batches.clear()
+    plain = generate(pipe, guidance_scale=1.0)
+    assert batches == [3, 3, 3]
+    assert not np.allclose(guided, plain)
+
+
+def test_labels_by_name_and_by_id():
+    pipe = class_pipeline()
+    by_name = generate(pipe, class_labels=["kitty", "dog", "bird"])
+    np.testing.assert_array_equal(by_name, generate(pipe, class_labels=[0, 1, 2]))
+    np.testing.assert_array_equal(generate(pipe, class_labels="cat"), generate(pipe, class_labels=0))
+    assert pipe.get_label_ids(["bird", "cat"]) == [2, 0]
+
+
+@pytest.mark.parametrize("vae", [False, True])
+def test_output_types(vae):
+    pipe = class_pipeline(vae=vae)
+    channels, size = (3, 16) if vae else (1, 8)
+    pt = generate(pipe, output_type="pt")
+    assert pt.shape == (3, channels, size, size) and pt.min() >= 0 and pt.max() <= 1
+    array = generate(pipe, output_type="np")
+    assert array.shape == (3, size, size, channels)
+    np.testing.assert_allclose(array, pt.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    pil = generate(pipe, output_type="pil")
+    assert len(pil) == 3 and isinstance(pil[0], Image.Image) and pil[0].size == (size, size)
+    assert pil[0].mode == ("RGB" if vae else "L")
+    latent = generate(pipe, output_type="latent")
+    assert latent.shape == (3, 4 if vae else 1, 8, 8)
+    if not vae:  # pixel space: the image is the sample, mapped from [-1, 1] to [0, 1]
+        np.testing.assert_allclose(pt.numpy(), ((latent / 2 + 0.5).clamp(0, 1)).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("vae", [False, True])
+def test_non_square_sizes(vae):
+    pipe = class_pipeline(vae=vae)
+    scale = 2 if vae else 1
+    images = generate(pipe, height=8 * scale, width=20 * scale)
+    assert images.shape[1:3] == (8 * scale, 20 * scale)
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        DDIMScheduler(),
+        DDPMScheduler(variance_type="learned_range"),
+        DPMSolverMultistepScheduler(algorithm_type="dpmsolver++"),
+        EulerDiscreteScheduler(),
+    ],
+    ids=["ddim", "ddpm-learned-range", "dpmsolver++", "euler"],
+)
+def test_schedulers(scheduler):
+    pipe = class_pipeline()
+    pipe.scheduler = scheduler
+    images = generate(pipe, num_inference_steps=4)
+    assert images.shape == (3, 8, 8, 1) and np.isfinite(images).all()
+
+
+def test_learned_variance_reaches_schedulers_that_use_it():
+    pipe = class_pipeline()
+    seen = []
+    step = pipe.scheduler.step
+    pipe.scheduler.step = lambda model_output, *args, **kwargs: (
+        seen.append(model_output.shape[1]) or step(model_output, *args, **kwargs)
+    )
+    generate(pipe)
+    assert seen == [2, 2, 2]  # noise and variance channels
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # keeps a `variance_type` it ignores
+    step = pipe.scheduler.step
+    seen.clear()
+    pipe.scheduler.step = lambda model_output, *args, **kwargs: (
+        seen.append(model_output.shape[1]) or step(model_output, *args, **kwargs)
+    )
+    generate(pipe)
+    assert seen == [1, 1, 1]
+
+
+def test_callback_on_step_end_can_replace_latents():
+    pipe = class_pipeline()
+    steps = []
+
+    def callback(pipeline, step, timestep, tensors):
+        steps.append(step)
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    images = generate(pipe, callback_on_step_end=callback, output_type="latent")
+    assert steps == [0, 1, 2]
+    assert torch.count_nonzero(images) == 0
+
+
+def test_diffusers_dit_runs_through_the_same_pipeline():
+    torch.manual_seed(0)
+    dit = DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2, num_layers=2, sample_size=8,
+        num_embeds_ada_norm=3,
+    ).eval()  # fmt: skip
+    pipe = LiTPipeline(dit, DDPMScheduler(variance_type="learned_range"))
+    pipe.set_progress_bar_config(disable=True)
+    batches = count_transformer_batches(pipe)
+    images = generate(pipe, guidance_scale=2.0)
+    assert images.shape == (3, 8, 8, 1) and batches == [6, 6, 6]
+
+
+def test_save_load_same_images(tmp_path):
+    pipe = class_pipeline(vae=True)
+    expected = generate(pipe)
+    pipe.save_pretrained(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["_class_name"] == "LiTPipeline" and index["id2label"]["0"] == "cat, kitty"
+    loaded = LiTPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.labels == pipe.labels
+    # The reloaded VAE may pick another (equivalent) attention kernel: equal to float32 rounding.
+    np.testing.assert_allclose(generate(loaded, class_labels=["cat", "dog", "bird"]), expected, atol=1e-5)
+    card = (tmp_path / "pipe" / "README.md").read_text()
+    assert "library_name: diffusers_lit" in card and "from diffusers_lit import LiTPipeline" in card
+
+
+def test_pixel_space_pipeline_round_trip(tmp_path):
+    pipe = class_pipeline(vae=False)
+    pipe.save_pretrained(tmp_path)
+    loaded = LiTPipeline.from_pretrained(tmp_path)
+    assert loaded.vae is None
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(generate(loaded), generate(pipe))
+    assert LiTPipeline.from_pretrained(tmp_path, torch_dtype=torch.float64).transformer.dtype == torch.float64
+
+
+def test_usage_snippet_in_the_card_runs(tmp_path):
+    pipe = class_pipeline()
+    pipe.save_pretrained(tmp_path / "lit")
+    card = (tmp_path / "lit" / "README.md").read_text()
+    snippet = card.split("```python\n")[1].split("```")[0]
+    snippet = snippet.replace("num_inference_steps=50", "num_inference_steps=2").replace("lit.png", "out.png")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(snippet, {})
+    finally:
+        os.chdir(cwd)
+    assert Image.open(tmp_path / "out.png").size == (8, 8)
+
+
+def test_repo_id_from_the_hf_cache_offline(tmp_path):
+    pipe = class_pipeline()
+    pipe.card_info = {"base_model": "someone/tiny-dit", "license": "mit", "how_made": "Converted from a tiny DiT."}
+    pipe.save_pretrained(tmp_path / "pipe")
+    put_in_hf_cache(tmp_path / "pipe", "lit-tests/tiny-class")
+    loaded = LiTPipeline.from_pretrained("lit-tests/tiny-class")
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(generate(loaded), generate(pipe))
+    assert loaded.card_info == pipe.card_info  # base model, license and origin come back from the card
+    loaded.save_pretrained(tmp_path / "again")
+    card = (tmp_path / "again" / "README.md").read_text()
+    assert "base_model: someone/tiny-dit" in card and "license: mit" in card and "Converted from a tiny DiT." in card
+
+
+def test_missing_repo_id_offline_raises_oserror():
+    with pytest.raises(OSError, match="Offline mode is on"):
+        LiTPipeline.from_pretrained("lit-tests/not-in-the-cache")
+    with pytest.raises(OSError, match="neither an existing folder nor a valid Hub repo id"):
+        LiTPipeline.from_pretrained("./no/such/folder")
+
+
+def test_push_to_hub_uploads_the_folder_with_its_card(tmp_path, monkeypatch):
+    import diffusers.utils.hub_utils
+    from huggingface_hub import RepoUrl
+
+    import diffusers_lit.hub
+
+    uploaded = {}
+
+    def fake_upload_folder(repo_id, folder_path, **kwargs):  # huggingface_hub's upload, minus the network
+        uploaded["repo_id"] = repo_id
+        shutil.copytree(folder_path, tmp_path / "uploaded")
+
+    monkeypatch.setattr(diffusers.utils.hub_utils, "upload_folder", fake_upload_folder)
+    monkeypatch.setattr(
+        diffusers_lit.hub, "create_repo", lambda repo_id, **kwargs: RepoUrl(f"https://huggingface.co/{repo_id}")
+    )
+    pipe = class_pipeline()
+    pipe.push_to_hub("someone/lit-tiny")
+    assert uploaded["repo_id"] == "someone/lit-tiny"
+    folder = tmp_path / "uploaded"
+    assert (folder / "model_index.json").is_file() and (folder / "transformer" / "config.json").is_file()
+    card = (folder / "README.md").read_text()
+    assert "# lit-tiny" in card and 'LiTPipeline.from_pretrained("someone/lit-tiny")' in card
+    assert LiTPipeline.from_pretrained(folder).labels == pipe.labels
+
+
+def test_bad_inputs():
+    pipe = class_pipeline()
+    with pytest.raises(ValueError, match=r"`class_labels` \[3\] out of range"):
+        generate(pipe, class_labels=[0, 3])
+    with pytest.raises(ValueError, match="Unknown class label 'horse' in `class_labels`"):
+        generate(pipe, class_labels=["horse"])
+    with pytest.raises(ValueError, match="`height` and `width` must be positive multiples of 2"):
+        generate(pipe, height=9)
+    with pytest.raises(ValueError, match="`num_inference_steps` must be at least 1"):
+        generate(pipe, num_inference_steps=0)
+    with pytest.raises(ValueError, match="`output_type` must be one of"):
+        generate(pipe, output_type="jpeg")
+    with pytest.raises(ValueError, match="3 generators for 2 class labels"):
+        pipe([0, 1], generator=[torch.Generator()] * 3)
+    with pytest.raises(ValueError, match="needs a class-conditional transformer"):
+        LiTPipeline(tiny_text_transformer(), DDPMScheduler())
+
+
+# Text-to-image
+
+
+def test_text_pipeline_generates_and_uses_the_prompt(tmp_path):
+    pipe = text_pipeline(tmp_path)
+    kwargs = dict(num_inference_steps=2, output_type="np", use_resolution_binning=False, max_sequence_length=16)
+    cat = pipe("a red cat", generator=torch.Generator().manual_seed(0), **kwargs).images
+    again = pipe("a red cat", generator=torch.Generator().manual_seed(0), **kwargs).images
+    dog = pipe("a blue dog on grass", generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert cat.shape == (1, 16, 16, 3)
+    np.testing.assert_array_equal(cat, again)
+    assert not np.allclose(cat, dog)
+    negative = pipe("a red cat", negative_prompt="sky", generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert not np.allclose(cat, negative)
+
+
+def test_text_pipeline_prompt_embeds_equal_prompts(tmp_path):
+    pipe = text_pipeline(tmp_path)
+    kwargs = dict(num_inference_steps=2, output_type="np", use_resolution_binning=False, max_sequence_length=16)
+    embeds, mask, negative_embeds, negative_mask = pipe.encode_prompt("a red cat", max_sequence_length=16)
+    from_embeds = pipe(
+        negative_prompt=None, prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative_embeds,
+        negative_prompt_attention_mask=negative_mask, generator=torch.Generator().manual_seed(0), **kwargs,
+    ).images  # fmt: skip
+    from_prompt = pipe("a red cat", generator=torch.Generator().manual_seed(0), **kwargs).images
+    np.testing.assert_allclose(from_embeds, from_prompt, atol=1e-6)
+
+
+def test_text_pipeline_resolution_binning(tmp_path):
+    pipe = text_pipeline(tmp_path, sample_size=32)
+    image = pipe("a cat", num_inference_steps=1, height=64, width=96, output_type="np", max_sequence_length=8)
+    assert image.images.shape == (1, 64, 96, 3)  # generated on the nearest bin, resized back
+
+
+def test_text_pipeline_save_load_and_dispatch(tmp_path):
+    pipe = text_pipeline(tmp_path)
+    kwargs = dict(num_inference_steps=2, output_type="np", use_resolution_binning=False, max_sequence_length=16)
+    expected = pipe("a small bird", generator=torch.Generator().manual_seed(0), **kwargs).images
+    pipe.save_pretrained(tmp_path / "t2i")
+    for loader in (LiTPipeline, LiTTextToImagePipeline):
+        loaded = loader.from_pretrained(tmp_path / "t2i")
+        assert isinstance(loaded, LiTTextToImagePipeline)
+        loaded.set_progress_bar_config(disable=True)
+        images = loaded("a small bird", generator=torch.Generator().manual_seed(0), **kwargs).images
+        np.testing.assert_array_equal(images, expected)
+    assert "pipeline_tag: text-to-image" in (tmp_path / "t2i" / "README.md").read_text()
+    class_pipeline().save_pretrained(tmp_path / "class")
+    with pytest.raises(ValueError, match="holds a LiTPipeline, not a LiTTextToImagePipeline"):
+        LiTTextToImagePipeline.from_pretrained(tmp_path / "class")
+
+
+def test_text_pipeline_bad_inputs(tmp_path):
+    pipe = text_pipeline(tmp_path)
+    with pytest.raises(ValueError, match="negative_prompt"):
+        embeds, mask, _, _ = pipe.encode_prompt(["a cat", "a dog"], max_sequence_length=8)
+        negative, negative_mask, _, _ = pipe.encode_prompt("sky", False, max_sequence_length=8)
+        pipe(
+            negative_prompt=None, prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative,
+            negative_prompt_attention_mask=negative_mask, use_resolution_binning=False, num_inference_steps=1,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="`prompt` has 2 entries but `negative_prompt` has 1"):
+        pipe(["a cat", "a dog"], negative_prompt=["sky"], use_resolution_binning=False, max_sequence_length=8)
+    with pytest.raises(ValueError, match="needs a text-to-image transformer"):
+        LiTTextToImagePipeline(
+            pipe.tokenizer, pipe.text_encoder, pipe.vae, class_pipeline().transformer, pipe.scheduler
+        )
+    with pytest.raises(ValueError, match="hidden size 24 does not match the transformer's caption_channels 32"):
+        LiTTextToImagePipeline(
+            pipe.tokenizer, pipe.text_encoder, pipe.vae, tiny_text_transformer(caption_channels=32), pipe.scheduler
+        )
