@@ -95,6 +95,41 @@ def sample(args: argparse.Namespace) -> None:
     print(f"Wrote {len(images)} images to {output}")
 
 
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `diffusers-lit convert` (also used by examples/convert_to_lit.py)."""
+    parser.add_argument("source", help="Hub repo id, diffusers folder, or original .pt / .pth / .safetensors file")
+    parser.add_argument("output_dir", help="the LiT pipeline folder to write")
+    parser.add_argument("--linear-attention-heads", type=int, help="default: max(2, teacher heads // 4)")
+    parser.add_argument("--dwc-kernel-size", type=int, default=5)
+    parser.add_argument("--inherit", choices=["none", "v", "kv", "qkv", "qkvo"], default="none",
+                        help="self-attention projections to copy instead of starting fresh")  # fmt: skip
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: the source's")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the finished folder")
+    parser.add_argument("--components", help="pipeline to take VAE, scheduler and text encoder from (for .pt files)")
+    parser.add_argument("--num-attention-heads", type=int, help="teacher heads, for .pt files of unusual widths")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fresh self-attention")
+    parser.add_argument("--revision")
+
+
+def convert(args: argparse.Namespace) -> None:
+    """Convert a DiT / PixArt checkpoint into a LiT pipeline folder and summarise the report."""
+    from .conversion import convert_to_lit
+
+    output = convert_to_lit(
+        args.source, args.output_dir, linear_attention_heads=args.linear_attention_heads,
+        dwc_kernel_size=args.dwc_kernel_size, inherit=args.inherit, dtype=args.dtype, overwrite=args.overwrite,
+        push_to_hub=args.push_to_hub, components=args.components, num_attention_heads=args.num_attention_heads,
+        seed=args.seed, revision=args.revision,
+    )  # fmt: skip
+    report = json.loads((output / "conversion_report.json").read_text())
+    print(
+        f"Converted {report['source']} ({report['layout']}) into {output}: {report['copied']['count']} tensors "
+        f"copied, {report['fresh']['count']} fresh, {report['unused']['count']} left out; parameters "
+        f"{report['parameters']['source']:,} -> {report['parameters']['lit']:,}."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffusers-lit", description="LiT: a simple linear diffusion transformer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="replace the pipeline's scheduler")
     p.set_defaults(func=sample)
+
+    p = commands.add_parser("convert", help="turn a DiT / PixArt checkpoint into a LiT pipeline folder")
+    add_convert_arguments(p)
+    p.set_defaults(func=convert)
     return parser
 
 

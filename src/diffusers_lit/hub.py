@@ -164,20 +164,30 @@ class LiTHubMixin:
         pipeline.card_info = read_card_info(folder)
         return pipeline
 
-    def usage_snippet(self, repo_id: str) -> str:
+    @classmethod
+    def usage_snippet(cls, repo_id: str, example: str | None = None) -> str:
+        """Python that loads `repo_id` and generates one image (`example`: a label or prompt to show)."""
         raise NotImplementedError
 
-    def model_card(self, repo_id: str) -> ModelCard:
-        info = getattr(self, "card_info", {})
+    @classmethod
+    def render_card(cls, repo_id: str, card_info: dict[str, Any], example: str | None = None) -> ModelCard:
+        """The model card of a pipeline of this class saved as `repo_id`."""
         return render_model_card(
             model_name=repo_id.rstrip("/").split("/")[-1],
-            pipeline_tag=self.pipeline_tag,
-            usage=self.usage_snippet(repo_id),
-            description=f"A `{type(self).__name__}` for {self.task}.",
-            base_model=info.get("base_model"),
-            license=info.get("license"),
-            how_made=info.get("how_made"),
+            pipeline_tag=cls.pipeline_tag,
+            usage=cls.usage_snippet(repo_id, example),
+            description=f"A `{cls.__name__}` for {cls.task}.",
+            base_model=card_info.get("base_model"),
+            license=card_info.get("license"),
+            how_made=card_info.get("how_made"),
         )
+
+    def model_card(self, repo_id: str) -> ModelCard:
+        return self.render_card(repo_id, self.card_info, self.card_example)
+
+    @property
+    def card_example(self) -> str | None:
+        return None
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
         """diffusers' `save_pretrained`, plus a README.md model card; `push_to_hub=True` then uploads."""

@@ -58,9 +58,13 @@ class LiTPipeline(LiTHubMixin, DiffusionPipeline):
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.card_info = {}
 
-    def usage_snippet(self, repo_id: str) -> str:
-        label = next(iter(self.labels), None)
-        labels = f'["{label}"]' if label is not None else "[0]"
+    @property
+    def card_example(self) -> str | None:
+        return next(iter(self.labels), None)
+
+    @classmethod
+    def usage_snippet(cls, repo_id: str, example: str | None = None) -> str:
+        labels = f'["{example}"]' if example is not None else "[0]"
         return (
             "from diffusers_lit import LiTPipeline\n\n"
             f'pipe = LiTPipeline.from_pretrained("{repo_id}")\n'

@@ -77,10 +77,12 @@ class LiTTextToImagePipeline(LiTHubMixin, PixArtSigmaPipeline):
                 "negative prompt per prompt, or a single string for all."
             )
 
-    def usage_snippet(self, repo_id: str) -> str:
+    @classmethod
+    def usage_snippet(cls, repo_id: str, example: str | None = None) -> str:
+        prompt = example or "a photograph of an astronaut riding a horse"
         return (
             "from diffusers_lit import LiTPipeline\n\n"
             f'pipe = LiTPipeline.from_pretrained("{repo_id}")\n'
-            'image = pipe("a photograph of an astronaut riding a horse", num_inference_steps=20).images[0]\n'
+            f'image = pipe("{prompt}", num_inference_steps=20).images[0]\n'
             'image.save("lit.png")'
         )

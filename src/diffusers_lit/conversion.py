@@ -1,0 +1,592 @@
+"""DiT and PixArt-alpha / Sigma checkpoints -> LiT: every weight copied except the self-attention's.
+
+Every source is first read into diffusers' naming (`SourceCheckpoint`): a diffusers pipeline or transformer
+folder (local or a Hub repo id) as it is, an original checkpoint file (facebookresearch/DiT `.pt`, PixArt
+`.pth`, or `.safetensors` with those keys) through the public key layout, its architecture inferred from the
+tensors. From there one path maps it onto `LiTTransformer2DModel` (`convert_transformer`), verifies the copy,
+and writes a LiT pipeline folder (`convert_to_lit`).
+"""
+
+import inspect
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from .hub import read_card_info, resolve_pretrained_folder, write_atomically
+from .models import LiTTransformer2DModel
+from .pipelines import LiTPipeline, LiTTextToImagePipeline
+
+INHERIT = {  # the paper's ablation: which self-attention projections to copy instead of starting fresh
+    "none": (),
+    "v": ("to_v",),
+    "kv": ("to_k", "to_v"),
+    "qkv": ("to_q", "to_k", "to_v"),
+    "qkvo": ("to_q", "to_k", "to_v", "to_out.0"),
+}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+KNOWN_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}  # DiT S, B, L, XL and PixArt-XL widths -> heads
+COMPONENTS = ("vae", "scheduler", "tokenizer", "text_encoder")
+SELF_ATTENTION = "self-attention projection: LiT replaces it with fresh linear attention"
+
+
+@dataclass
+class SourceCheckpoint:
+    """A DiT or PixArt transformer in diffusers' naming.
+
+    `layout` is "dit", "pixart-alpha", "pixart-sigma" or "pixart"; `config` is diffusers' DiT / PixArt
+    transformer config; `dropped` names the original tensors that have no place in diffusers' naming, with
+    the reason; `folder` is the diffusers pipeline folder holding the other components, if any.
+    """
+
+    name: str
+    layout: str
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    dropped: dict[str, str] = field(default_factory=dict)
+    folder: Path | None = None
+    model_index: dict[str, Any] = field(default_factory=dict)
+
+
+# Reading sources
+
+
+def load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file or a pickle (`.pt`, `.pth`, `.bin`, loaded with weights_only=True)."""
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt, or a pickle with objects weights_only refuses
+        raise ValueError(
+            f"Could not read {path} as a checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
+            "Is the file complete, and does it hold only tensors?"
+        ) from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # PixArt's .pth wraps the weights
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ValueError(
+            f"{path} does not hold a dict of tensors (a state dict): it is not a DiT or PixArt checkpoint."
+        )
+    return state
+
+
+def load_weights_folder(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights of a diffusers model folder: safetensors or .bin, single file or sharded."""
+    for index_name in ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return {key: value for shard in shards for key, value in load_state_file(folder / shard).items()}
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if (folder / name).is_file():
+            return load_state_file(folder / name)
+    raise ValueError(f"{folder} has a config.json but no diffusion_pytorch_model weights.")
+
+
+def read_source(
+    source: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    num_attention_heads: int | None = None,
+) -> SourceCheckpoint:
+    """Read a DiT / PixArt source (Hub id, diffusers folder or original checkpoint file) into diffusers' naming.
+    `num_attention_heads` is needed only for original checkpoints of widths other than DiT's / PixArt's."""
+    path = Path(source)
+    if path.is_file():
+        return original_to_diffusers(load_state_file(path), name=str(source), num_attention_heads=num_attention_heads)
+    folder = resolve_pretrained_folder(source, revision=revision, token=token, cache_dir=cache_dir)
+    model_index = {}
+    transformer_folder = folder
+    if (folder / "model_index.json").is_file():
+        model_index = json.loads((folder / "model_index.json").read_text())
+        transformer_folder = folder / "transformer"
+    if not (transformer_folder / "config.json").is_file():
+        raise ValueError(
+            f"{source} is neither a diffusers pipeline with a transformer/ folder nor a transformer folder with a "
+            "config.json. Give a DiT or PixArt pipeline, transformer folder, Hub repo id or checkpoint file."
+        )
+    config = json.loads((transformer_folder / "config.json").read_text())
+    class_name, norm_type = config.get("_class_name"), config.get("norm_type")
+    known = ("DiTTransformer2DModel", "PixArtTransformer2DModel", "Transformer2DModel")
+    if (
+        class_name not in known
+        or norm_type not in ("ada_norm_zero", "ada_norm_single")
+        or not config.get("patch_size")
+    ):
+        raise ValueError(
+            f"{source} holds a {class_name} (norm_type={norm_type!r}); LiT converts DiT ('ada_norm_zero') and "
+            "PixArt ('ada_norm_single') patch transformers only."
+        )
+    if norm_type == "ada_norm_zero":
+        layout = "dit"
+    else:
+        pipeline_class = model_index.get("_class_name", "")
+        layout = {"PixArtAlphaPipeline": "pixart-alpha", "PixArtSigmaPipeline": "pixart-sigma"}.get(
+            pipeline_class, "pixart"
+        )
+    return SourceCheckpoint(
+        name=str(source),
+        layout=layout,
+        config={key: value for key, value in config.items() if not key.startswith("_")},
+        state_dict=load_weights_folder(transformer_folder),
+        folder=folder if model_index else None,
+        model_index=model_index,
+    )
+
+
+def _heads(width: int, heads: int | None) -> int:
+    heads = heads or KNOWN_HEADS.get(width) or (width // 64 if width % 64 == 0 else None)
+    if heads is None or width % heads:
+        raise ValueError(
+            f"Cannot infer the attention heads of a transformer {width} wide (not a DiT / PixArt size): pass "
+            "`num_attention_heads` (--num-attention-heads)."
+        )
+    return heads
+
+
+def _take(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in state:
+        raise ValueError(f"The checkpoint lacks {key!r}: it is not a complete DiT or PixArt checkpoint.")
+    return state.pop(key)
+
+
+def _sample_size(state: dict[str, torch.Tensor], patch: int, name: str) -> int:
+    if "pos_embed" not in state:
+        raise ValueError(f"{name} has no `pos_embed`, so its sample size cannot be inferred.")
+    grid = math.isqrt(state["pos_embed"].shape[-2])
+    if grid * grid != state["pos_embed"].shape[-2]:
+        raise ValueError(f"{name}: `pos_embed` does not hold a square grid of positions.")
+    return grid * patch
+
+
+def original_to_diffusers(
+    original: dict[str, torch.Tensor], name: str, num_attention_heads: int | None = None
+) -> SourceCheckpoint:
+    """An original DiT (facebookresearch/DiT) or PixArt (PixArt-alpha / Sigma) state dict in diffusers' naming.
+
+    The architecture comes from the tensors; only the head count is not in them: DiT / PixArt widths give it,
+    other widths need `num_attention_heads`."""
+    state = dict(original)
+    if "y_embedder.embedding_table.weight" in state:
+        layout = "dit"
+    elif "y_embedder.y_proj.fc1.weight" in state:
+        layout = "pixart"
+    else:
+        sample = ", ".join(list(state)[:5])
+        raise ValueError(
+            f"{name} is not a DiT or PixArt checkpoint (no `y_embedder`; its first keys: {sample}). "
+            "LiT converts class-conditional DiT and PixArt-alpha / Sigma transformers."
+        )
+    if any(".attn.q_norm." in key for key in state) or any(".attn.sr." in key for key in state):
+        raise ValueError(f"{name} uses query-key norms or key-value compression, which LiT does not convert.")
+    width, in_channels, patch = state["x_embedder.proj.weight"].shape[:3]
+    depth = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
+    out_channels = state["final_layer.linear.weight"].shape[0] // (patch * patch)
+    heads = _heads(width, num_attention_heads)
+    sample_size = _sample_size(state, patch, name)
+    dropped = {"pos_embed": "fixed sin-cos position embedding: PatchEmbed computes it"}
+    state.pop("pos_embed")
+    mapped = {
+        "pos_embed.proj.weight": _take(state, "x_embedder.proj.weight"),
+        "pos_embed.proj.bias": _take(state, "x_embedder.proj.bias"),
+    }
+    config = dict(
+        num_attention_heads=heads, attention_head_dim=width // heads, in_channels=in_channels,
+        out_channels=out_channels, num_layers=depth, sample_size=sample_size, patch_size=patch, norm_eps=1e-6,
+    )  # fmt: skip
+
+    if layout == "dit":
+        config.update(
+            norm_type="ada_norm_zero", num_embeds_ada_norm=state["y_embedder.embedding_table.weight"].shape[0] - 1
+        )
+        embedder = {
+            "timestep_embedder.linear_1.weight": _take(state, "t_embedder.mlp.0.weight"),
+            "timestep_embedder.linear_1.bias": _take(state, "t_embedder.mlp.0.bias"),
+            "timestep_embedder.linear_2.weight": _take(state, "t_embedder.mlp.2.weight"),
+            "timestep_embedder.linear_2.bias": _take(state, "t_embedder.mlp.2.bias"),
+            "class_embedder.embedding_table.weight": _take(state, "y_embedder.embedding_table.weight"),
+        }
+        for suffix in ("weight", "bias"):
+            mapped[f"proj_out_1.{suffix}"] = _take(state, f"final_layer.adaLN_modulation.1.{suffix}")
+            mapped[f"proj_out_2.{suffix}"] = _take(state, f"final_layer.linear.{suffix}")
+    else:
+        caption_channels = state["y_embedder.y_proj.fc1.weight"].shape[1]
+        micro = "csize_embedder.mlp.0.weight" in state
+        tokens = state["y_embedder.y_embedding"].shape[0] if "y_embedder.y_embedding" in state else None
+        layout = {120: "pixart-alpha", 300: "pixart-sigma"}.get(tokens, "pixart")
+        scale = sample_size / 64 if layout == "pixart-sigma" else max(sample_size // 64, 1)
+        config.update(
+            norm_type="ada_norm_single", num_embeds_ada_norm=1000, cross_attention_dim=width,
+            caption_channels=caption_channels, use_additional_conditions=micro, interpolation_scale=scale,
+        )  # fmt: skip
+        if tokens is not None:
+            state.pop("y_embedder.y_embedding")
+            dropped["y_embedder.y_embedding"] = "learned null caption of PixArt's training: pipelines encode ''"
+        renames = {"t_embedder.mlp.0": "adaln_single.emb.timestep_embedder.linear_1",
+                   "t_embedder.mlp.2": "adaln_single.emb.timestep_embedder.linear_2",
+                   "t_block.1": "adaln_single.linear",
+                   "y_embedder.y_proj.fc1": "caption_projection.linear_1",
+                   "y_embedder.y_proj.fc2": "caption_projection.linear_2",
+                   "final_layer.linear": "proj_out"}  # fmt: skip
+        if micro:
+            renames.update({
+                "csize_embedder.mlp.0": "adaln_single.emb.resolution_embedder.linear_1",
+                "csize_embedder.mlp.2": "adaln_single.emb.resolution_embedder.linear_2",
+                "ar_embedder.mlp.0": "adaln_single.emb.aspect_ratio_embedder.linear_1",
+                "ar_embedder.mlp.2": "adaln_single.emb.aspect_ratio_embedder.linear_2",
+            })  # fmt: skip
+        for old, new in renames.items():
+            for suffix in ("weight", "bias"):
+                mapped[f"{new}.{suffix}"] = _take(state, f"{old}.{suffix}")
+        mapped["scale_shift_table"] = _take(state, "final_layer.scale_shift_table")
+
+    for i in range(depth):
+        block, new = f"blocks.{i}", f"transformer_blocks.{i}"
+        for suffix in ("weight", "bias"):
+            q, k, v = _take(state, f"{block}.attn.qkv.{suffix}").chunk(3)
+            mapped.update({f"{new}.attn1.to_q.{suffix}": q, f"{new}.attn1.to_k.{suffix}": k,
+                           f"{new}.attn1.to_v.{suffix}": v})  # fmt: skip
+            mapped[f"{new}.attn1.to_out.0.{suffix}"] = _take(state, f"{block}.attn.proj.{suffix}")
+            mapped[f"{new}.ff.net.0.proj.{suffix}"] = _take(state, f"{block}.mlp.fc1.{suffix}")
+            mapped[f"{new}.ff.net.2.{suffix}"] = _take(state, f"{block}.mlp.fc2.{suffix}")
+            if layout == "dit":
+                mapped[f"{new}.norm1.linear.{suffix}"] = _take(state, f"{block}.adaLN_modulation.1.{suffix}")
+            else:
+                mapped[f"{new}.attn2.to_q.{suffix}"] = _take(state, f"{block}.cross_attn.q_linear.{suffix}")
+                k, v = _take(state, f"{block}.cross_attn.kv_linear.{suffix}").chunk(2)
+                mapped.update({f"{new}.attn2.to_k.{suffix}": k, f"{new}.attn2.to_v.{suffix}": v})
+                mapped[f"{new}.attn2.to_out.0.{suffix}"] = _take(state, f"{block}.cross_attn.proj.{suffix}")
+        if layout == "dit":  # diffusers' DiT keeps a copy of the one embedder in every block
+            mapped.update({f"{new}.norm1.emb.{key}": value for key, value in embedder.items()})
+        else:
+            mapped[f"{new}.scale_shift_table"] = _take(state, f"{block}.scale_shift_table")
+    if state:
+        raise ValueError(f"{name} holds tensors this converter does not know: {sorted(state)[:10]}.")
+    return SourceCheckpoint(name=name, layout=layout, config=config, state_dict=mapped, dropped=dropped)
+
+
+# Mapping onto LiT
+
+
+def default_linear_heads(teacher_heads: int) -> int:
+    """LiT's head count for a teacher's: max(2, heads // 4), i.e. S 2, B 3, L 4, XL 4."""
+    return max(2, teacher_heads // 4)
+
+
+def lit_config(source_config: dict[str, Any], linear_attention_heads: int | None, dwc_kernel_size: int) -> dict:
+    """The LiT config of a DiT / PixArt transformer config: same names, plus LiT's two."""
+    accepted = inspect.signature(LiTTransformer2DModel.__init__).parameters
+    config = {key: value for key, value in source_config.items() if key in accepted}
+    if config["norm_type"] == "ada_norm_zero":
+        config.update(cross_attention_dim=None, caption_channels=None)
+    config["out_channels"] = config.get("out_channels") or config["in_channels"]
+    config["linear_attention_heads"] = linear_attention_heads or default_linear_heads(config["num_attention_heads"])
+    config["dwc_kernel_size"] = dwc_kernel_size
+    return config
+
+
+def map_state_dict(source: SourceCheckpoint, inherit: str = "none") -> tuple[dict, dict[str, str], dict[str, str]]:
+    """Rename a diffusers-named DiT / PixArt state dict to LiT's.
+
+    Returns (LiT tensors, {LiT key: source key} of every copy, {source key: reason} of every tensor left out).
+    Only names and shapes are touched, so this also runs on meta tensors.
+    """
+    keep = INHERIT[inherit]
+    mapped, origin, unused = {}, {}, dict(source.dropped)
+    for key, tensor in source.state_dict.items():
+        match = re.match(r"transformer_blocks\.(\d+)\.(.*)", key)
+        block, rest = (int(match.group(1)), match.group(2)) if match else (None, key)
+        new = key
+        if rest.startswith("norm1.emb."):  # DiT: the per-block copies of the one embedder
+            if block != 0:
+                unused[key] = "copy of the timestep + class embedder: folded into LiT's shared `time_class_embed`"
+                continue
+            new = "time_class_embed." + rest.removeprefix("norm1.emb.")
+        elif rest.startswith("norm3."):
+            new = f"transformer_blocks.{block}.norm2." + rest.removeprefix("norm3.")
+        elif rest.startswith("attn1."):
+            projection = rest.removeprefix("attn1.").rsplit(".", 1)[0]
+            if projection not in keep:
+                unused[key] = SELF_ATTENTION
+                continue
+        mapped[new] = tensor
+        origin[new] = key
+    return mapped, origin, unused
+
+
+def check_folded_copies(source: SourceCheckpoint) -> None:
+    """diffusers' DiT repeats the embedder in every block: the copies must be identical to fold them."""
+    differing = set()
+    for key, tensor in source.state_dict.items():
+        match = re.match(r"transformer_blocks\.(\d+)\.norm1\.emb\.(.*)", key)
+        if match and match.group(1) != "0":
+            if not torch.equal(tensor, source.state_dict[f"transformer_blocks.0.norm1.emb.{match.group(2)}"]):
+                differing.add(int(match.group(1)))
+    if differing:
+        raise ValueError(
+            f"The timestep + class embedder of blocks {sorted(differing)} differs from block 0's, so it cannot be "
+            "folded into LiT's one shared embedder. Was this DiT trained with per-block embedders?"
+        )
+
+
+def convert_transformer(
+    source: SourceCheckpoint,
+    *,
+    linear_attention_heads: int | None = None,
+    dwc_kernel_size: int = 5,
+    inherit: str = "none",
+    seed: int = 0,
+) -> tuple[LiTTransformer2DModel, dict[str, Any]]:
+    """Build a LiT from a source transformer: copy every tensor but the self-attention's, then verify.
+
+    Returns the LiT (float32, fresh self-attention seeded by `seed`) and a report of what was copied, left
+    fresh and left out, with the parameter counts before and after.
+    """
+    if inherit not in INHERIT:
+        raise ValueError(f"`inherit` must be one of {list(INHERIT)}, got {inherit!r}.")
+    if source.config["norm_type"] == "ada_norm_zero":
+        check_folded_copies(source)
+    config = lit_config(source.config, linear_attention_heads, dwc_kernel_size)
+    mapped, origin, unused = map_state_dict(source, inherit)
+    torch.manual_seed(seed)
+    lit = LiTTransformer2DModel(**config)
+    fresh = sorted(set(lit.state_dict()) - set(mapped))
+    try:
+        missing, unexpected = lit.load_state_dict(mapped, strict=False)
+    except RuntimeError as error:
+        raise ValueError(f"{source.name} does not fit the LiT built from its config: {error}") from error
+    if unexpected or set(missing) != set(fresh) or any(".attn1." not in key for key in fresh):
+        raise ValueError(
+            f"{source.name} did not map onto LiT cleanly: unexpected {unexpected[:5]}, "
+            f"missing outside the self-attention {[key for key in fresh if '.attn1.' not in key][:5]}."
+        )
+    lit_state = lit.state_dict()
+    for key in tqdm(mapped, desc="verifying copies", disable=len(mapped) < 2000):
+        if not torch.equal(lit_state[key], mapped[key].to(lit_state[key].dtype)):
+            raise RuntimeError(f"{key} differs from its source {origin[key]} after the copy.")
+    report = {
+        "source": source.name,
+        "layout": source.layout,
+        "source_config": source.config,
+        "lit_config": config,
+        "options": {
+            "linear_attention_heads": config["linear_attention_heads"],
+            "dwc_kernel_size": dwc_kernel_size,
+            "inherit": inherit,
+            "seed": seed,
+        },  # fmt: skip
+        "copied": {"count": len(mapped), "keys": {key: origin[key] for key in sorted(mapped)}},
+        "fresh": {"count": len(fresh), "keys": fresh},
+        "unused": {"count": len(unused), "keys": dict(sorted(unused.items()))},
+        "parameters": {
+            "source": sum(t.numel() for t in source.state_dict.values()),  # as a diffusers transformer
+            "lit": sum(p.numel() for p in lit.parameters()),
+        },
+    }
+    return lit, report
+
+
+# Writing a LiT pipeline folder
+
+
+def _default_scheduler(layout: str):
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+
+    if layout == "dit":  # DiT's sampler: DDPM with the learned variance, linear betas, 1000 steps
+        return DDPMScheduler(beta_schedule="linear", variance_type="learned_range")
+    return DPMSolverMultistepScheduler()
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool, source_folder: Path | None) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"{output_dir} exists and is a file: choose a folder for the LiT pipeline.")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise ValueError(f"{output_dir} exists and is not empty: choose another folder, or pass overwrite=True.")
+    if source_folder is not None:
+        source, output = source_folder.resolve(), output_dir.resolve()
+        if output == source or source in output.parents or output in source.parents:
+            raise ValueError(f"{output_dir} overlaps the source {source_folder}: write the LiT pipeline elsewhere.")
+
+
+def convert_to_lit(
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    linear_attention_heads: int | None = None,
+    dwc_kernel_size: int = 5,
+    inherit: str = "none",
+    dtype: str | None = None,
+    overwrite: bool = False,
+    push_to_hub: str | None = None,
+    components: str | os.PathLike | None = None,
+    num_attention_heads: int | None = None,
+    seed: int = 0,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Convert a DiT or PixArt-alpha / Sigma model into a LiT pipeline folder.
+
+    Args:
+        source: A Hub repo id or folder in diffusers layout (pipeline or transformer), or an original
+            checkpoint file (`.pt`, `.pth`, `.safetensors`).
+        output_dir: The LiT pipeline folder to write (written to a temporary folder, then renamed).
+        linear_attention_heads: Heads of the linear attention; default max(2, teacher heads // 4).
+        dwc_kernel_size: Kernel of the depth-wise convolution.
+        inherit: Self-attention projections to copy instead of starting fresh: none, v, kv, qkv, qkvo.
+        dtype: "fp32", "fp16" or "bf16" for the saved transformer; default: the source's dtype.
+        overwrite: Replace an existing non-empty `output_dir`.
+        push_to_hub: A repo id to upload the finished folder to.
+        components: A diffusers pipeline (folder or repo id) to take the VAE, scheduler, tokenizer and text
+            encoder from when `source` has none (an original checkpoint file).
+        num_attention_heads: The teacher's heads, for original checkpoints of non-DiT / PixArt widths.
+        seed: Seed of the fresh self-attention weights.
+        revision, token, cache_dir: Where and how to fetch Hub repo ids.
+
+    Returns:
+        The path of the LiT pipeline folder, with `conversion_report.json` and a model card.
+    """
+    if inherit not in INHERIT:
+        raise ValueError(f"`inherit` must be one of {list(INHERIT)}, got {inherit!r}.")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"`dtype` must be one of {list(DTYPES)}, got {dtype!r}.")
+    output_dir = Path(output_dir)
+    local_source = Path(source) if Path(source).exists() else None
+    _check_output_dir(output_dir, overwrite, local_source)
+
+    checkpoint = read_source(
+        source, revision=revision, token=token, cache_dir=cache_dir, num_attention_heads=num_attention_heads
+    )
+    source_dtype = next(iter(checkpoint.state_dict.values())).dtype
+    lit, report = convert_transformer(
+        checkpoint, linear_attention_heads=linear_attention_heads, dwc_kernel_size=dwc_kernel_size,
+        inherit=inherit, seed=seed,
+    )  # fmt: skip
+    target_dtype = DTYPES[dtype] if dtype else source_dtype
+    if target_dtype != lit.dtype:
+        lit.to(target_dtype)
+    report["options"]["dtype"] = str(lit.dtype).removeprefix("torch.")
+
+    folder, model_index = checkpoint.folder, checkpoint.model_index
+    if folder is None and components is not None:
+        folder = resolve_pretrained_folder(components, revision=revision, token=token, cache_dir=cache_dir)
+        model_index = json.loads((folder / "model_index.json").read_text())
+    pipeline_class = LiTPipeline if checkpoint.layout == "dit" else LiTTextToImagePipeline
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.converting-", dir=output_dir.parent))
+    try:
+        lit.save_pretrained(tmp / "transformer")
+        index = {"_class_name": pipeline_class.__name__, "_diffusers_version": diffusers.__version__}
+        for name in COMPONENTS:
+            if folder is not None and isinstance(model_index.get(name), list) and (folder / name).is_dir():
+                shutil.copytree(folder / name, tmp / name)
+                index[name] = model_index[name]
+            elif name == "scheduler":
+                scheduler = _default_scheduler(checkpoint.layout)
+                scheduler.save_pretrained(tmp / name)
+                index[name] = ["diffusers", type(scheduler).__name__]
+            elif name == "vae" or pipeline_class is LiTTextToImagePipeline:
+                index[name] = [None, None]
+        index["transformer"] = [LiTTransformer2DModel.__module__, LiTTransformer2DModel.__name__]
+        if pipeline_class is LiTPipeline:
+            index["id2label"] = model_index.get("id2label")
+        write_atomically(tmp / "model_index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
+        report["components"] = {name: index.get(name) for name in COMPONENTS}
+        write_atomically(tmp / "conversion_report.json", json.dumps(report, indent=2) + "\n")
+
+        source_info = read_card_info(checkpoint.folder) if checkpoint.folder else {}
+        is_repo_id = local_source is None
+        card_info = {
+            "base_model": str(source) if is_repo_id else source_info.get("base_model"),
+            "license": source_info.get("license"),
+            "how_made": (
+                f"Converted from `{source}` ({checkpoint.layout}) with `diffusers-lit convert`: every weight copied "
+                f"except the self-attention, which is LiT's linear attention with "
+                f"{report['options']['linear_attention_heads']} heads and a {dwc_kernel_size}x{dwc_kernel_size} "
+                f"depth-wise convolution, started fresh (inherited projections: {inherit}). "
+                f"{report['copied']['count']} tensors copied, {report['fresh']['count']} fresh; see "
+                "conversion_report.json. Train it with hybrid knowledge distillation (examples/distill_lit.py) "
+                "before use: until then the self-attention is random."
+            ),
+        }
+        example = next(iter((index.get("id2label") or {}).values()), None)
+        card = pipeline_class.render_card(push_to_hub or output_dir.name, card_info, example and example.split(",")[0])
+        write_atomically(tmp / "README.md", str(card))
+
+        if output_dir.exists():  # overwrite: move the old folder aside until the new one is in place
+            backup = output_dir.with_name(f".{output_dir.name}.replaced-{os.getpid()}")
+            output_dir.rename(backup)
+            tmp.rename(output_dir)
+            shutil.rmtree(backup)
+        else:
+            tmp.rename(output_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+    if push_to_hub:
+        from huggingface_hub import create_repo, upload_folder
+
+        repo_id = create_repo(push_to_hub, token=token, exist_ok=True).repo_id
+        upload_folder(repo_id=repo_id, folder_path=output_dir, token=token, commit_message="Convert to LiT")
+    return output_dir
+
+
+@dataclass
+class SourceModel:
+    """A DiT / PixArt teacher as diffusers objects: its transformer and the components of its pipeline."""
+
+    name: str
+    layout: str
+    transformer: torch.nn.Module
+    components: dict[str, Any]
+    id2label: dict[int, str] | None
+
+
+def load_source(
+    source: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> SourceModel:
+    """Load a DiT / PixArt source (Hub id, diffusers folder or original checkpoint) as diffusers models."""
+    import importlib
+
+    from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
+
+    checkpoint = read_source(source, revision=revision, token=token, cache_dir=cache_dir)
+    model_class = DiTTransformer2DModel if checkpoint.layout == "dit" else PixArtTransformer2DModel
+    accepted = inspect.signature(model_class.__init__).parameters
+    transformer = model_class(**{key: value for key, value in checkpoint.config.items() if key in accepted})
+    transformer.load_state_dict(checkpoint.state_dict, strict=True)
+    transformer.to(next(iter(checkpoint.state_dict.values())).dtype).eval()
+    components = {}
+    for name in COMPONENTS:
+        entry = checkpoint.model_index.get(name)
+        if checkpoint.folder is not None and isinstance(entry, list) and entry[0] is not None:
+            component_class = getattr(importlib.import_module(entry[0]), entry[1])
+            components[name] = component_class.from_pretrained(checkpoint.folder / name)
+    id2label = checkpoint.model_index.get("id2label")
+    return SourceModel(
+        name=checkpoint.name,
+        layout=checkpoint.layout,
+        transformer=transformer,
+        components=components,
+        id2label={int(key): value for key, value in id2label.items()} if id2label else None,
+    )

@@ -1,0 +1,363 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DiTPipeline,
+    DiTTransformer2DModel,
+    PixArtAlphaPipeline,
+    PixArtSigmaPipeline,
+    PixArtTransformer2DModel,
+    UNet2DModel,
+)
+from diffusers.models.embeddings import get_2d_sincos_pos_embed
+from helpers import put_in_hf_cache, tiny_text_encoder, tiny_vae
+from safetensors.torch import load_file, save_file
+
+from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
+from diffusers_lit.cli import main
+from diffusers_lit.conversion import (
+    SourceCheckpoint,
+    convert_to_lit,
+    convert_transformer,
+    lit_config,
+    load_source,
+    map_state_dict,
+    read_source,
+)
+
+DIT = dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
+           num_embeds_ada_norm=3)  # fmt: skip
+PIXART = dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+              sample_size=8, cross_attention_dim=32, caption_channels=24, norm_eps=1e-6)  # fmt: skip
+UNET = dict(block_out_channels=(8, 16), norm_num_groups=8, layers_per_block=1, sample_size=8,
+            down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)  # fmt: skip
+ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def tiny_dit(seed: int = 0) -> DiTTransformer2DModel:
+    torch.manual_seed(seed)
+    dit = DiTTransformer2DModel(**DIT)
+    for block in dit.transformer_blocks[1:]:  # a trained DiT holds one embedder, copied into every block
+        block.norm1.emb.load_state_dict(dit.transformer_blocks[0].norm1.emb.state_dict())
+    return dit
+
+
+def save_dit_pipeline(folder: Path, legacy: bool = False) -> Path:
+    DiTPipeline(transformer=tiny_dit(), vae=tiny_vae(), scheduler=DDIMScheduler()).save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["id2label"] = {"0": "tench, Tinca tinca", "1": "goldfish", "2": "great white shark"}  # as on the Hub
+    if legacy:  # facebook/DiT-XL-2-256 as published: a Transformer2DModel
+        index["transformer"] = ["diffusers", "Transformer2DModel"]
+        config = json.loads((folder / "transformer" / "config.json").read_text())
+        config["_class_name"] = "Transformer2DModel"
+        (folder / "transformer" / "config.json").write_text(json.dumps(config))
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def save_pixart_pipeline(folder: Path, sigma: bool, tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    tokenizer, text_encoder = tiny_text_encoder(tmp_path)
+    pipeline_class = PixArtSigmaPipeline if sigma else PixArtAlphaPipeline
+    pipe = pipeline_class(tokenizer=tokenizer, text_encoder=text_encoder, vae=tiny_vae(),
+                          transformer=PixArtTransformer2DModel(**PIXART), scheduler=DDIMScheduler())  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def diffusers_to_original_dit(dit: DiTTransformer2DModel) -> dict[str, torch.Tensor]:
+    """A diffusers DiT in facebookresearch/DiT's key layout (the public models.py)."""
+    s = {key: value.clone() for key, value in dit.state_dict().items()}
+    out = {"x_embedder.proj.weight": s["pos_embed.proj.weight"], "x_embedder.proj.bias": s["pos_embed.proj.bias"]}
+    emb = "transformer_blocks.0.norm1.emb."
+    out |= {"t_embedder.mlp.0.weight": s[emb + "timestep_embedder.linear_1.weight"],
+            "t_embedder.mlp.0.bias": s[emb + "timestep_embedder.linear_1.bias"],
+            "t_embedder.mlp.2.weight": s[emb + "timestep_embedder.linear_2.weight"],
+            "t_embedder.mlp.2.bias": s[emb + "timestep_embedder.linear_2.bias"],
+            "y_embedder.embedding_table.weight": s[emb + "class_embedder.embedding_table.weight"]}  # fmt: skip
+    grid = dit.config.sample_size // dit.config.patch_size
+    out["pos_embed"] = get_2d_sincos_pos_embed(32, grid, output_type="pt").float()[None]
+    for i in range(dit.config.num_layers):
+        b = f"transformer_blocks.{i}."
+        for p in ("weight", "bias"):
+            out[f"blocks.{i}.attn.qkv.{p}"] = torch.cat([s[b + f"attn1.to_{x}.{p}"] for x in "qkv"])
+            out[f"blocks.{i}.attn.proj.{p}"] = s[b + f"attn1.to_out.0.{p}"]
+            out[f"blocks.{i}.mlp.fc1.{p}"] = s[b + f"ff.net.0.proj.{p}"]
+            out[f"blocks.{i}.mlp.fc2.{p}"] = s[b + f"ff.net.2.{p}"]
+            out[f"blocks.{i}.adaLN_modulation.1.{p}"] = s[b + f"norm1.linear.{p}"]
+    for p in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{p}"] = s[f"proj_out_1.{p}"]
+        out[f"final_layer.linear.{p}"] = s[f"proj_out_2.{p}"]
+    return out
+
+
+def diffusers_to_original_pixart(model: PixArtTransformer2DModel, tokens: int) -> dict[str, torch.Tensor]:
+    """A diffusers PixArt in PixArt-alpha / Sigma's key layout, wrapped as their .pth files are."""
+    s = {key: value.clone() for key, value in model.state_dict().items()}
+    renames = {"pos_embed.proj": "x_embedder.proj", "adaln_single.emb.timestep_embedder.linear_1": "t_embedder.mlp.0",
+               "adaln_single.emb.timestep_embedder.linear_2": "t_embedder.mlp.2", "adaln_single.linear": "t_block.1",
+               "caption_projection.linear_1": "y_embedder.y_proj.fc1",
+               "caption_projection.linear_2": "y_embedder.y_proj.fc2", "proj_out": "final_layer.linear"}  # fmt: skip
+    out = {f"{new}.{p}": s[f"{old}.{p}"] for old, new in renames.items() for p in ("weight", "bias")}
+    out["final_layer.scale_shift_table"] = s["scale_shift_table"]
+    out["y_embedder.y_embedding"] = torch.randn(tokens, model.config.caption_channels)
+    out["pos_embed"] = torch.zeros(1, (model.config.sample_size // 2) ** 2, 32)
+    for i in range(model.config.num_layers):
+        b = f"transformer_blocks.{i}."
+        out[f"blocks.{i}.scale_shift_table"] = s[b + "scale_shift_table"]
+        for p in ("weight", "bias"):
+            out[f"blocks.{i}.attn.qkv.{p}"] = torch.cat([s[b + f"attn1.to_{x}.{p}"] for x in "qkv"])
+            out[f"blocks.{i}.attn.proj.{p}"] = s[b + f"attn1.to_out.0.{p}"]
+            out[f"blocks.{i}.cross_attn.q_linear.{p}"] = s[b + f"attn2.to_q.{p}"]
+            out[f"blocks.{i}.cross_attn.kv_linear.{p}"] = torch.cat([s[b + f"attn2.to_{x}.{p}"] for x in "kv"])
+            out[f"blocks.{i}.cross_attn.proj.{p}"] = s[b + f"attn2.to_out.0.{p}"]
+            out[f"blocks.{i}.mlp.fc1.{p}"] = s[b + f"ff.net.0.proj.{p}"]
+            out[f"blocks.{i}.mlp.fc2.{p}"] = s[b + f"ff.net.2.{p}"]
+    return {"state_dict": out}
+
+
+def lit_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    return LiTTransformer2DModel.from_pretrained(folder / "transformer").state_dict()
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["DiTTransformer2DModel", "legacy-Transformer2DModel"])
+def test_dit_pipeline_folder(tmp_path, legacy):
+    source = save_dit_pipeline(tmp_path / "dit", legacy=legacy)
+    out = convert_to_lit(source, tmp_path / "lit")
+    report = json.loads((out / "conversion_report.json").read_text())
+    dit, lit = tiny_dit().state_dict(), lit_tensors(out)
+    assert report["layout"] == "dit" and report["lit_config"]["linear_attention_heads"] == 2  # max(2, 4 // 4)
+    fresh = {f"transformer_blocks.{i}.attn1.{n}.{p}" for i in range(2) for n in (*ATTENTION, "dwc")
+             for p in ("weight", "bias")}  # fmt: skip
+    assert set(report["fresh"]["keys"]) == fresh
+    for key, source_key in report["copied"]["keys"].items():
+        assert torch.equal(lit[key], dit[source_key]), key
+    assert torch.equal(lit["time_class_embed.class_embedder.embedding_table.weight"],
+                       dit["transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight"])  # fmt: skip
+    unused = report["unused"]["keys"]
+    assert {key for key, why in unused.items() if "self-attention" in why} == {
+        f"transformer_blocks.{i}.attn1.{n}.{p}" for i in range(2) for n in ATTENTION for p in ("weight", "bias")
+    }
+    assert all(key.startswith("transformer_blocks.1.norm1.emb.") for key, why in unused.items() if "folded" in why)
+    assert report["parameters"]["source"] == sum(t.numel() for t in dit.values())
+    # The other components come along; the folder is a LiT pipeline that generates images.
+    assert (out / "vae" / "config.json").is_file() and (out / "README.md").is_file()
+    pipe = LiTPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.labels["goldfish"] == 1 and pipe.labels["tench"] == 0
+    images = pipe(["goldfish", 2], num_inference_steps=2, output_type="np").images
+    assert images.shape == (2, 16, 16, 3) and np.isfinite(images).all()
+    card = (out / "README.md").read_text()
+    assert "Converted from" in card and 'class_labels=["tench"]' in card
+
+
+@pytest.mark.parametrize("sigma", [False, True], ids=["alpha", "sigma"])
+def test_pixart_pipeline_folder(tmp_path, sigma):
+    source = save_pixart_pipeline(tmp_path / "pixart", sigma, tmp_path)
+    out = convert_to_lit(source, tmp_path / "lit", linear_attention_heads=4)
+    report = json.loads((out / "conversion_report.json").read_text())
+    assert report["layout"] == ("pixart-sigma" if sigma else "pixart-alpha")
+    original = PixArtTransformer2DModel.from_pretrained(source / "transformer").state_dict()
+    lit = lit_tensors(out)
+    for key, source_key in report["copied"]["keys"].items():
+        assert torch.equal(lit[key], original[source_key]), key
+    assert report["copied"]["count"] == len(original) - 2 * 8  # all but 2 blocks x 4 projections x (w, b)
+    pipe = LiTPipeline.from_pretrained(out)
+    assert isinstance(pipe, LiTTextToImagePipeline) and pipe.transformer.config.linear_attention_heads == 4
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("a red cat", num_inference_steps=2, output_type="np", max_sequence_length=8).images
+    assert images.shape == (1, 16, 16, 3)
+
+
+def test_transformer_folder_and_repo_id_in_the_cache(tmp_path):
+    tiny_dit().save_pretrained(tmp_path / "transformer_only")
+    from_folder = convert_to_lit(tmp_path / "transformer_only", tmp_path / "a")
+    assert json.loads((from_folder / "model_index.json").read_text())["vae"] == [None, None]
+    put_in_hf_cache(save_dit_pipeline(tmp_path / "dit"), "lit-tests/tiny-dit")
+    from_hub = convert_to_lit("lit-tests/tiny-dit", tmp_path / "b")
+    for key, value in lit_tensors(from_folder).items():
+        assert torch.equal(value, lit_tensors(from_hub)[key]), key  # same seed: fresh weights equal too
+    assert "base_model: lit-tests/tiny-dit" in (from_hub / "README.md").read_text()
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_original_dit_checkpoint_equals_the_diffusers_version(tmp_path, suffix):
+    original = diffusers_to_original_dit(tiny_dit())
+    path = tmp_path / f"DiT-tiny{suffix}"
+    torch.save(original, path) if suffix == ".pt" else save_file(original, path)
+    out = convert_to_lit(path, tmp_path / "from_original", num_attention_heads=4)
+    expected = convert_to_lit(save_dit_pipeline(tmp_path / "dit"), tmp_path / "from_diffusers")
+    got, want = lit_tensors(out), lit_tensors(expected)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    report = json.loads((out / "conversion_report.json").read_text())
+    assert report["source_config"]["sample_size"] == 8 and report["source_config"]["num_embeds_ada_norm"] == 3
+    assert "fixed sin-cos" in report["unused"]["keys"]["pos_embed"]
+
+
+def test_original_pixart_checkpoint_equals_the_diffusers_version(tmp_path):
+    model = PixArtTransformer2DModel.from_pretrained(
+        save_pixart_pipeline(tmp_path / "p", True, tmp_path) / "transformer"
+    )
+    path = tmp_path / "PixArt-Sigma-tiny.pth"
+    torch.save(diffusers_to_original_pixart(model, tokens=300), path)
+    source = read_source(path, num_attention_heads=4)
+    assert source.layout == "pixart-sigma" and source.config["caption_channels"] == 24
+    assert "null caption" in source.dropped["y_embedder.y_embedding"]
+    out = convert_to_lit(path, tmp_path / "from_original", components=tmp_path / "p", num_attention_heads=4)
+    want = lit_tensors(convert_to_lit(tmp_path / "p", tmp_path / "from_diffusers"))
+    got = lit_tensors(out)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    assert isinstance(LiTPipeline.from_pretrained(out), LiTTextToImagePipeline)  # components taken from `p`
+
+
+DIT_XL = dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, out_channels=8)
+PIXART_SIGMA_XL = dict(sample_size=128, caption_channels=4096, interpolation_scale=2, use_additional_conditions=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "model_class", "config"),
+    [
+        ("DiT-XL/2 256", DiTTransformer2DModel, dict(DIT_XL, sample_size=32)),
+        ("DiT-XL/2 512", DiTTransformer2DModel, dict(DIT_XL, sample_size=64)),
+        ("PixArt-Sigma-XL/2 1024", PixArtTransformer2DModel, PIXART_SIGMA_XL),
+    ],
+)
+def test_full_size_configs_map_every_key_and_shape(name, model_class, config):
+    with torch.device("meta"):
+        source_model = model_class(**config)
+        source = SourceCheckpoint(name=name, layout="x", config=dict(source_model.config),
+                                  state_dict=source_model.state_dict())  # fmt: skip
+        lit = LiTTransformer2DModel(**lit_config(source.config, None, 5))
+    mapped, _, unused = map_state_dict(source)
+    lit_state = lit.state_dict()
+    fresh = set(lit_state) - set(mapped)
+    assert fresh == {key for key in lit_state if ".attn1." in key}
+    assert set(mapped) <= set(lit_state)
+    assert all(mapped[key].shape == lit_state[key].shape for key in mapped)
+    source_count = sum(t.numel() for t in source.state_dict.values())
+    lit_count = sum(t.numel() for t in lit_state.values())
+    print(
+        f"{name}: {source_count:,} parameters -> LiT {lit_count:,} (linear heads {lit.config.linear_attention_heads})"
+    )
+    assert lit.config.linear_attention_heads == 4
+    assert len(unused) == 28 * 8 + (27 * 5 if model_class is DiTTransformer2DModel else 0)
+
+
+@pytest.mark.parametrize("inherit", ["none", "v", "kv", "qkv", "qkvo"])
+def test_inherit_copies_exactly_the_named_projections(inherit):
+    dit = tiny_dit()
+    source = SourceCheckpoint(name="tiny", layout="dit", config=dict(dit.config), state_dict=dit.state_dict())
+    lit, report = convert_transformer(source, inherit=inherit)
+    named = {"none": (), "v": ("to_v",), "kv": ("to_k", "to_v"), "qkv": ("to_q", "to_k", "to_v"),
+             "qkvo": ATTENTION}[inherit]  # fmt: skip
+    for i in range(2):
+        for projection in ATTENTION:
+            for p in ("weight", "bias"):
+                ours = lit.state_dict()[f"transformer_blocks.{i}.attn1.{projection}.{p}"]
+                theirs = dit.state_dict()[f"transformer_blocks.{i}.attn1.{projection}.{p}"]
+                assert torch.equal(ours, theirs) == (projection in named), (projection, p)
+                if projection not in named and p == "bias":
+                    assert torch.count_nonzero(ours) == 0  # fresh: zero bias
+    assert report["fresh"]["count"] == 2 * 2 * (5 - len(named))
+
+
+def test_fp16_output_and_load_source(tmp_path):
+    out = convert_to_lit(save_dit_pipeline(tmp_path / "dit"), tmp_path / "lit", dtype="fp16")
+    saved = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert {tensor.dtype for tensor in saved.values()} == {torch.float16}
+    teacher = load_source(tmp_path / "dit")
+    assert isinstance(teacher.transformer, DiTTransformer2DModel) and set(teacher.components) == {"vae", "scheduler"}
+    assert teacher.id2label[1] == "goldfish"
+    for key, value in tiny_dit().state_dict().items():
+        assert torch.equal(teacher.transformer.state_dict()[key], value)
+
+
+def test_cli_and_example_script(tmp_path, capsys):
+    source = save_dit_pipeline(tmp_path / "dit")
+    main(["convert", str(source), str(tmp_path / "cli"), "--inherit", "qkvo", "--dwc-kernel-size", "3"])
+    assert "tensors copied" in capsys.readouterr().out
+    assert LiTTransformer2DModel.from_pretrained(tmp_path / "cli" / "transformer").config.dwc_kernel_size == 3
+    script = Path(__file__).parents[1] / "examples" / "convert_to_lit.py"
+    result = subprocess.run([sys.executable, str(script), str(source), str(tmp_path / "script"),
+                             "--linear-attention-heads", "4"], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "script" / "conversion_report.json").read_text())["fresh"]["count"] == 20
+
+
+def test_bad_sources(tmp_path):
+    UNet2DModel(**UNET).save_pretrained(tmp_path / "unet")
+    with pytest.raises(ValueError, match="holds a UNet2DModel"):
+        convert_to_lit(tmp_path / "unet", tmp_path / "out")
+    torch.save(UNet2DModel(**UNET).state_dict(), tmp_path / "unet.pt")
+    with pytest.raises(ValueError, match="is not a DiT or PixArt checkpoint"):
+        convert_to_lit(tmp_path / "unet.pt", tmp_path / "out")
+    good = tmp_path / "good.pt"
+    torch.save(diffusers_to_original_dit(tiny_dit()), good)
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match="Could not read .*truncated.pt"):
+        convert_to_lit(tmp_path / "truncated.pt", tmp_path / "out")
+    torch.save({"model": Path("not a tensor")}, tmp_path / "objects.pt")
+    with pytest.raises(ValueError, match="Could not read .*objects.pt"):
+        convert_to_lit(tmp_path / "objects.pt", tmp_path / "out")
+    bad_shape = diffusers_to_original_dit(tiny_dit())
+    bad_shape["blocks.1.mlp.fc2.weight"] = torch.zeros(32, 100)
+    torch.save(bad_shape, tmp_path / "bad_shape.pt")
+    with pytest.raises(ValueError, match="does not fit the LiT built from its config"):
+        convert_to_lit(tmp_path / "bad_shape.pt", tmp_path / "out", num_attention_heads=4)
+    with pytest.raises(ValueError, match="Cannot infer the attention heads .* 32 wide"):
+        convert_to_lit(good, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_differing_embedder_copies_are_refused(tmp_path):
+    dit = tiny_dit()
+    torch.nn.init.normal_(dit.transformer_blocks[1].norm1.emb.timestep_embedder.linear_1.weight)
+    dit.save_pretrained(tmp_path / "dit")
+    with pytest.raises(ValueError, match=r"embedder of blocks \[1\] differs"):
+        convert_to_lit(tmp_path / "dit", tmp_path / "out")
+
+
+def test_output_dir_is_never_half_written(tmp_path, monkeypatch):
+    source = save_dit_pipeline(tmp_path / "dit")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "my_checkpoint.bin").write_text("precious")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        convert_to_lit(source, existing)
+    with pytest.raises(ValueError, match="overlaps the source"):
+        convert_to_lit(source, source / "lit", overwrite=True)
+
+    import diffusers_lit.conversion
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(diffusers_lit.conversion, "write_atomically", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert_to_lit(source, existing, overwrite=True)
+    assert (existing / "my_checkpoint.bin").read_text() == "precious"  # the old folder is untouched
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dit", "existing"]  # no temporary left
+    monkeypatch.undo()
+    convert_to_lit(source, existing, overwrite=True)
+    assert not (existing / "my_checkpoint.bin").exists() and (existing / "model_index.json").is_file()
+
+
+def test_push_to_hub_uploads_the_finished_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import RepoUrl
+
+    uploads = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: RepoUrl(f"https://hf.co/{repo_id}"))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
+    out = convert_to_lit(save_dit_pipeline(tmp_path / "dit"), tmp_path / "lit", push_to_hub="someone/lit-tiny")
+    assert uploads[0]["repo_id"] == "someone/lit-tiny" and Path(uploads[0]["folder_path"]) == out
+    assert 'LiTPipeline.from_pretrained("someone/lit-tiny")' in (out / "README.md").read_text()
