@@ -1,0 +1,170 @@
+"""Teacher and student of hybrid knowledge distillation: loading, compatibility checks, conditions, CFG dropout."""
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..models import LiTTransformer2DModel
+
+
+@dataclass
+class Teacher:
+    """A frozen teacher: its transformer (DiT / PixArt layout) and the components that go with it."""
+
+    transformer: torch.nn.Module
+    components: dict[str, Any] = field(default_factory=dict)
+    id2label: dict[int, str] | None = None
+    name: str = "teacher"
+
+    @property
+    def is_text_to_image(self) -> bool:
+        return getattr(self.transformer.config, "norm_type", None) == "ada_norm_single"
+
+
+def load_teacher(
+    source: str | os.PathLike, *, revision: str | None = None, token: str | None = None, cache_dir: str | None = None
+) -> Teacher:
+    """
+    The teacher from a Hub id, a folder or an original checkpoint, with the converter's loader
+    (`diffusers_lit.conversion.load_source`); without it, from a LiT pipeline folder or Hub id.
+    """
+    try:
+        from ..conversion import load_source
+    except ImportError:
+        load_source = None
+    if load_source is not None:
+        source_model = load_source(str(source), revision=revision, token=token, cache_dir=cache_dir)
+        return Teacher(
+            transformer=source_model.transformer,
+            components=dict(source_model.components),
+            id2label=source_model.id2label,
+            name=source_model.name,
+        )
+    from ..pipelines import LiTPipeline
+
+    pipe = LiTPipeline.from_pretrained(str(source), revision=revision, token=token, cache_dir=cache_dir)
+    components = {name: module for name, module in pipe.components.items() if name != "transformer"}
+    id2label = getattr(pipe.config, "id2label", None)
+    id2label = {int(key): value for key, value in id2label.items()} if id2label else None
+    return Teacher(pipe.transformer, {k: v for k, v in components.items() if v is not None}, id2label, str(source))
+
+
+def load_student(source: str | os.PathLike, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict[str, Any]]:
+    """The LiT transformer of a LiT pipeline folder (or Hub id), and that pipeline's other components."""
+    from ..pipelines import LiTPipeline
+
+    pipe = LiTPipeline.from_pretrained(str(source), **kwargs)
+    if not isinstance(pipe.transformer, LiTTransformer2DModel):
+        raise ValueError(
+            f"--student {source} holds a {type(pipe.transformer).__name__}, not a LiTTransformer2DModel: convert "
+            "it with `diffusers-lit convert`, or leave --student out to convert the teacher on the fly."
+        )
+    components = {name: module for name, module in pipe.components.items() if name != "transformer"}
+    return pipe.transformer, components
+
+
+def convert_teacher(teacher: Teacher, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict]:
+    """A LiT student converted from the teacher's transformer (`diffusers_lit.conversion.convert_transformer`)."""
+    try:
+        from ..conversion import convert_transformer
+    except ImportError as error:
+        raise ValueError(
+            "Converting the teacher on the fly needs diffusers_lit.conversion, which this installation lacks: "
+            "pass --student with a converted LiT pipeline folder."
+        ) from error
+    return convert_transformer(teacher.transformer, **kwargs)
+
+
+def check_teacher_student(teacher: torch.nn.Module, student: torch.nn.Module, *, lambda_var: float = 0.05) -> None:
+    """Refuse a teacher and student that cannot see the same inputs or be compared output to output."""
+    t, s = teacher.config, student.config
+    problems = []
+    t_layout, s_layout = getattr(t, "norm_type", None), getattr(s, "norm_type", None)
+    if t_layout != s_layout:
+        problems.append(f"layout (norm_type) {t_layout!r} vs {s_layout!r}")
+    for name in ("in_channels", "patch_size", "sample_size"):
+        if getattr(t, name, None) != getattr(s, name, None):
+            problems.append(f"{name} {getattr(t, name, None)} vs {getattr(s, name, None)}")
+    if s_layout == "ada_norm_zero" and t_layout == s_layout and t.num_embeds_ada_norm != s.num_embeds_ada_norm:
+        problems.append(f"number of classes (num_embeds_ada_norm) {t.num_embeds_ada_norm} vs {s.num_embeds_ada_norm}")
+    if s_layout == "ada_norm_single" and t_layout == s_layout:
+        t_text = getattr(t, "caption_channels", None) or getattr(t, "cross_attention_dim", None)
+        s_text = getattr(s, "caption_channels", None) or getattr(s, "cross_attention_dim", None)
+        if t_text != s_text:
+            problems.append(f"caption size (caption_channels) {t_text} vs {s_text}")
+    if problems:
+        raise ValueError(
+            "The teacher and the student do not match: " + "; ".join(problems) + " (teacher vs student). Convert "
+            "the student from this teacher (`diffusers-lit convert`, or leave --student out)."
+        )
+    in_channels = s.in_channels
+    if student.out_channels != 2 * in_channels:
+        raise ValueError("The student must predict its variance (out_channels = 2 * in_channels, learned sigma).")
+    teacher_out = getattr(teacher, "out_channels", None) or t.out_channels
+    if teacher_out not in (in_channels, 2 * in_channels):
+        raise ValueError(f"The teacher outputs {teacher_out} channels for {in_channels} input channels.")
+    if lambda_var != 0 and teacher_out != 2 * in_channels:
+        raise ValueError("The teacher predicts no variance (no learned sigma): pass --lambda_var 0.")
+
+
+def drop_conditions(
+    condition: dict[str, torch.Tensor],
+    drop: torch.Tensor,
+    *,
+    null_class: int | None = None,
+    null_prompt_embeds: torch.Tensor | None = None,
+    null_prompt_mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """
+    Classifier-free guidance dropout, once for both models: where `drop` (B,) is True, the class label becomes
+    `null_class`, or the caption becomes the empty caption's embeddings (L, D) and mask (L,).
+    """
+    condition = dict(condition)
+    if "class_labels" in condition:
+        labels = condition["class_labels"]
+        condition["class_labels"] = torch.where(drop.to(labels.device), torch.full_like(labels, null_class), labels)
+    if "encoder_hidden_states" in condition:
+        embeds, mask = condition["encoder_hidden_states"], condition["encoder_attention_mask"]
+        drop = drop.to(embeds.device)
+        condition["encoder_hidden_states"] = torch.where(drop[:, None, None], null_prompt_embeds.to(embeds), embeds)
+        condition["encoder_attention_mask"] = torch.where(drop[:, None], null_prompt_mask.to(mask), mask)
+    return condition
+
+
+def uses_additional_conditions(transformer: torch.nn.Module) -> bool:
+    """Whether a PixArt-layout transformer takes resolution / aspect-ratio micro-conditions (an instance attribute
+    of diffusers' PixArt and of LiT's text layout; not read through the config, which may not have it resolved)."""
+    return bool(vars(transformer).get("use_additional_conditions", False))
+
+
+def model_prediction(
+    model: torch.nn.Module, x_t: torch.Tensor, timesteps: torch.Tensor, condition: dict
+) -> torch.Tensor:
+    """The output (B, C_out, H, W) of a DiT / PixArt / LiT transformer for `x_t` (B, C, H, W), `timesteps` (B,)
+    and `condition`: {"class_labels"}, or {"encoder_hidden_states", "encoder_attention_mask"} (and optionally
+    "added_cond_kwargs")."""
+    if "class_labels" in condition:
+        return model(x_t, timestep=timesteps, class_labels=condition["class_labels"]).sample
+    added = condition.get("added_cond_kwargs") or {"resolution": None, "aspect_ratio": None}
+    return model(
+        x_t,
+        timestep=timesteps,
+        encoder_hidden_states=condition["encoder_hidden_states"],
+        encoder_attention_mask=condition["encoder_attention_mask"],
+        added_cond_kwargs=added,
+    ).sample
+
+
+def resolution_conditions(batch: int, height: int, width: int, device, dtype) -> dict[str, torch.Tensor]:
+    """PixArt-alpha's micro-conditions for images of `height` x `width` pixels: resolution (B, 2), aspect (B, 1)."""
+    resolution = torch.tensor([[height, width]], device=device, dtype=dtype).repeat(batch, 1)
+    aspect_ratio = torch.tensor([[height / width]], device=device, dtype=dtype).repeat(batch, 1)
+    return {"resolution": resolution, "aspect_ratio": aspect_ratio}
+
+
+def config_signature(module: torch.nn.Module) -> dict[str, Any]:
+    """A model's class and public config: what a checkpoint records to recognise its model on resume."""
+    config = {key: value for key, value in dict(module.config).items() if not key.startswith("_")}
+    return {"class": type(module).__name__, "config": config}

@@ -1,0 +1,277 @@
+"""diffusers_lit.training: losses against hand and float64 computations, data and caches, checks, checkpoints."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from helpers import tiny_text_encoder, tiny_vae
+from PIL import Image
+from training_helpers import (
+    CAPTIONS,
+    tiny_dit,
+    tiny_lit,
+    tiny_lit_text,
+    tiny_pixart,
+    write_imagefolder,
+)
+
+from diffusers_lit.training import (
+    DiffusionSchedule,
+    cached_training_data,
+    check_dataset_columns,
+    check_output_dir_writable,
+    check_resume_compatible,
+    check_teacher_student,
+    config_signature,
+    diffusion_loss,
+    drop_conditions,
+    global_batch_indices,
+    hybrid_distillation_loss,
+    list_checkpoints,
+    load_image_dataset,
+    model_prediction,
+    preprocess_image,
+    prune_checkpoints,
+    resolve_checkpoint,
+    step_generator,
+    variational_bound,
+    write_training_state,
+)
+
+
+def fixed_batch(seed: int = 0, channels: int = 2):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (4, channels, 4, 4)
+    x_start = torch.rand(shape, generator=generator) * 2 - 1
+    x_start[0, 0, 0, :2] = torch.tensor([-1.0, 1.0])  # the edge bins of the decoder NLL
+    noise = torch.randn(shape, generator=generator)
+    student = torch.randn((4, 2 * channels, 4, 4), generator=generator)
+    teacher = torch.randn((4, 2 * channels, 4, 4), generator=generator)
+    timesteps = torch.tensor([0, 1, 500, 999])
+    return x_start, noise, student, teacher, timesteps
+
+
+def reference_vlb(v, eps, x_start, x_t, timesteps, betas) -> np.ndarray:
+    """The VLB in bits per sample, written out independently in float64 with numpy and math.erf."""
+    v, eps, x_start, x_t = (tensor.double().numpy() for tensor in (v, eps, x_start, x_t))
+    betas = betas.double().numpy()
+    alpha_bar = np.cumprod(1 - betas)
+    out = []
+    for i, t in enumerate(timesteps.tolist()):
+        a, a_prev, b = alpha_bar[t], (alpha_bar[t - 1] if t > 0 else 1.0), betas[t]
+        posterior_var = b * (1 - a_prev) / (1 - a)
+        clipped = betas[1] * (1 - alpha_bar[0]) / (1 - alpha_bar[1]) if t == 0 else posterior_var  # clipped at t=1
+        x0_hat = (x_t[i] - math.sqrt(1 - a) * eps[i]) / math.sqrt(a)
+        c1, c2 = b * math.sqrt(a_prev) / (1 - a), (1 - a_prev) * math.sqrt(1 - b) / (1 - a)
+        true_mean, model_mean = c1 * x_start[i] + c2 * x_t[i], c1 * x0_hat + c2 * x_t[i]
+        frac = (v[i] + 1) / 2
+        model_var = np.exp(frac * math.log(b) + (1 - frac) * math.log(clipped))
+        if t > 0:
+            kl = (
+                np.log(np.sqrt(model_var / clipped))
+                + (clipped + (true_mean - model_mean) ** 2) / (2 * model_var)
+                - 0.5
+            )
+            out.append(kl.mean() / math.log(2))
+        else:
+            cdf = np.vectorize(lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2))))
+            std = np.sqrt(model_var)
+            upper = np.where(x_start[i] > 0.999, 1.0, cdf((x_start[i] + 1 / 255 - model_mean) / std))
+            lower = np.where(x_start[i] < -0.999, 0.0, cdf((x_start[i] - 1 / 255 - model_mean) / std))
+            out.append(-np.log(upper - lower).mean() / math.log(2))
+    return np.array(out)
+
+
+def test_vlb_matches_an_independent_float64_computation():
+    scheduler = DDPMScheduler()  # DiT's schedule: 1000 linear betas from 1e-4 to 0.02
+    schedule = DiffusionSchedule.from_scheduler(scheduler)
+    x_start, noise, student, _, timesteps = fixed_batch()
+    eps, v = student.double().chunk(2, dim=1)
+    v = v.tanh()  # in [-1, 1], as a trained model's
+    x_t = schedule.add_noise(x_start.double(), noise.double(), timesteps)
+    ours = variational_bound(v, eps, x_start.double(), x_t, timesteps, schedule)
+    expected = reference_vlb(v, eps, x_start, x_t, timesteps, scheduler.betas)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-9, atol=1e-12)
+    assert (ours > 0).all()
+
+
+def test_learned_range_variance_is_the_one_ddpm_samples_with():
+    scheduler = DDPMScheduler(variance_type="learned_range")
+    schedule = DiffusionSchedule.from_scheduler(scheduler)
+    v = torch.tensor([-1.0, -0.3, 0.4, 1.0], dtype=torch.float64)
+    for t in (1, 10, 500, 999):
+        ours = schedule.learned_range_log_variance(v, torch.full((4,), t))
+        theirs = torch.stack([scheduler._get_variance(t, predicted_variance=x) for x in v])  # a log variance
+        torch.testing.assert_close(ours, theirs.double(), rtol=1e-4, atol=0)  # theirs in float32
+
+
+def test_every_loss_term_equals_a_hand_computation():
+    schedule = DiffusionSchedule.from_scheduler(DDPMScheduler())
+    x_start, noise, student, teacher, timesteps = fixed_batch()
+    x_t = schedule.add_noise(x_start, noise, timesteps)
+    terms = hybrid_distillation_loss(student, teacher, noise, x_start, x_t, timesteps, schedule)
+    eps_s, v_s, eps_t, v_t = (*student.chunk(2, dim=1), *teacher.chunk(2, dim=1))
+    vlb = variational_bound(v_s, eps_s, x_start, x_t, timesteps, schedule).mean()
+    torch.testing.assert_close(terms["mse"], ((eps_s - noise) ** 2).mean())
+    torch.testing.assert_close(terms["vlb"], vlb)
+    torch.testing.assert_close(terms["noise_kd"], ((eps_s - eps_t) ** 2).mean())
+    torch.testing.assert_close(terms["variance_kd"], ((v_s - v_t) ** 2).mean())
+    expected = (
+        ((eps_s - noise) ** 2).mean() + vlb + 0.5 * ((eps_s - eps_t) ** 2).mean() + 0.05 * ((v_s - v_t) ** 2).mean()
+    )
+    torch.testing.assert_close(terms["loss"], expected)
+    # x_t as DDPMScheduler.add_noise makes it
+    torch.testing.assert_close(x_t, DDPMScheduler().add_noise(x_start, noise, timesteps))
+
+
+def test_lambdas_zero_is_plain_diffusion_training_and_vlb_trains_only_the_variance():
+    schedule = DiffusionSchedule.from_scheduler(DDPMScheduler())
+    x_start, noise, student, teacher, timesteps = fixed_batch(seed=1)
+    x_t = schedule.add_noise(x_start, noise, timesteps)
+    outputs = [student.clone().requires_grad_(True) for _ in range(2)]
+    hybrid = hybrid_distillation_loss(outputs[0], None, noise, x_start, x_t, timesteps, schedule, lambda_noise=0,
+                                      lambda_var=0)  # fmt: skip
+    plain = diffusion_loss(outputs[1], noise, x_start, x_t, timesteps, schedule)
+    assert hybrid["loss"].item() == plain["loss"].item() and hybrid["noise_kd"].item() == 0.0
+    hybrid["loss"].backward()
+    plain["loss"].backward()
+    assert torch.equal(outputs[0].grad, outputs[1].grad)
+
+    # The VLB's mean is stopped: its gradient reaches the variance channels only.
+    output = student.clone().requires_grad_(True)
+    diffusion_loss(output, noise, x_start, x_t, timesteps, schedule)["vlb"].backward()
+    assert output.grad[:, :2].abs().max() == 0 and output.grad[:, 2:].abs().max() > 0
+    with pytest.raises(ValueError, match="predicts no variance"):
+        hybrid_distillation_loss(student, teacher[:, :2], noise, x_start, x_t, timesteps, schedule)
+    with pytest.raises(ValueError, match="epsilon"):
+        DiffusionSchedule.from_scheduler(DDPMScheduler(prediction_type="v_prediction"))
+
+
+def test_condition_dropout_applies_once_to_both_models():
+    drop = torch.tensor([True, False, True])
+    labels = drop_conditions({"class_labels": torch.tensor([0, 1, 2])}, drop, null_class=3)["class_labels"]
+    assert labels.tolist() == [3, 1, 3]
+    embeds, mask = torch.randn(3, 5, 4), torch.ones(3, 5, dtype=torch.long)
+    null_embeds, null_mask = torch.zeros(5, 4), torch.tensor([1, 1, 0, 0, 0])
+    dropped = drop_conditions({"encoder_hidden_states": embeds, "encoder_attention_mask": mask}, drop,
+                              null_prompt_embeds=null_embeds, null_prompt_mask=null_mask)  # fmt: skip
+    assert (
+        torch.equal(dropped["encoder_hidden_states"][1], embeds[1]) and dropped["encoder_hidden_states"][0].eq(0).all()
+    )
+    assert dropped["encoder_attention_mask"][2].tolist() == [1, 1, 0, 0, 0]
+
+    # The teacher (diffusers DiT, eval) and LiT see the null class as it is: no label dropout inside either.
+    teacher, student = tiny_dit().eval(), tiny_lit().train()
+    x, t, null = torch.randn(8, 1, 16, 16), torch.full((8,), 10), torch.full((8,), 3)
+    for model in (teacher, student):
+        torch.manual_seed(0)
+        first = model_prediction(model, x, t, {"class_labels": torch.zeros(8, dtype=torch.long)})
+        assert not torch.allclose(first, model_prediction(model, x, t, {"class_labels": null}))
+        torch.testing.assert_close(first, model_prediction(model, x, t, {"class_labels": torch.zeros(8).long()}))
+
+
+def test_teacher_student_mismatches_are_refused():
+    check_teacher_student(tiny_dit(), tiny_lit())
+    check_teacher_student(tiny_pixart(), tiny_lit_text())
+    for student, what in ((tiny_lit(in_channels=3), "in_channels 1 vs 3"), (tiny_lit(patch_size=2), "patch_size"),
+                          (tiny_lit(num_classes=5), "number of classes"), (tiny_lit_text(), "layout")):  # fmt: skip
+        with pytest.raises(ValueError, match=what):
+            check_teacher_student(tiny_dit(), student)
+    with pytest.raises(ValueError, match="caption size"):
+        check_teacher_student(tiny_pixart(), tiny_lit_text(caption_channels=32))
+
+
+def test_preprocess_and_batch_positions():
+    image = Image.fromarray(np.arange(24 * 32 * 3, dtype=np.uint8).reshape(24, 32, 3))
+    pixels = preprocess_image(image, 16, center_crop=True, channels=1)
+    assert pixels.shape == (1, 16, 16) and pixels.min() >= -1 and pixels.max() <= 1
+    crops = {
+        preprocess_image(image, 16, center_crop=False, rng=np.random.default_rng(i)).sum().item() for i in range(6)
+    }
+    assert len(crops) > 1
+
+    # Two processes, batch 3, 10 examples: each global batch is split between the ranks, each epoch is a
+    # permutation, and the result depends only on (micro-step, rank, seed).
+    seen = [global_batch_indices(10, step, 3, 2, rank, seed=7) for step in range(5) for rank in range(2)]
+    stream = torch.cat(seen)
+    assert sorted(stream[:10].tolist()) == list(range(10)) and sorted(stream[10:20].tolist()) == list(range(10))
+    assert torch.equal(global_batch_indices(10, 3, 3, 2, 1, seed=7), seen[7])
+    assert not torch.equal(global_batch_indices(10, 0, 3, 2, 0, seed=8), seen[0])
+    draws = [torch.rand(3, generator=step_generator(0, 5, rank)) for rank in (0, 1, 0)]
+    assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
+
+
+def test_datasets_from_imagefolder_disk_and_bad_columns(tmp_path):
+    import datasets
+
+    dataset = load_image_dataset(write_imagefolder(tmp_path / "images", per_class=2))
+    assert len(dataset) == 6 and dataset.features["label"].names == ["bird", "cat", "dog"]
+    dataset.save_to_disk(str(tmp_path / "disk"))
+    assert len(load_image_dataset(tmp_path / "disk")) == 6
+    datasets.DatasetDict({"validation": dataset}).save_to_disk(str(tmp_path / "dict"))
+    assert len(load_image_dataset(tmp_path / "dict", split="validation")) == 6
+    with pytest.raises(ValueError, match="no split 'train'"):
+        load_image_dataset(tmp_path / "dict")
+    with pytest.raises(ValueError, match="no column 'class'.*--label_column.*image, label"):
+        check_dataset_columns(dataset, "image", "class")
+    with pytest.raises(ValueError, match="empty"):
+        check_dataset_columns(dataset.select([]), "image", "label")
+
+
+def test_latent_and_text_caches_are_written_once_and_reused(tmp_path):
+    dataset = load_image_dataset(write_imagefolder(tmp_path / "images", per_class=1, captions=True))
+    tokenizer, text_encoder = tiny_text_encoder(tmp_path)
+    vae = tiny_vae()
+    kwargs = dict(image_column="image", caption_column="text", resolution=16, channels=3, random_flip=True, vae=vae,
+                  tokenizer=tokenizer, text_encoder=text_encoder, max_sequence_length=8)  # fmt: skip
+    key = {"resolution": 16, "vae": "tiny"}
+    data, folder, from_cache = cached_training_data(dataset, cache_dir=tmp_path / "cache", key_settings=key, **kwargs)
+    assert not from_cache and data.kind == "latents" and data.inputs.shape == (3, 8, 8, 8)
+    assert data.inputs_flipped.shape == data.inputs.shape and data.prompt_embeds.shape == (3, 8, 24)
+    assert data.null_prompt_mask.sum() == 2  # [CLS] [SEP]
+    assert data.prompt_masks.sum(1).tolist() == [2 + len(CAPTIONS[i].split()) for i in range(3)]
+    without_vae = {name: value for name, value in kwargs.items() if name != "vae"}
+    again, folder_again, from_cache = cached_training_data(
+        dataset, cache_dir=tmp_path / "cache", key_settings=key, vae=None, **without_vae
+    )
+    assert from_cache and folder_again == folder and torch.equal(again.inputs, data.inputs)
+    assert torch.equal(again.prompt_embeds, data.prompt_embeds) and again.scaling_factor == vae.config.scaling_factor
+
+    # A batch: latents sampled from the cached posterior, scaled, flipped where drawn; all from the generator.
+    batch = again.get_batch(torch.tensor([2, 0]), torch.Generator().manual_seed(0))
+    assert batch["x_start"].shape == (2, 4, 8, 8) and batch["prompt_embeds"].shape == (2, 8, 24)
+    same = again.get_batch(torch.tensor([2, 0]), torch.Generator().manual_seed(0))
+    assert torch.equal(batch["x_start"], same["x_start"])
+    _, other_folder, _ = cached_training_data(
+        dataset, cache_dir=tmp_path / "cache", key_settings={**key, "resolution": 8}, **{**kwargs, "resolution": 8}
+    )
+    assert other_folder != folder
+
+
+def test_checkpoint_listing_limit_and_resume_checks(tmp_path):
+    student, teacher = config_signature(tiny_lit()), config_signature(tiny_dit())
+    signature = {"student": student, "teacher": teacher, "data": {"kind": "pixels"}}
+    for step in (10, 2, 30):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        write_training_state(tmp_path / f"checkpoint-{step}", {"step": step, "signature": signature})
+    (tmp_path / "checkpoint-40").mkdir()  # incomplete: no training_state.json
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10", "checkpoint-30"]
+    assert resolve_checkpoint(tmp_path, "latest").name == "checkpoint-30"
+    assert resolve_checkpoint(tmp_path / "empty", "latest") is None
+    assert resolve_checkpoint(tmp_path, "checkpoint-10").name == "checkpoint-10"
+    with pytest.raises(ValueError, match="no checkpoint"):
+        resolve_checkpoint(tmp_path, "checkpoint-40")
+    assert [path.name for path in prune_checkpoints(tmp_path, 2)] == ["checkpoint-2", "checkpoint-10"]
+    assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint-30"]
+
+    assert check_resume_compatible(tmp_path / "checkpoint-30", signature)["step"] == 30
+    other = {**signature, "student": config_signature(tiny_lit(num_classes=5))}
+    with pytest.raises(ValueError, match="another student.*num_embeds_ada_norm: 3 in the checkpoint, 5 now"):
+        check_resume_compatible(tmp_path / "checkpoint-30", other)
+
+    check_output_dir_writable(tmp_path / "new" / "out")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="not a writable folder"):
+        check_output_dir_writable(tmp_path / "file" / "out")
