@@ -23,6 +23,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher", required=True, help="Hub id, folder or original checkpoint of the teacher.")
     parser.add_argument("--student", default=None, help="LiT pipeline folder or Hub id; omitted: convert the teacher.")
     parser.add_argument("--revision", default=None, help="Hub revision of the teacher.")
+    parser.add_argument(
+        "--teacher_components", default=None, help="Pipeline to take the VAE / scheduler / text encoder from."
+    )
     parser.add_argument("--linear_attention_heads", type=int, default=None, help="On-the-fly conversion: LiT heads.")
     parser.add_argument("--dwc_kernel_size", type=int, default=5, help="On-the-fly conversion: DWC kernel.")
     parser.add_argument("--inherit", default="none", help="On-the-fly conversion: attention weights to inherit.")
@@ -154,13 +158,15 @@ def main(args: argparse.Namespace) -> Path:
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
     # Teacher and student.
-    teacher = load_teacher(args.teacher, revision=args.revision, token=args.hub_token)
+    teacher = load_teacher(
+        args.teacher, revision=args.revision, token=args.hub_token, components=args.teacher_components
+    )
     if args.student is not None:
         student, student_components = load_student(args.student)
     else:
         student, report = convert_teacher(
             teacher, linear_attention_heads=args.linear_attention_heads, dwc_kernel_size=args.dwc_kernel_size,
-            inherit=args.inherit,
+            inherit=args.inherit, seed=args.seed,
         )  # fmt: skip
         student_components = {}
         logger.info(f"Converted the teacher on the fly: {report}")
@@ -168,10 +174,17 @@ def main(args: argparse.Namespace) -> Path:
     text_to_image = teacher.is_text_to_image
     vae = teacher.components.get("vae")
     tokenizer, text_encoder = teacher.components.get("tokenizer"), teacher.components.get("text_encoder")
-    scheduler = student_components.get("scheduler") or teacher.components.get("scheduler")
-    if scheduler is None:
-        raise ValueError(f"The teacher {args.teacher} has no scheduler: its noise schedule is needed for training.")
-    schedule = DiffusionSchedule.from_scheduler(teacher.components.get("scheduler") or scheduler)
+    if vae is None and student.config.in_channels not in (1, 3):
+        raise ValueError(
+            f"The teacher works on {student.config.in_channels}-channel latents but comes without a VAE: pass "
+            "--teacher_components with a pipeline that has its VAE (e.g. facebook/DiT-XL-2-256)."
+        )
+    # DiT and PixArt train on DDPM's 1000 linear betas (diffusers' defaults) when the teacher names no scheduler.
+    teacher_scheduler = teacher.components.get("scheduler") or DDPMScheduler(
+        variance_type="fixed_small" if teacher.is_text_to_image else "learned_range"
+    )
+    scheduler = student_components.get("scheduler") or teacher_scheduler  # the saved pipeline's sampler
+    schedule = DiffusionSchedule.from_scheduler(teacher_scheduler)
     if text_to_image and (tokenizer is None or text_encoder is None):
         raise ValueError(f"The text-to-image teacher {args.teacher} has no tokenizer / text encoder.")
     if text_to_image and vae is None:
@@ -214,7 +227,7 @@ def main(args: argparse.Namespace) -> Path:
     # Cache latents / pixels and text embeddings once (the main process writes, the others read).
     for module in (vae, text_encoder):
         if module is not None:
-            module.requires_grad_(False).eval().to(device)
+            module.requires_grad_(False).eval().to(device, dtype=torch.float32)  # the cache is computed in float32
     max_sequence_length = args.max_sequence_length or (min(300, tokenizer.model_max_length) if tokenizer else None)
     key_settings = {
         "image_column": args.image_column, "label_column": label_column, "caption_column": caption_column,
@@ -246,7 +259,7 @@ def main(args: argparse.Namespace) -> Path:
     # Models on the device: the teacher frozen in eval mode (no internal label dropout), the student trained.
     teacher_model = teacher.transformer.requires_grad_(False).eval().to(device)
     for module in (teacher_model, vae, text_encoder):
-        if module is not None and weight_dtype != torch.float32:
+        if module is not None and module.dtype != weight_dtype:
             module.to(dtype=weight_dtype)
     student.train()
     if args.gradient_checkpointing:

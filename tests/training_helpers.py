@@ -17,17 +17,27 @@ CAPTIONS = ("a red cat", "a blue dog on grass", "a small bird in the sky", "a gr
 
 def tiny_dit(in_channels: int = 1, sample_size: int = 16, patch_size: int = 4, num_classes: int = 3, seed: int = 1):
     torch.manual_seed(seed)
-    return DiTTransformer2DModel(
+    dit = DiTTransformer2DModel(
         num_attention_heads=2, attention_head_dim=8, in_channels=in_channels, out_channels=2 * in_channels,
         num_layers=2, sample_size=sample_size, patch_size=patch_size, num_embeds_ada_norm=num_classes,
     )  # fmt: skip
+    for block in dit.transformer_blocks[1:]:  # a trained DiT holds one embedder, copied into every block
+        block.norm1.emb.load_state_dict(dit.transformer_blocks[0].norm1.emb.state_dict())
+    return dit
 
 
-def tiny_lit(in_channels: int = 1, sample_size: int = 16, patch_size: int = 4, num_classes: int = 3, seed: int = 2):
+def tiny_lit(
+    in_channels: int = 1,
+    sample_size: int = 16,
+    patch_size: int = 4,
+    num_classes: int = 3,
+    heads: int = 2,
+    seed: int = 2,
+):
     torch.manual_seed(seed)
     return LiTTransformer2DModel(
         num_attention_heads=2, attention_head_dim=8, in_channels=in_channels, num_layers=2, sample_size=sample_size,
-        patch_size=patch_size, num_embeds_ada_norm=num_classes, linear_attention_heads=2,
+        patch_size=patch_size, num_embeds_ada_norm=num_classes, linear_attention_heads=heads,
     )  # fmt: skip
 
 

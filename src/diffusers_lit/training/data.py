@@ -39,6 +39,10 @@ def load_image_dataset(
     path = Path(dataset)
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+            state = path / "state.json"
+            if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+                # datasets cannot load a saved dataset without rows (it has no data file).
+                raise ValueError(f"The training dataset {dataset} is empty: it has no examples to train on.")
             loaded = datasets.load_from_disk(str(path))
         else:
             loaded = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir)

@@ -17,6 +17,7 @@ class Teacher:
     components: dict[str, Any] = field(default_factory=dict)
     id2label: dict[int, str] | None = None
     name: str = "teacher"
+    layout: str = "dit"
 
     @property
     def is_text_to_image(self) -> bool:
@@ -24,31 +25,27 @@ class Teacher:
 
 
 def load_teacher(
-    source: str | os.PathLike, *, revision: str | None = None, token: str | None = None, cache_dir: str | None = None
+    source: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    cache_dir: str | None = None,
+    components: str | os.PathLike | None = None,
 ) -> Teacher:
     """
-    The teacher from a Hub id, a folder or an original checkpoint, with the converter's loader
-    (`diffusers_lit.conversion.load_source`); without it, from a LiT pipeline folder or Hub id.
+    The teacher from a Hub id, a diffusers folder or an original checkpoint (`diffusers_lit.conversion.load_source`).
+    `components`: a pipeline folder or Hub id to take the VAE, scheduler, tokenizer and text encoder from, for
+    sources without them (an original checkpoint file).
     """
-    try:
-        from ..conversion import load_source
-    except ImportError:
-        load_source = None
-    if load_source is not None:
-        source_model = load_source(str(source), revision=revision, token=token, cache_dir=cache_dir)
-        return Teacher(
-            transformer=source_model.transformer,
-            components=dict(source_model.components),
-            id2label=source_model.id2label,
-            name=source_model.name,
-        )
-    from ..pipelines import LiTPipeline
+    from ..conversion import load_source
 
-    pipe = LiTPipeline.from_pretrained(str(source), revision=revision, token=token, cache_dir=cache_dir)
-    components = {name: module for name, module in pipe.components.items() if name != "transformer"}
-    id2label = getattr(pipe.config, "id2label", None)
-    id2label = {int(key): value for key, value in id2label.items()} if id2label else None
-    return Teacher(pipe.transformer, {k: v for k, v in components.items() if v is not None}, id2label, str(source))
+    loaded = load_source(str(source), revision=revision, token=token, cache_dir=cache_dir)
+    teacher = Teacher(loaded.transformer, dict(loaded.components), loaded.id2label, loaded.name, loaded.layout)
+    if components is not None:
+        extra = load_source(str(components), revision=revision, token=token, cache_dir=cache_dir)
+        teacher.components = {**extra.components, **teacher.components}
+        teacher.id2label = teacher.id2label or extra.id2label
+    return teacher
 
 
 def load_student(source: str | os.PathLike, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict[str, Any]]:
@@ -66,15 +63,13 @@ def load_student(source: str | os.PathLike, **kwargs: Any) -> tuple[LiTTransform
 
 
 def convert_teacher(teacher: Teacher, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict]:
-    """A LiT student converted from the teacher's transformer (`diffusers_lit.conversion.convert_transformer`)."""
-    try:
-        from ..conversion import convert_transformer
-    except ImportError as error:
-        raise ValueError(
-            "Converting the teacher on the fly needs diffusers_lit.conversion, which this installation lacks: "
-            "pass --student with a converted LiT pipeline folder."
-        ) from error
-    return convert_transformer(teacher.transformer, **kwargs)
+    """A LiT student converted from the teacher's transformer (`diffusers_lit.conversion.convert_transformer`):
+    every weight copied but the self-attention's. `kwargs`: linear_attention_heads, dwc_kernel_size, inherit, seed."""
+    from ..conversion import SourceCheckpoint, convert_transformer
+
+    config = {key: value for key, value in dict(teacher.transformer.config).items() if not key.startswith("_")}
+    state_dict = {key: value.detach().float() for key, value in teacher.transformer.state_dict().items()}
+    return convert_transformer(SourceCheckpoint(teacher.name, teacher.layout, config, state_dict), **kwargs)
 
 
 def check_teacher_student(teacher: torch.nn.Module, student: torch.nn.Module, *, lambda_var: float = 0.05) -> None:

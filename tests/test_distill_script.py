@@ -1,0 +1,204 @@
+"""examples/distill_lit.py end to end: a few steps of tiny models on 16 x 16 images, offline."""
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from training_helpers import (
+    save_class_pipeline,
+    save_text_pipeline,
+    tiny_dit,
+    tiny_lit,
+    tiny_lit_text,
+    tiny_pixart,
+    write_imagefolder,
+)
+
+from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
+from diffusers_lit.training import load_image_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "distill_lit.py"
+TERMS = ("loss", "mse", "vlb", "noise_kd", "variance_kd")
+
+spec = importlib.util.spec_from_file_location("distill_lit", SCRIPT)
+distill_lit = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(distill_lit)
+
+
+def run(*argv: str) -> Path:
+    """The script's main() in this process, with accelerate's singletons reset between runs."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return distill_lit.main(distill_lit.parse_args([str(arg) for arg in argv]))
+
+
+def metrics(output_dir: Path) -> dict[int, dict]:
+    """The last logged record of each step."""
+    lines = (output_dir / "logs" / "metrics.jsonl").read_text().splitlines()
+    return {record["step"]: record for record in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def class_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    return {
+        "teacher": save_class_pipeline(tiny_dit(), root / "teacher"),
+        "student": save_class_pipeline(tiny_lit(), root / "student"),
+        "images": write_imagefolder(root / "images"),
+        "cache": root / "cache",
+        "root": root,
+    }
+
+
+def common(setup, output_dir: Path, steps: int = 4) -> list:
+    return ["--teacher", setup["teacher"], "--dataset", setup["images"], "--output_dir", output_dir,
+            "--cache_dir", setup["cache"], "--max_train_steps", steps, "--train_batch_size", 2, "--report_to", "none",
+            "--random_flip"]  # fmt: skip
+
+
+def test_class_conditional_end_to_end(class_setup):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = class_setup["root"] / "e2e"
+    run(*common(class_setup, out), "--student", class_setup["student"], "--checkpointing_steps", 2,
+        "--checkpoints_total_limit", 1, "--validation_steps", 2, "--validation_inference_steps", 2,
+        "--validation_class_labels", 0, 2, "--use_ema", "--report_to", "tensorboard")  # fmt: skip
+
+    assert [path.name for path in out.glob("checkpoint-*")] == ["checkpoint-4"]  # the total limit removed step 2
+    assert sorted(path.name for path in (out / "validation").iterdir()) == ["step-000002.png", "step-000004.png"]
+    assert Image.open(out / "validation" / "step-000004.png").size == (2 * 16, 16 + 12)
+    logged = metrics(out)
+    assert sorted(logged) == [1, 2, 3, 4] and all(set(TERMS) <= set(record) for record in logged.values())
+    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent)).Reload()
+    assert set(TERMS) <= set(events.Tags()["scalars"]) and "validation" in events.Tags()["images"]
+
+    # The final pipeline: the EMA weights, a model card that says where it came from; it loads and samples.
+    pipe = LiTPipeline.from_pretrained(out)
+    ema = torch.load(out / "checkpoint-4" / "custom_checkpoint_0.pkl", weights_only=False)["shadow_params"]
+    assert all(torch.equal(p, e) for p, e in zip(pipe.transformer.parameters(), ema, strict=True))
+    assert f"Distilled from `{class_setup['teacher']}`" in (out / "README.md").read_text()
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(["cat", 1], num_inference_steps=2, output_type="np").images
+    assert images.shape == (2, 16, 16, 1)
+    assert len(list(class_setup["cache"].iterdir())) == 1  # the pixels, cached once
+
+
+def test_resume_continues_exactly(class_setup):
+    """Straight: 4 steps (checkpoint at 2). Interrupted: the same, stopped after step 2, resumed from `latest`.
+    Same losses, bit-identical final (EMA) weights. The student is converted from the teacher on the fly."""
+    out = class_setup["root"] / "resume"
+    args = [*common(class_setup, out), "--checkpointing_steps", 2, "--gradient_accumulation_steps", 2,
+            "--lr_scheduler", "cosine", "--lr_warmup_steps", 1, "--use_ema", "--ema_decay", 0.5,
+            "--linear_attention_heads", 2]  # fmt: skip
+    run(*args)
+    straight = metrics(out)
+    straight_weights = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
+
+    shutil.rmtree(out / "checkpoint-4")  # as if the run had stopped after step 2
+    (out / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+    run(*args, "--resume_from_checkpoint", "latest")
+    lines = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in lines] == [1, 2, 3, 4, 3, 4]
+    for record in lines[4:]:
+        assert {k: v for k, v in record.items() if k != "step_seconds"} == {
+            k: v for k, v in straight[record["step"]].items() if k != "step_seconds"
+        }
+    resumed_weights = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert straight_weights.keys() == resumed_weights.keys()
+    assert all(torch.equal(straight_weights[key], resumed_weights[key]) for key in straight_weights)
+    assert lines[1]["lr"] != lines[3]["lr"]  # the cosine schedule moved, and was restored
+
+
+def test_text_to_image_chain(tmp_path):
+    teacher = save_text_pipeline(tiny_pixart(), tmp_path / "teacher", tmp_path)
+    student = save_text_pipeline(tiny_lit_text(), tmp_path / "student", tmp_path)
+    images = write_imagefolder(tmp_path / "images", per_class=1, captions=True)
+    out = tmp_path / "out"
+    run("--teacher", teacher, "--student", student, "--dataset", images, "--output_dir", out, "--cache_dir",
+        tmp_path / "cache", "--max_train_steps", 2, "--train_batch_size", 2, "--report_to", "none",
+        "--max_sequence_length", 8, "--validation_steps", 2, "--validation_inference_steps", 1,
+        "--validation_prompts", "a red cat", "--random_flip")  # fmt: skip
+    logged = metrics(out)
+    assert logged[2]["lr"] == 2e-5 and logged[2]["noise_kd"] > 0 and logged[2]["variance_kd"] > 0
+    assert (out / "validation" / "step-000002.png").is_file()
+    pipe = LiTPipeline.from_pretrained(out)
+    assert isinstance(pipe, LiTTextToImagePipeline)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe("a blue dog", num_inference_steps=1, output_type="np").images.shape == (1, 16, 16, 3)
+
+
+def test_bad_inputs_are_refused_before_the_first_step(class_setup, tmp_path):
+    root = class_setup["root"]
+    other_student = save_class_pipeline(tiny_lit(in_channels=3), root / "other-student")
+    empty = root / "empty"
+    load_image_dataset(class_setup["images"]).select([]).save_to_disk(str(empty))
+    (tmp_path / "a-file").write_text("")
+
+    cases = [
+        (dict(student=other_student), "do not match: in_channels 1 vs 3"),
+        (dict(label_column="class"), "no column 'class'"),
+        (dict(dataset=empty), "empty"),
+        (dict(output_dir=tmp_path / "a-file" / "out"), "not a writable folder"),
+    ]
+    for index, (changes, message) in enumerate(cases):
+        out = changes.get("output_dir", tmp_path / f"out-{index}")
+        argv = common({**class_setup, "images": changes.get("dataset", class_setup["images"])}, out, steps=1)
+        argv += ["--student", changes.get("student", class_setup["student"])]
+        argv += ["--label_column", changes["label_column"]] if "label_column" in changes else []
+        with pytest.raises(ValueError, match=message):
+            run(*argv)
+        assert not (Path(out) / "logs" / "metrics.jsonl").exists()
+
+    # A checkpoint of another model (a student with other linear-attention heads) in the output folder.
+    out = tmp_path / "resume-other"
+    other_heads = save_class_pipeline(tiny_lit(heads=1), root / "heads1")
+    run(*common(class_setup, out, steps=1), "--student", other_heads, "--checkpointing_steps", 1)
+    with pytest.raises(ValueError, match="another student.*linear_attention_heads: 1 in the checkpoint, 2 now"):
+        run(*common(class_setup, out, steps=2), "--student", class_setup["student"], "--resume_from_checkpoint",
+            "latest")  # fmt: skip
+    assert sorted(metrics(out)) == [1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_data_parallel_on_cpu(class_setup, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(_free_port()), str(SCRIPT), *map(str, common(class_setup, out, steps=3)), "--student",
+               str(class_setup["student"]), "--log_per_process", "--checkpointing_steps", "3"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    finals = [json.loads((out / "logs" / f"final-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [final["num_processes"] for final in finals] == [2, 2]
+    assert [final["process_index"] for final in finals] == [0, 1]
+    assert finals[0]["weights_sha256"] == finals[1]["weights_sha256"]
+    ranks = [[json.loads(line) for line in (out / "logs" / f"losses-rank{r}.jsonl").read_text().splitlines()]
+             for r in (0, 1)]  # fmt: skip
+    logged = metrics(out)
+    for step in (1, 2, 3):
+        first, second = ranks[0][step - 1], ranks[1][step - 1]
+        assert not set(first["indices"]) & set(second["indices"])  # each process takes its own shard
+        for term in TERMS:
+            assert logged[step][term] == pytest.approx((first[term] + second[term]) / 2, rel=1e-6, abs=1e-7)
+    assert first["loss"] != second["loss"]
+    state = json.loads((out / "checkpoint-3" / "training_state.json").read_text())
+    assert state["run"]["num_processes"] == 2
