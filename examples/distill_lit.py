@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -153,6 +153,11 @@ def main(args: argparse.Namespace) -> Path:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    if accelerator.distributed_type == DistributedType.FSDP and (args.use_ema or args.validation_steps):
+        raise ValueError(
+            "--use_ema and --validation_steps need the student's full weights on every process: use DDP or "
+            "DeepSpeed ZeRO-1/2 with them, not FSDP (see examples/accelerate_configs/)."
+        )
     set_seed(args.seed)  # fresh weights of an on-the-fly conversion; the loop draws from its own generators
     device = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
@@ -403,8 +408,10 @@ def main(args: argparse.Namespace) -> Path:
         record = {"num_processes": accelerator.num_processes, "process_index": accelerator.process_index,
                   "weights_sha256": weights_hash(accelerator.unwrap_model(student))}  # fmt: skip
         (logs_dir / f"final-rank{accelerator.process_index}.json").write_text(json.dumps(record))
+    state_dict = accelerator.get_state_dict(student)  # the full weights, also when FSDP / ZeRO-3 shard them
     if accelerator.is_main_process:
-        final = accelerator.unwrap_model(student)
+        final = LiTTransformer2DModel.from_config(accelerator.unwrap_model(student).config)
+        final.load_state_dict(state_dict)
         if ema is not None:
             ema.copy_to(final.parameters())
         pipe = build_pipeline(final, teacher, scheduler, id2label, dtype=torch.float32)

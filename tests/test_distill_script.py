@@ -202,3 +202,14 @@ def test_two_processes_data_parallel_on_cpu(class_setup, tmp_path):
     assert first["loss"] != second["loss"]
     state = json.loads((out / "checkpoint-3" / "training_state.json").read_text())
     assert state["run"]["num_processes"] == 2
+
+
+def test_example_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    folder = ROOT / "examples" / "accelerate_configs"
+    fsdp = load_config_from_file(str(folder / "fsdp.yaml"))
+    assert fsdp.distributed_type == DistributedType.FSDP
+    assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LiTTransformerBlock"
+    assert load_config_from_file(str(folder / "deepspeed_zero2.yaml")).distributed_type == DistributedType.DEEPSPEED
