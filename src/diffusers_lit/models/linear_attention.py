@@ -72,27 +72,71 @@ class LiTLinearAttention(nn.Module):
         batch, tokens, dim = hidden_states.shape
         if tokens != height * width:
             raise ValueError(f"Got {tokens} tokens for a {height}x{width} grid; they must be equal in number.")
-        h, d = self.heads, self.head_dim
+        q = self.to_q(hidden_states)  # (B, N, D), heads side by side: (B, N, h, d)
+        k = self.to_k(hidden_states)
+        v = self.to_v(hidden_states)
 
-        q = self.to_q(hidden_states).view(batch, tokens, h, d).transpose(1, 2)  # (B, h, N, d)
-        k = self.to_k(hidden_states).view(batch, tokens, h, d).transpose(1, 2)  # (B, h, N, d)
-        v = self.to_v(hidden_states).view(batch, tokens, h, d).transpose(1, 2)  # (B, h, N, d)
+        # The DWC of all heads at once: (B, N, D) read as a channels-last (B, D, H, W) grid costs no copy, and the
+        # head-shared kernel repeated over the heads makes one depth-wise conv over D channels.
+        v_grid = v.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last strides
+        weight = self.dwc.weight.repeat(self.heads, 1, 1, 1)  # (D, 1, k, k)
+        bias = None if self.dwc.bias is None else self.dwc.bias.repeat(self.heads)
+        dwc = F.conv2d(v_grid, weight, bias, padding=self.dwc.padding, groups=dim)  # (B, D, H, W)
+        dwc = dwc.permute(0, 2, 3, 1).reshape(batch, tokens, dim)  # (B, N, D); a view when channels-last
 
-        out = linear_attention(q, k, v, eps=self.eps).to(v.dtype)  # (B, h, N, d)
-
-        v_grid = v.reshape(batch * h, height, width, d).permute(0, 3, 1, 2)  # (B*h, d, H, W)
-        dwc = self.dwc(v_grid).permute(0, 2, 3, 1).reshape(batch, h, tokens, d)  # (B, h, N, d)
-
-        out = (out + dwc).transpose(1, 2).reshape(batch, tokens, dim)  # (B, N, D)
-        return self.to_out[1](self.to_out[0](out))
+        # q and k are this module's own: ReLU may overwrite them (the projections do not keep their outputs).
+        out = _linear_attention_tokens(q, k, v, self.heads, self.eps, residual=dwc, owns_qk=True)  # (B, N, D)
+        return self.to_out[1](self.to_out[0](out.to(v.dtype)))
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """ReLU linear attention of (B, h, N, d) queries, keys and values -> (B, h, N, d), in float32 or float64."""
+    batch, heads, tokens, head_dim = q.shape
+
+    def tokens_first(t: torch.Tensor) -> torch.Tensor:
+        return t.transpose(1, 2).reshape(batch, tokens, heads * head_dim)  # (B, N, h * d)
+
+    out = _linear_attention_tokens(tokens_first(q), tokens_first(k), tokens_first(v), heads, eps)  # (B, N, h * d)
+    return out.view(batch, tokens, heads, head_dim).transpose(1, 2)  # (B, h, N, d)
+
+
+def _linear_attention_tokens(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    owns_qk: bool = False,
+) -> torch.Tensor:
+    """
+    ReLU linear attention of (B, N, h * d) queries, keys and values, heads side by side -> (B, N, h * d), plus
+    `residual` (B, N, h * d) when given, in float32 (float64 for float64 inputs).
+
+    Per head, O = (phi(q) / (phi(q) z + eps)) S with S = phi(k)^T v / N and z = mean phi(k): each step is one
+    batched matrix product over strided (B, N, d) views of the token-major tensors, so no head is ever copied out
+    and no N x N matrix is built. The rows of phi(q) are divided before the product, so that the product can add
+    into `residual` in place. `owns_qk`: q and k may be overwritten (they are the caller's temporaries).
+    """
+    batch, tokens, dim = q.shape
+    head_dim = dim // heads
     acc = torch.promote_types(q.dtype, torch.float32)  # float32, or float64 for float64 inputs
     with torch.autocast(q.device.type, enabled=False):  # autocast would take the matmuls back to 16 bits
-        q, k, v = F.relu(q.to(acc)), F.relu(k.to(acc)), v.to(acc)
-        state = torch.matmul(k.transpose(-1, -2), v) / k.shape[-2]  # (B, h, d, d)
-        normaliser = k.mean(dim=-2, keepdim=True)  # (B, h, 1, d)
-        denominator = (q * normaliser).sum(dim=-1, keepdim=True) + eps  # (B, h, N, 1)
-        return torch.matmul(q, state) / denominator  # (B, h, N, d)
+        in_place = not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
+        q = q.to(acc) if owns_qk or q.dtype != acc else q.clone()  # .to copies 16-bit inputs: ours to overwrite
+        k = k.to(acc) if owns_qk or k.dtype != acc else k.clone()
+        v = v.to(acc)
+        q, k = q.relu_(), k.relu_()  # autograd allows it: the projections save their inputs, not their outputs
+        normaliser = k.mean(dim=1, keepdim=True).transpose(1, 2)  # (B, D, 1)
+        if residual is None:
+            out = q.new_zeros(batch, tokens, dim)
+        else:
+            out = residual.to(acc)  # the caller's own temporary: written in place
+        for head in range(heads):
+            cols = slice(head * head_dim, (head + 1) * head_dim)
+            q_h, k_h, v_h = q[:, :, cols], k[:, :, cols], v[:, :, cols]  # (B, N, d), strided views
+            state = torch.bmm(k_h.transpose(1, 2), v_h).div_(tokens)  # (B, d, d)
+            denominator = torch.bmm(q_h, normaliser[:, cols]).add_(eps)  # (B, N, 1)
+            q_h = q_h.div_(denominator) if in_place else q_h / denominator  # (B, N, d)
+            out[:, :, cols].baddbmm_(q_h, state)  # out += (phi(q) / denominator) S, in place
+        return out

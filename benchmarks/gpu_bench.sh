@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# LiT vs DiT / PixArt / Sana on one CUDA GPU (H100 / H200), bf16 and fp16, in about 5 minutes.
+#
+#   OUT=/path/to/results bash benchmarks/gpu_bench.sh        (from the repository root)
+#
+# Needs a Python with torch (CUDA build) and diffusers 0.42; nothing is installed. Writes into $OUT:
+# env.txt (what was found), bf16/ and fp16/ (results.json, results.md, latency.png, memory.png when matplotlib is
+# there), compile/ (torch.compile of the blocks, bf16), attention/ (LiT self-attention before / after this
+# branch's rewrite, fp32) and log.txt.
+set -u
+OUT=${OUT:-benchmarks/results/gpu}
+PY=${PYTHON:-python}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+
+echo "== environment"
+"$PY" - <<'PYEOF' | tee "$OUT/env.txt"
+import importlib, sys
+print("python", sys.version.split()[0])
+missing = []
+for name in ("torch", "diffusers", "transformers", "matplotlib", "numpy"):
+    try:
+        module = importlib.import_module(name)
+        print(name, getattr(module, "__version__", "?"))
+    except Exception as error:  # noqa: BLE001
+        print(name, "MISSING:", error)
+        missing.append(name)
+if "torch" in missing or "diffusers" in missing:
+    print("FATAL: the benchmark needs torch and diffusers:", ", ".join(missing))
+    sys.exit(3)
+import torch
+if not torch.cuda.is_available():
+    print("FATAL: torch", torch.__version__, "sees no CUDA device (CPU-only build?)")
+    sys.exit(4)
+print("device", torch.cuda.get_device_name(0), "capability", torch.cuda.get_device_capability(0))
+print("optional missing (plots / text pipelines only):", ", ".join(missing) or "none")
+PYEOF
+status=${PIPESTATUS[0]}
+if [ "$status" -ne 0 ]; then echo "environment check failed ($status): see $OUT/env.txt"; exit "$status"; fi
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv >> "$OUT/env.txt" 2>/dev/null
+
+run() {  # run NAME SECONDS ARGS...: one benchmark with a time limit, the script goes on whatever happens
+    local name=$1 limit=$2; shift 2
+    echo "== $name (limit ${limit}s)"
+    local start=$SECONDS
+    timeout "$limit" "$PY" "$@"
+    echo "== $name: exit $?, $((SECONDS - start)) s"
+}
+
+# Blocks at 256..16384 tokens, all archs; whole models measured up to 4096 tokens, derived at 16384.
+run bf16 110 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --resolutions 256 512 1024 2048 \
+    --repeats 20 --warmup 5 --whole-model-max-tokens 4096 --output-dir "$OUT/bf16"
+run fp16 70 benchmarks/bench.py --device cuda --dtype fp16 --sizes XL --archs lit dit lit-attn dit-attn \
+    --resolutions 256 512 1024 2048 --repeats 20 --warmup 5 --whole-model-max-tokens 4096 --output-dir "$OUT/fp16"
+run attention 30 benchmarks/compare_attention.py --device cuda --dtype bf16 --tokens 4096 16384 --repeats 20 \
+    --output-dir "$OUT/attention"
+run compile 90 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --archs lit dit lit-attn \
+    --resolutions 1024 2048 --repeats 20 --warmup 3 --no-whole-model --compile --output-dir "$OUT/compile"
+echo "== done in $SECONDS s; results under $OUT"
