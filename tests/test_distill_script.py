@@ -86,7 +86,8 @@ def test_class_conditional_end_to_end(class_setup):
 
     # The final pipeline: the EMA weights, a model card that says where it came from; it loads and samples.
     pipe = LiTPipeline.from_pretrained(out)
-    ema = torch.load(out / "checkpoint-4" / "custom_checkpoint_0.pkl", weights_only=False)["shadow_params"]
+    ema = torch.load(out / "checkpoint-4" / "custom_checkpoint_0.pkl", map_location="cpu", weights_only=False)
+    ema = ema["shadow_params"]
     assert all(torch.equal(p, e) for p, e in zip(pipe.transformer.parameters(), ema, strict=True))
     assert f"Distilled from `{class_setup['teacher']}`" in (out / "README.md").read_text()
     pipe.set_progress_bar_config(disable=True)
@@ -179,7 +180,9 @@ def _free_port() -> int:
 
 def test_two_processes_data_parallel_on_cpu(class_setup, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    pythonpath = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU path, also on a machine with a GPU
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
                str(_free_port()), str(SCRIPT), *map(str, common(class_setup, out, steps=3)), "--student",
