@@ -97,3 +97,16 @@ def test_bench_cli_writes_results(tmp_path):
         assert r["provenance"] == "measured" if measured else r["provenance"].startswith("derived")
         assert len(r["times_s"]) == (2 if measured else 0)
     assert "| lit | 128 | 64 |" in (out / "results.md").read_text()
+
+
+def test_bench_cli_interleaved(tmp_path):
+    main(["bench", "--sizes", "tiny", "--archs", "lit", "dit-attn", "--resolutions", "64", "--repeats", "3",
+          "--interleave", "--output-dir", str(tmp_path), "--no-plots"])  # fmt: skip
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["arch"], r["scope"], len(r["times_s"])) for r in rows] == [
+        ("lit", "block", 3),
+        ("dit-attn", "block", 3),
+    ]
+    for r in rows:
+        assert r["flops"] == block_flops(r["arch"], BENCH_SIZES["tiny"], 16)
+        assert r["floor_s"] == pytest.approx(r["flops"] / r["matmul_rate_flops"])

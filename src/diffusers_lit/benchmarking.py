@@ -410,6 +410,71 @@ def run_benchmark(
     return {"meta": meta, "rows": rows}
 
 
+def run_interleaved(
+    sizes: Sequence[str] = ("XL",),
+    archs: Sequence[str] = ARCHS,
+    resolutions: Sequence[int] = (1024, 2048),
+    batch: int = 1,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    repeats: int = 5,
+    warmup: int = 1,
+    memory: bool = True,
+    compile: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """
+    Blocks only, in rounds: each round times one forward of every arch and one matmul-rate measurement, so that
+    on a shared machine every arch and the floor see the same load. Latency: median over rounds; the floor of a
+    row uses the median rate of the rounds at its resolution. Same return format as `run_benchmark`.
+    """
+    torch_device, torch_dtype = torch.device(device), DTYPES[dtype]
+    meta = machine_info(torch_device)
+    meta.update(device=device, dtype=dtype, batch=batch, repeats=repeats, warmup=warmup, compile=compile,
+                interleaved=True)  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    all_rates: list[float] = []
+    for size_name in sizes:
+        size = BENCH_SIZES[size_name]
+        for resolution in resolutions:
+            tokens = tokens_of_resolution(resolution)
+            models = {arch: _build(arch, size, resolution, 1, torch_device, torch_dtype) for arch in archs}
+            runners = {arch: make_runner(arch, models[arch], resolution, batch, "block", torch_device, torch_dtype)
+                       for arch in archs}  # fmt: skip
+            if compile:
+                for model in models.values():
+                    model.transformer_blocks[0].compile()
+            times: dict[str, list[float]] = {arch: [] for arch in archs}
+            rates = []
+            with torch.inference_mode():
+                for run in runners.values():
+                    time_fn(run, repeats=0, warmup=warmup, device=torch_device)
+                for _ in range(repeats):
+                    rates.append(measure_matmul_rate(torch_device, torch_dtype, repeats=3))
+                    for arch, run in runners.items():
+                        times[arch] += time_fn(run, repeats=1, warmup=0, device=torch_device)
+                rate = statistics.median(rates)
+                all_rates += rates
+                for arch, run in runners.items():
+                    row = dict(size=size_name, arch=arch, scope="block", resolution=resolution, tokens=tokens,
+                               batch=batch, device=device, dtype=dtype, compiled=compile,
+                               flops=block_flops(arch, size, tokens, batch), latency_s=statistics.median(times[arch]),
+                               times_s=times[arch], provenance="measured",
+                               matmul_rate_flops=rate)  # fmt: skip
+                    row["peak_bytes"] = peak_memory(run, torch_device) if memory else None
+                    row["floor_s"] = row["flops"] / rate
+                    row["over_floor"] = row["latency_s"] / row["floor_s"]
+                    log(_describe(row))
+                    rows.append(row)
+            del models, runners
+    meta["matmul_rates_flops"] = all_rates
+    meta["matmul_rate_flops"] = statistics.median(all_rates)
+    meta["matmul_shape"] = [4096, 1152, 1152]
+    if hasattr(os, "getloadavg"):
+        meta["load_average_end"] = os.getloadavg()
+    return {"meta": meta, "rows": rows}
+
+
 def _measure(arch, model, resolution, batch, scope, device, dtype, repeats, warmup, memory, compile):
     runner = make_runner(arch, model, resolution, batch, scope, device, dtype)
     if compile:
@@ -444,6 +509,11 @@ def results_markdown(results: dict[str, Any], command: str | None = None) -> str
         f"{meta['warmup']} warm-up; load average at start / end: {meta.get('load_average_start')} / "
         f"{meta.get('load_average_end')}.",
     ]
+    if meta.get("interleaved"):
+        lines.append(
+            "Interleaved: each round timed one forward of every arch and one matmul-rate measurement; a row's floor "
+            "uses the median rate of its resolution's rounds."
+        )
     if command:
         lines.append(f"Command: `{command}`")
     for size in dict.fromkeys(r["size"] for r in rows):
@@ -533,6 +603,8 @@ def add_bench_arguments(parser) -> None:
     parser.add_argument("--no-whole-model", action="store_true", help="blocks only")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     parser.add_argument("--compile", action="store_true", help="torch.compile each block / model first")
+    help_ = "blocks only, timed in rounds over the archs and the matmul rate (for shared machines)"
+    parser.add_argument("--interleave", action="store_true", help=help_)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--output-dir", default="benchmarks/results/latest")
@@ -542,12 +614,14 @@ def bench_main(args) -> dict[str, Any]:
     """Run the benchmark from parsed `add_bench_arguments` options and write its results."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = run_benchmark(
-        sizes=args.sizes, archs=args.archs, resolutions=args.resolutions, batch=args.batch, device=args.device,
-        dtype=args.dtype, repeats=args.repeats, warmup=args.warmup,
-        whole_model_max_tokens=args.whole_model_max_tokens, whole_model=not args.no_whole_model,
-        memory=not args.no_memory, compile=args.compile,
-    )  # fmt: skip
+    common = dict(sizes=args.sizes, archs=args.archs, resolutions=args.resolutions, batch=args.batch,
+                  device=args.device, dtype=args.dtype, repeats=args.repeats, warmup=args.warmup,
+                  memory=not args.no_memory, compile=args.compile)  # fmt: skip
+    if args.interleave:
+        results = run_interleaved(**common)
+    else:
+        results = run_benchmark(**common, whole_model_max_tokens=args.whole_model_max_tokens,
+                                whole_model=not args.no_whole_model)  # fmt: skip
     command = " ".join(["diffusers-lit bench"] + sys.argv[2:]) if "bench" in sys.argv[1:2] else " ".join(sys.argv)
     for path in write_results(results, args.output_dir, command=command, plots=not args.no_plots):
         print(f"wrote {path}")
