@@ -94,3 +94,35 @@ def test_fid_of_a_set_with_itself_and_a_shifted_set(fashion_images, inception, t
     noisy = inception_features((fashion_images + 0.3 * torch.randn_like(fashion_images)).clamp(0, 1), inception)
     fid_darker, fid_noisy = fid_from_features(real, darker), fid_from_features(real, noisy)
     assert fid_darker > 1.0 and fid_noisy > fid_darker
+
+
+def test_generated_images_do_not_depend_on_batching():
+    from helpers import class_pipeline
+
+    from diffusers_lit.evaluation import generate_images
+
+    pipe = class_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    whole, labels = generate_images(pipe, 5, batch_size=5, num_inference_steps=2, seed=7)
+    split, _ = generate_images(pipe, 5, batch_size=2, num_inference_steps=2, seed=7)
+    assert whole.shape == (5, 1, 8, 8) and labels == [0, 1, 2, 0, 1]
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=0)
+
+
+def test_evaluate_command(fashion_images, tmp_path, capsys):
+    import json
+
+    from helpers import class_pipeline
+
+    from diffusers_lit.cli import main
+
+    class_pipeline().save_pretrained(tmp_path / "pipe")
+    args = ["evaluate", str(tmp_path / "pipe"), "--num-samples", "6", "--steps", "2", "--batch-size", "3",
+            "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "fid.json"),
+            "--grid", str(tmp_path / "grid.png")]  # fmt: skip
+    main(args)
+    results = json.loads((tmp_path / "fid.json").read_text())
+    assert results["num_samples"] == results["num_reference"] == 6 and results["reference"] == "fashion-mnist:test"
+    assert results["fid"] > 10 and 0 <= results["precision"] <= 1  # an untrained model against real images
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1 and (tmp_path / "grid.png").is_file()
+    assert '"fid"' in capsys.readouterr().out

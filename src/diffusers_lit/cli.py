@@ -130,6 +130,31 @@ def convert(args: argparse.Namespace) -> None:
     )
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    """Sample a class-conditional LiT (or DiT) pipeline and score it: FID, precision and recall."""
+    import diffusers
+
+    from .evaluation import evaluate_pipeline, image_grid, tensor_to_pil
+    from .pipelines import LiTPipeline
+
+    pipe = LiTPipeline.from_pretrained(args.model)
+    if args.scheduler:
+        pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
+    results, images, labels = evaluate_pipeline(
+        pipe, reference=args.reference, split=args.split, num_samples=args.num_samples, steps=args.steps,
+        guidance_scale=args.guidance_scale, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
+    )  # fmt: skip
+    results["model"] = args.model
+    print(json.dumps(results, indent=2))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    if args.grid:
+        names = pipe.config.id2label or {}
+        grid = image_grid(tensor_to_pil(images[:64]), [names.get(str(label), str(label)) for label in labels[:64]])
+        grid.save(args.grid)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffusers-lit", description="LiT: a simple linear diffusion transformer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -154,9 +179,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="replace the pipeline's scheduler")
     p.set_defaults(func=sample)
 
+    p = commands.add_parser("evaluate", help="FID, precision and recall of a class-conditional pipeline's samples")
+    p.add_argument("model", help="a LiT (or DiT) pipeline folder or Hub repo id")
+    p.add_argument("--reference", default="fashion-mnist", help="'fashion-mnist', or a dataset name / folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--num-samples", type=int, default=1000, help="generated images, and reference images")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS))
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", help="reference features cache (default ~/.cache/diffusers_lit/fid)")
+    p.add_argument("--output", help="write the results as JSON")
+    p.add_argument("--grid", help="write the first 64 samples as a labelled PNG grid")
+    p.set_defaults(func=evaluate)
+
     p = commands.add_parser("convert", help="turn a DiT / PixArt checkpoint into a LiT pipeline folder")
     add_convert_arguments(p)
     p.set_defaults(func=convert)
+
+    from .benchmarking import add_bench_arguments, bench_main  # torch and the standard library only
+
+    p = commands.add_parser("bench", help="speed and memory of LiT against DiT, PixArt and Sana (docs/benchmarks.md)")
+    add_bench_arguments(p)
+    p.set_defaults(func=bench_main)
     return parser
 
 

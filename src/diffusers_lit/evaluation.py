@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -127,11 +128,110 @@ def cached_reference_features(
     return features
 
 
+@torch.no_grad()
+def generate_images(
+    pipe,
+    num_samples: int,
+    *,
+    batch_size: int = 64,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+) -> tuple[torch.Tensor, list[int]]:
+    """`num_samples` images (N, C, H, W) in [0, 1] from a class-conditional pipeline, classes in turn, and their
+    labels. Image i is drawn with the seed `seed + i` whatever the batching, so that two models compared with
+    the same seeds start from the same noise."""
+    if not hasattr(pipe, "labels") or getattr(pipe.transformer.config, "norm_type", None) != "ada_norm_zero":
+        raise ValueError("FID sampling here takes a class-conditional pipeline (LiTPipeline).")
+    num_classes = pipe.transformer.config.num_embeds_ada_norm
+    labels = [i % num_classes for i in range(num_samples)]
+    images = []
+    for start in tqdm(range(0, num_samples, batch_size), desc="sampling"):
+        indices = range(start, min(start + batch_size, num_samples))
+        generators = [torch.Generator().manual_seed(seed + i) for i in indices]
+        out = pipe([labels[i] for i in indices], generator=generators, num_inference_steps=num_inference_steps,
+                   guidance_scale=guidance_scale, output_type="pt")  # fmt: skip
+        images.append(out.images.float().cpu())
+    return torch.cat(images), labels
+
+
+def reference_images(
+    dataset, count: int | None = None, resolution: int = 32, channels: int = 1, image_column: str = "image"
+) -> torch.Tensor:
+    """The first `count` images of a `datasets.Dataset` as (N, C, R, R) in [0, 1], prepared as training prepares
+    them (shorter side resized to `resolution`, center crop)."""
+    from .training.data import preprocess_image
+
+    count = len(dataset) if count is None else min(count, len(dataset))
+    images = [preprocess_image(dataset[i][image_column], resolution, channels=channels) for i in range(count)]
+    return (torch.stack(images) + 1) / 2
+
+
+def default_cache_dir() -> Path:
+    """Where reference features are kept: $DIFFUSERS_LIT_CACHE, else ~/.cache/diffusers_lit."""
+    return Path(os.environ.get("DIFFUSERS_LIT_CACHE", Path.home() / ".cache" / "diffusers_lit"))
+
+
+def evaluate_pipeline(
+    pipe,
+    *,
+    reference: str = "fashion-mnist",
+    split: str = "test",
+    num_samples: int = 1000,
+    steps: int = 50,
+    guidance_scale: float = 1.0,
+    batch_size: int = 100,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[dict, torch.Tensor, list[int]]:
+    """FID, precision and recall of `num_samples` images of a class-conditional pipeline against as many images
+    of `reference` ("fashion-mnist", or a dataset name / folder), whose features are cached.
+
+    Returns (results, images (N, C, H, W) in [0, 1], labels).
+    """
+    pipe.set_progress_bar_config(disable=True)
+    start = time.perf_counter()
+    images, labels = generate_images(pipe, num_samples, batch_size=batch_size, num_inference_steps=steps,
+                                     guidance_scale=guidance_scale, seed=seed)  # fmt: skip
+    seconds_per_image = (time.perf_counter() - start) / num_samples
+    inception = load_inception()
+    fake = inception_features(images, inception)
+    channels, resolution = images.shape[1], images.shape[-1]
+
+    def reference_features() -> np.ndarray:
+        if reference == "fashion-mnist":
+            from .fashion_mnist import load_fashion_mnist
+
+            dataset = load_fashion_mnist(split)
+        else:
+            from .training.data import load_image_dataset
+
+            dataset = load_image_dataset(reference, split=split)
+        return inception_features(reference_images(dataset, num_samples, resolution, channels), inception)
+
+    name = f"{reference}-{split}-{num_samples}-{channels}x{resolution}"
+    real = cached_reference_features(name, reference_features, cache_dir or default_cache_dir() / "fid")
+    precision, recall = precision_recall(real, fake)
+    results = {
+        "fid": fid_from_features(real, fake), "precision": precision, "recall": recall,
+        "num_samples": num_samples, "num_reference": len(real), "reference": f"{reference}:{split}",
+        "steps": steps, "guidance_scale": guidance_scale, "scheduler": type(pipe.scheduler).__name__, "seed": seed,
+        "seconds_per_image": seconds_per_image,
+    }  # fmt: skip
+    return results, images, labels
+
+
 def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
     """PIL images of one size -> (N, C, H, W) float in [0, 1]."""
     arrays = [np.asarray(image, dtype=np.float32) / 255.0 for image in images]
     stacked = torch.from_numpy(np.stack(arrays))
     return stacked[:, None] if stacked.ndim == 3 else stacked.permute(0, 3, 1, 2)
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(N, C, H, W) in [0, 1] -> PIL images (grey for C = 1)."""
+    arrays = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array) for array in arrays]
 
 
 def image_grid(
