@@ -48,12 +48,12 @@ run() {  # run NAME SECONDS ARGS...: one benchmark with a time limit, the script
 }
 
 # Blocks at 256..16384 tokens, all archs; whole models measured up to 4096 tokens, derived at 16384.
-run bf16 110 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --resolutions 256 512 1024 2048 \
+run bf16 150 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --resolutions 256 512 1024 2048 \
     --repeats 20 --warmup 5 --whole-model-max-tokens 4096 --output-dir "$OUT/bf16"
 run fp16 70 benchmarks/bench.py --device cuda --dtype fp16 --sizes XL --archs lit dit lit-attn dit-attn \
     --resolutions 256 512 1024 2048 --repeats 20 --warmup 5 --whole-model-max-tokens 4096 --output-dir "$OUT/fp16"
-run attention 30 benchmarks/compare_attention.py --device cuda --dtype bf16 --tokens 4096 16384 --repeats 20 \
+run attention 40 benchmarks/compare_attention.py --device cuda --dtype bf16 --tokens 4096 16384 --repeats 20 \
     --output-dir "$OUT/attention"
-run compile 90 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --archs lit dit lit-attn \
+run compile 100 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --archs lit dit lit-attn \
     --resolutions 1024 2048 --repeats 20 --warmup 3 --no-whole-model --compile --output-dir "$OUT/compile"
 echo "== done in $SECONDS s; results under $OUT"
