@@ -26,6 +26,7 @@ from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
@@ -241,8 +242,6 @@ def main(args: argparse.Namespace) -> Path:
         "vae": module_fingerprint(vae), "text_encoder": module_fingerprint(text_encoder),
         "max_sequence_length": max_sequence_length if text_to_image else None,
     }  # fmt: skip
-    from huggingface_hub.constants import HF_HOME
-
     cache_dir = args.cache_dir or str(Path(HF_HOME) / "diffusers_lit" / "training_cache")
     with accelerator.main_process_first():
         data, cache_folder, from_cache = cached_training_data(
