@@ -29,7 +29,7 @@ from diffusers.training_utils import EMAModel
 from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
-from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
+from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
 from diffusers_lit.training import (
     DiffusionSchedule,
     cached_training_data,
@@ -40,6 +40,8 @@ from diffusers_lit.training import (
     config_signature,
     convert_teacher,
     dataset_class_names,
+    disable_label_dropout,
+    dit_embedder_copies,
     drop_conditions,
     global_batch_indices,
     hybrid_distillation_loss,
@@ -54,6 +56,7 @@ from diffusers_lit.training import (
     resolve_checkpoint,
     save_validation_grid,
     step_generator,
+    sum_shared_gradients,
     uses_additional_conditions,
     validation_grid,
     write_training_state,
@@ -142,7 +145,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(args: argparse.Namespace) -> Path:
+def main(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
+    """Distil `args.student` from `args.teacher`. `from_scratch` (examples/train_dit.py): train the student, which may
+    be a DiT, with the plain diffusion loss; the teacher folder only lends its components (scheduler, VAE)."""
+    if from_scratch and (args.lambda_noise != 0 or args.lambda_var != 0):
+        raise ValueError("Training from scratch has no teacher to distil from: lambda_noise and lambda_var must be 0.")
     output_dir = check_output_dir_writable(args.output_dir)  # refused before anything is loaded
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -168,7 +175,7 @@ def main(args: argparse.Namespace) -> Path:
         args.teacher, revision=args.revision, token=args.hub_token, components=args.teacher_components
     )
     if args.student is not None:
-        student, student_components = load_student(args.student)
+        student, student_components = load_student(args.student, lit_only=not from_scratch)
     else:
         student, report = convert_teacher(
             teacher, linear_attention_heads=args.linear_attention_heads, dwc_kernel_size=args.dwc_kernel_size,
@@ -177,6 +184,8 @@ def main(args: argparse.Namespace) -> Path:
         student_components = {}
         logger.info(f"Converted the teacher on the fly: {report}")
     check_teacher_student(teacher.transformer, student, lambda_var=args.lambda_var)
+    disable_label_dropout(student)  # classifier-free guidance dropout is the loop's, applied once to both models
+    embedder_copies = dit_embedder_copies(student)
     text_to_image = teacher.is_text_to_image
     vae = teacher.components.get("vae")
     tokenizer, text_encoder = teacher.components.get("tokenizer"), teacher.components.get("text_encoder")
@@ -279,7 +288,7 @@ def main(args: argparse.Namespace) -> Path:
     ema = None
     if args.use_ema:
         ema = EMAModel(
-            student.parameters(), decay=args.ema_decay, model_cls=LiTTransformer2DModel, model_config=student.config
+            student.parameters(), decay=args.ema_decay, model_cls=type(student), model_config=student.config
         )
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
@@ -363,6 +372,8 @@ def main(args: argparse.Namespace) -> Path:
                     lambda_noise=args.lambda_noise, lambda_var=args.lambda_var, vlb_scale=args.vlb_scale,
                 )  # fmt: skip
                 accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients:
+                    sum_shared_gradients(embedder_copies)  # a DiT's per-block embedder copies train as one
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
                 optimizer.step()
@@ -409,20 +420,25 @@ def main(args: argparse.Namespace) -> Path:
         (logs_dir / f"final-rank{accelerator.process_index}.json").write_text(json.dumps(record))
     state_dict = accelerator.get_state_dict(student)  # the full weights, also when FSDP / ZeRO-3 shard them
     if accelerator.is_main_process:
-        final = LiTTransformer2DModel.from_config(accelerator.unwrap_model(student).config)
+        final = type(accelerator.unwrap_model(student)).from_config(accelerator.unwrap_model(student).config)
         final.load_state_dict(state_dict)
         if ema is not None:
             ema.copy_to(final.parameters())
         pipe = build_pipeline(final, teacher, scheduler, id2label, dtype=torch.float32)
-        pipe.card_info = {
-            "base_model": teacher.name,
-            "how_made": (
+        schedule_text = (
+            f"{max_train_steps} steps of {global_batch} examples, AdamW lr {learning_rate} ({args.lr_scheduler})"
+            f"{', EMA weights (decay ' + str(args.ema_decay) + ')' if ema is not None else ''}"
+        )
+        if from_scratch:
+            how_made = (f"Trained from scratch with diffusers_lit's `examples/train_dit.py` (DiT's loss: MSE + "
+                        f"learned-range VLB) on `{args.dataset}`: {schedule_text}.")  # fmt: skip
+        else:
+            how_made = (
                 f"Distilled from `{teacher.name}` with diffusers_lit's `examples/distill_lit.py` (hybrid knowledge "
                 f"distillation: lambda_noise {args.lambda_noise}, lambda_var {args.lambda_var}) on `{args.dataset}`: "
-                f"{max_train_steps} steps of {global_batch} examples, AdamW lr {learning_rate} ({args.lr_scheduler})"
-                f"{', EMA weights (decay ' + str(args.ema_decay) + ')' if ema is not None else ''}."
-            ),
-        }
+                f"{schedule_text}."
+            )
+        pipe.card_info = {"base_model": None if from_scratch else teacher.name, "how_made": how_made}
         pipe.save_pretrained(output_dir)
         logger.info(f"Saved the distilled pipeline to {output_dir}")
         if args.push_to_hub:

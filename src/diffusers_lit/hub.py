@@ -94,6 +94,7 @@ def render_model_card(
     base_model: str | list[str] | None = None,
     license: str | None = None,
     how_made: str | None = None,
+    transformer_class: str = "LiTTransformer2DModel",
 ) -> ModelCard:
     """A model card from the top-level model_card_template.md."""
     card_data = ModelCardData(
@@ -101,7 +102,8 @@ def render_model_card(
         pipeline_tag=pipeline_tag,
         base_model=base_model,
         license=license,
-        tags=["diffusers", "diffusers_lit", "lit", "linear-attention", pipeline_tag],
+        tags=["diffusers", "diffusers_lit", pipeline_tag]
+        + (["lit", "linear-attention"] if transformer_class == "LiTTransformer2DModel" else []),
     )
     return ModelCard.from_template(
         card_data,
@@ -110,6 +112,8 @@ def render_model_card(
         description=description,
         how_made=how_made or UNRECORDED_ORIGIN,
         usage=usage,
+        is_lit=transformer_class == "LiTTransformer2DModel",
+        transformer_class=transformer_class,
     )
 
 
@@ -170,7 +174,13 @@ class LiTHubMixin:
         raise NotImplementedError
 
     @classmethod
-    def render_card(cls, repo_id: str, card_info: dict[str, Any], example: str | None = None) -> ModelCard:
+    def render_card(
+        cls,
+        repo_id: str,
+        card_info: dict[str, Any],
+        example: str | None = None,
+        transformer_class: str = "LiTTransformer2DModel",
+    ) -> ModelCard:
         """The model card of a pipeline of this class saved as `repo_id`."""
         return render_model_card(
             model_name=repo_id.rstrip("/").split("/")[-1],
@@ -180,10 +190,11 @@ class LiTHubMixin:
             base_model=card_info.get("base_model"),
             license=card_info.get("license"),
             how_made=card_info.get("how_made"),
+            transformer_class=transformer_class,
         )
 
     def model_card(self, repo_id: str) -> ModelCard:
-        return self.render_card(repo_id, self.card_info, self.card_example)
+        return self.render_card(repo_id, self.card_info, self.card_example, type(self.transformer).__name__)
 
     @property
     def card_example(self) -> str | None:

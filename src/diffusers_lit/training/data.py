@@ -32,10 +32,15 @@ def load_image_dataset(
 ):
     """
     A `datasets.Dataset` from a folder saved with `save_to_disk`, a local image folder (labels from
-    sub-folders, captions from a metadata.jsonl, as datasets' "imagefolder"), or a Hub dataset name.
+    sub-folders, captions from a metadata.jsonl, as datasets' "imagefolder"), a Hub dataset name, or
+    "fashion-mnist" (the embedded default: Debian's files offline, else the Hub copy).
     """
     import datasets
 
+    if str(dataset) == "fashion-mnist":
+        from ..fashion_mnist import load_fashion_mnist
+
+        return load_fashion_mnist(split)
     path = Path(dataset)
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():

@@ -48,12 +48,15 @@ def load_teacher(
     return teacher
 
 
-def load_student(source: str | os.PathLike, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict[str, Any]]:
-    """The LiT transformer of a LiT pipeline folder (or Hub id), and that pipeline's other components."""
+def load_student(
+    source: str | os.PathLike, *, lit_only: bool = True, **kwargs: Any
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The transformer of a LiT pipeline folder (or Hub id), and that pipeline's other components. `lit_only`:
+    refuse a pipeline whose transformer is not a LiT (a DiT trained from scratch passes `lit_only=False`)."""
     from ..pipelines import LiTPipeline
 
     pipe = LiTPipeline.from_pretrained(str(source), **kwargs)
-    if not isinstance(pipe.transformer, LiTTransformer2DModel):
+    if lit_only and not isinstance(pipe.transformer, LiTTransformer2DModel):
         raise ValueError(
             f"--student {source} holds a {type(pipe.transformer).__name__}, not a LiTTransformer2DModel: convert "
             "it with `diffusers-lit convert`, or leave --student out to convert the teacher on the fly."
@@ -102,6 +105,37 @@ def check_teacher_student(teacher: torch.nn.Module, student: torch.nn.Module, *,
         raise ValueError(f"The teacher outputs {teacher_out} channels for {in_channels} input channels.")
     if lambda_var != 0 and teacher_out != 2 * in_channels:
         raise ValueError("The teacher predicts no variance (no learned sigma): pass --lambda_var 0.")
+
+
+def disable_label_dropout(model: torch.nn.Module) -> None:
+    """Switch off the label dropout diffusers' DiT embedders apply in train mode (LiT's is off already)."""
+    from diffusers.models.embeddings import LabelEmbedding
+
+    for module in model.modules():
+        if isinstance(module, LabelEmbedding):
+            module.dropout_prob = 0.0
+
+
+def dit_embedder_copies(model: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
+    """The parameters of a diffusers DiT's per-block timestep + class embedders, grouped copy by copy: one group
+    per parameter, one entry per block. Empty for models with one shared embedder (LiT)."""
+    blocks = getattr(model, "transformer_blocks", [])
+    embedders = [block.norm1.emb for block in blocks if getattr(getattr(block, "norm1", None), "emb", None)]
+    if len(embedders) < 2:
+        return []
+    return [list(group) for group in zip(*(embedder.parameters() for embedder in embedders), strict=True)]
+
+
+@torch.no_grad()
+def sum_shared_gradients(groups: list[list[torch.nn.Parameter]]) -> None:
+    """Give every copy in each group the sum of the group's gradients: copies that start equal then stay equal,
+    and train exactly as the one embedder of the original DiT (whose gradient is that sum)."""
+    for group in groups:
+        grads = [param.grad for param in group if param.grad is not None]
+        if grads:
+            total = torch.stack(grads).sum(dim=0)
+            for param in group:
+                param.grad = total.clone()
 
 
 def drop_conditions(

@@ -1,0 +1,87 @@
+"""examples/train_dit.py (a DiT from scratch through distill_lit's loop) and the one-embedder training of DiTs."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import DiTTransformer2DModel
+from training_helpers import write_imagefolder
+
+from diffusers_lit import LiTPipeline
+from diffusers_lit.conversion import convert_to_lit
+from diffusers_lit.training import dit_embedder_copies, sum_shared_gradients
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+spec = importlib.util.spec_from_file_location("train_dit", ROOT / "examples" / "train_dit.py")
+train_dit = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train_dit)
+
+
+def tiny_dit(seed: int = 0) -> DiTTransformer2DModel:
+    torch.manual_seed(seed)
+    dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2,
+                                num_layers=3, sample_size=8, num_embeds_ada_norm=3)  # fmt: skip
+    for block in dit.transformer_blocks[1:]:
+        block.norm1.emb.load_state_dict(dit.transformer_blocks[0].norm1.emb.state_dict())
+    return dit.eval()
+
+
+def train(dit, steps, tie_by_sharing: bool):
+    if tie_by_sharing:  # the original DiT: one embedder module used by every block
+        for block in dit.transformer_blocks[1:]:
+            block.norm1.emb = dit.transformer_blocks[0].norm1.emb
+    copies = [] if tie_by_sharing else dit_embedder_copies(dit)
+    optimizer = torch.optim.AdamW(dit.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x, t = torch.randn(4, 1, 8, 8, generator=gen), torch.randint(0, 1000, (4,), generator=gen)
+        y = torch.randint(0, 3, (4,), generator=gen)
+        dit(x, timestep=t, class_labels=y).sample.square().mean().backward()
+        sum_shared_gradients(copies)
+        optimizer.step()
+        optimizer.zero_grad()
+    return dit
+
+
+def test_summed_gradients_train_the_copies_as_one_shared_embedder():
+    copies = train(tiny_dit(), 3, tie_by_sharing=False)
+    shared = train(tiny_dit(), 3, tie_by_sharing=True)
+    assert len(dit_embedder_copies(tiny_dit())) == 5  # timestep linear_1 / linear_2 (w, b), class table
+    reference = dict(shared.transformer_blocks[0].norm1.emb.named_parameters())
+    for block in copies.transformer_blocks:
+        for name, value in block.norm1.emb.named_parameters():
+            torch.testing.assert_close(value, reference[name], rtol=1e-5, atol=1e-6, msg=name)
+    first = copies.transformer_blocks[0].norm1.emb.state_dict()
+    for block in copies.transformer_blocks[1:]:  # the copies stay bit-identical, so conversion can fold them
+        assert all(torch.equal(first[k], v) for k, v in block.norm1.emb.state_dict().items())
+    assert not torch.equal(first["timestep_embedder.linear_1.weight"],
+                           tiny_dit().transformer_blocks[0].norm1.emb.timestep_embedder.linear_1.weight)  # fmt: skip
+
+
+def test_train_dit_end_to_end_then_convert(tmp_path):
+    images = write_imagefolder(tmp_path / "images", size=8)
+    out = tmp_path / "dit"
+    argv = ["--dataset", images, "--output_dir", out, "--resolution", "8", "--channels", "3", "--patch_size", "2",
+            "--width", "16", "--depth", "2", "--heads", "2", "--max_train_steps", "3", "--train_batch_size", "4",
+            "--cache_dir", tmp_path / "cache", "--report_to", "none", "--use_ema",
+            "--checkpointing_steps", "2"]  # fmt: skip
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    train_dit.main([str(arg) for arg in argv])
+    pipe = LiTPipeline.from_pretrained(out)
+    assert isinstance(pipe.transformer, DiTTransformer2DModel) and pipe.transformer.config.num_layers == 2
+    assert sorted(pipe.labels) == ["bird", "cat", "dog"]  # id2label from the imagefolder's class folders
+    init = DiTTransformer2DModel.from_pretrained(out / "init_pipeline" / "transformer")
+    assert not torch.equal(init.proj_out_2.weight, pipe.transformer.proj_out_2.weight)  # it trained
+    card = (out / "README.md").read_text()
+    assert "Trained from scratch" in card and "softmax attention" in card and "linear-attention" not in card
+    metrics = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["noise_kd"] for m in metrics] == [0.0] * len(metrics) and metrics[-1]["step"] == 3
+    lit = convert_to_lit(out, tmp_path / "lit")  # the embedder copies stayed identical: conversion folds them
+    report = json.loads((lit / "conversion_report.json").read_text())
+    assert report["fresh"]["count"] == 2 * 10
