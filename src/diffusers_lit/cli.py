@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,47 +9,12 @@ import torch
 
 
 def demo(args: argparse.Namespace) -> None:
-    """Build a small LiT, check its attention against the quadratic reference, save, reload and sample it."""
-    from diffusers import DDPMScheduler
+    """The embedded default end to end: convert the Fashion-MNIST teacher, distil, sample both, score."""
+    from .demo import run_demo
 
-    from .evaluation import image_grid
-    from .models import LiTTransformer2DModel
-    from .models.linear_attention import linear_attention
-    from .pipelines import LiTPipeline
-
-    torch.manual_seed(args.seed)
-    print("1. LiT linear attention against the explicit N x N formula, float64:")
-    q, k, v = (torch.randn(2, 4, 256, 32, dtype=torch.float64) for _ in range(3))
-    scores = torch.relu(q) @ torch.relu(k).transpose(-1, -2) / k.shape[-2]  # (B, h, N, N)
-    reference = scores @ v / (scores.sum(-1, keepdim=True) + 1e-6)
-    error = ((linear_attention(q, k, v) - reference).norm() / reference.norm()).item()
-    print(f"   relative error {error:.2e} at 256 tokens, 4 heads")
-
-    model = LiTTransformer2DModel(
-        num_attention_heads=4, attention_head_dim=32, in_channels=1, num_layers=4, sample_size=32,
-        patch_size=4, num_embeds_ada_norm=10, linear_attention_heads=2,
-    )  # fmt: skip
-    params = sum(p.numel() for p in model.parameters())
-    print(f"2. A LiT (class layout, width 128, depth 4, patch 4, 2 linear heads): {params:,} parameters")
-
-    output_dir = Path(args.output_dir)
-    pipe = LiTPipeline(
-        model, DDPMScheduler(variance_type="learned_range"), id2label={i: f"class {i}" for i in range(10)}
-    )
-    pipe.save_pretrained(output_dir / "pipeline")
-    pipe = LiTPipeline.from_pretrained(output_dir / "pipeline")
-    print(f"3. Saved as a LiTPipeline folder and reloaded: {output_dir / 'pipeline'}")
-
-    labels = [i % 10 for i in range(args.num_images)]
-    start = time.perf_counter()
-    images = pipe(labels, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(args.seed)).images
-    seconds = time.perf_counter() - start
-    image_grid(images, [f"class {label}" for label in labels]).save(output_dir / "grid.png")
-    print(f"4. Sampled {len(images)} images of 32x32 in {args.steps} DDPM steps with guidance 4: {seconds:.2f} s")
-    results = {"attention_relative_error": error, "parameters": params, "steps": args.steps,
-               "seconds": seconds, "images": len(images)}  # fmt: skip
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"   {output_dir / 'grid.png'} and results.json written (an untrained model: the images are noise)")
+    run_demo(args.output_dir, distill_steps=args.distill_steps, batch_size=args.batch_size,
+             num_samples=args.num_samples, sample_steps=args.sample_steps, scheduler=args.scheduler,
+             seed=args.seed)  # fmt: skip
 
 
 SCHEDULERS = {
@@ -161,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="run the whole chain on the embedded default, offline")
     p.add_argument("--output-dir", default="outputs/demo")
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--num-images", type=int, default=8)
+    p.add_argument("--distill-steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=64, help="distillation batch")
+    p.add_argument("--num-samples", type=int, default=200, help="images per model for FID (and reference images)")
+    p.add_argument("--sample-steps", type=int, default=25)
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddim")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
 

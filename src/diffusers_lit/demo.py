@@ -1,0 +1,133 @@
+"""The embedded default, end to end and offline: the shipped Fashion-MNIST DiT teacher -> LiT -> hybrid KD ->
+teacher and student sampled by the same pipeline, sampler and seeds -> FID, speed, a side-by-side grid."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TEACHER = REPO / "assets" / "fmnist-dit"
+DISTILL_SCRIPT = REPO / "examples" / "distill_lit.py"
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def run_demo(
+    output_dir: str | Path = "outputs/demo",
+    *,
+    teacher: str | Path = TEACHER,
+    distill_steps: int = 100,
+    batch_size: int = 64,
+    num_samples: int = 200,
+    sample_steps: int = 25,
+    scheduler: str = "ddim",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Convert `teacher` to LiT, distil it for `distill_steps`, then sample and score teacher and student alike.
+
+    Writes into `output_dir`: lit-init/ (the converted student), lit/ (the distilled one), side_by_side.png and
+    results.json; returns the results.
+    """
+    import diffusers
+
+    from .cli import SCHEDULERS
+    from .conversion import convert_to_lit
+    from .evaluation import (
+        cached_reference_features,
+        default_cache_dir,
+        fid_from_features,
+        generate_images,
+        image_grid,
+        inception_features,
+        load_inception,
+        reference_images,
+        tensor_to_pil,
+    )
+    from .fashion_mnist import load_fashion_mnist
+    from .pipelines import LiTPipeline
+
+    output_dir = Path(output_dir)
+    if not DISTILL_SCRIPT.is_file():
+        raise FileNotFoundError(f"The demo runs {DISTILL_SCRIPT}: run it from a checkout of the repository.")
+    print(f"1/4 Converting the teacher {teacher} into a LiT student (self-attention fresh)")
+    init = convert_to_lit(teacher, output_dir / "lit-init", overwrite=True, seed=seed)
+
+    print(f"2/4 Hybrid knowledge distillation: {distill_steps} steps of {batch_size} images")
+    student_dir = output_dir / "lit"
+    command = [sys.executable, str(DISTILL_SCRIPT), "--teacher", str(teacher), "--student", str(init),
+               "--dataset", "fashion-mnist", "--output_dir", str(student_dir),
+               "--cache_dir", str(output_dir / "cache"),
+               "--max_train_steps", str(distill_steps), "--train_batch_size", str(batch_size), "--seed", str(seed),
+               "--checkpointing_steps", str(max(distill_steps, 1)), "--checkpoints_total_limit", "1",
+               "--report_to", "tensorboard"]  # fmt: skip
+    if student_dir.exists():  # a fresh student each run
+        shutil.rmtree(student_dir)
+    subprocess.run(command, check=True)
+
+    print(f"3/4 Sampling teacher and student: {num_samples} images each, {scheduler} {sample_steps} steps, same seeds")
+    results: dict[str, Any] = {}
+    images = {}
+    for name, path in (("teacher", teacher), ("student", student_dir)):
+        pipe = LiTPipeline.from_pretrained(path)
+        pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        start = time.perf_counter()
+        images[name], labels = generate_images(pipe, num_samples, batch_size=100, num_inference_steps=sample_steps,
+                                               seed=seed)  # fmt: skip
+        seconds = (time.perf_counter() - start) / num_samples
+        results[name] = {"model": str(path), "transformer": type(pipe.transformer).__name__,
+                         "parameters": _count(pipe.transformer), "seconds_per_image": seconds}  # fmt: skip
+    teacher_card = (Path(teacher) / "README.md").read_text() if (Path(teacher) / "README.md").is_file() else ""
+    results["teacher"]["training_steps"] = _steps_from_card(teacher_card)
+    results["student"]["training_steps"] = distill_steps
+
+    print("4/4 FID against Fashion-MNIST's test images (Inception-v3)")
+    inception = load_inception()
+    channels, resolution = images["teacher"].shape[1], images["teacher"].shape[-1]
+    real = cached_reference_features(
+        f"fashion-mnist-test-{num_samples}-{channels}x{resolution}",
+        lambda: inception_features(reference_images(load_fashion_mnist("test"), num_samples, resolution), inception),
+        default_cache_dir() / "fid",
+    )
+    for name in ("teacher", "student"):
+        results[name]["fid"] = fid_from_features(real, inception_features(images[name], inception))
+    results["settings"] = {"num_samples": num_samples, "num_reference": len(real), "sampler": scheduler,
+                           "sample_steps": sample_steps, "guidance_scale": 1.0, "seed": seed,
+                           "distill_batch_size": batch_size}  # fmt: skip
+
+    shown = min(num_samples, 20)
+    names = pipe.config.id2label or {}
+    captions = [f"{who} {names.get(str(label), label)}" for who in ("T", "S") for label in labels[:shown]]
+    grid = image_grid(tensor_to_pil(torch.cat([images["teacher"][:shown], images["student"][:shown]])), captions,
+                      columns=shown // 2 if shown >= 10 else shown)  # fmt: skip
+    grid.save(output_dir / "side_by_side.png")
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(format_table(results))
+    print(f"Wrote {output_dir / 'side_by_side.png'} (T: teacher, S: student, same seeds) and results.json")
+    return results
+
+
+def _steps_from_card(card: str) -> int | None:
+    match = re.search(r"([\d,]+) steps of", card)
+    return int(match.group(1).replace(",", "")) if match else None
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The demo's results as a text table."""
+    settings = results["settings"]
+    rows = [f"{'model':<9} {'transformer':<22} {'params':>10} {'train steps':>11} {'s / image':>10} "
+            f"{'FID (' + str(settings['num_samples']) + ')':>10}"]  # fmt: skip
+    for name in ("teacher", "student"):
+        r = results[name]
+        rows.append(f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {str(r['training_steps']):>11} "
+                    f"{r['seconds_per_image']:>10.4f} {r['fid']:>10.2f}")  # fmt: skip
+    return "\n".join(rows)

@@ -1,0 +1,27 @@
+"""`diffusers-lit demo` in reduced form: the same chain as `make demo`, with few steps and few samples."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from diffusers_lit.demo import TEACHER, format_table, run_demo
+from diffusers_lit.fashion_mnist import DEBIAN_DIR
+
+
+@pytest.mark.skipif(not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="the Debian package dataset-fashion-mnist is not installed (make test installs it as root)")  # fmt: skip
+def test_demo_chain_in_reduced_form(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DIFFUSERS_LIT_CACHE", str(tmp_path / "cache"))
+    results = run_demo(tmp_path / "demo", distill_steps=2, batch_size=8, num_samples=10, sample_steps=2)
+    assert results == json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert results["teacher"]["transformer"] == "DiTTransformer2DModel" and results["teacher"]["training_steps"] == 2500
+    assert results["student"]["transformer"] == "LiTTransformer2DModel" and results["student"]["training_steps"] == 2
+    assert results["student"]["parameters"] < results["teacher"]["parameters"]  # one embedder instead of six
+    assert results["settings"]["num_samples"] == results["settings"]["num_reference"] == 10
+    assert all(results[name]["fid"] > 0 for name in ("teacher", "student"))
+    assert (tmp_path / "demo" / "lit" / "model_index.json").is_file()
+    assert (tmp_path / "demo" / "lit-init" / "conversion_report.json").is_file()
+    assert Image.open(tmp_path / "demo" / "side_by_side.png").size == (5 * 32, 4 * (32 + 12))  # T rows, then S rows
+    assert format_table(results) in capsys.readouterr().out
+    assert (TEACHER / "transformer" / "diffusion_pytorch_model.safetensors").stat().st_size < 25 * 2**20
