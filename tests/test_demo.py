@@ -8,15 +8,17 @@ from PIL import Image
 from diffusers_lit.demo import TEACHER, format_table, run_demo
 from diffusers_lit.fashion_mnist import DEBIAN_DIR
 
+NO_FASHION_MNIST = "the Debian package dataset-fashion-mnist is not installed (make test installs it as root)"
 
-@pytest.mark.skipif(not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file(),
-                    reason="the Debian package dataset-fashion-mnist is not installed (make test installs it as root)")  # fmt: skip
+
+@pytest.mark.skipif(not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file(), reason=NO_FASHION_MNIST)
 def test_demo_chain_in_reduced_form(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIFFUSERS_LIT_CACHE", str(tmp_path / "cache"))
     results = run_demo(tmp_path / "demo", distill_steps=2, batch_size=8, num_samples=10, sample_steps=2)
     assert results == json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert results["teacher"]["transformer"] == "DiTTransformer2DModel" and results["teacher"]["training_steps"] == 2500
-    assert results["student"]["transformer"] == "LiTTransformer2DModel" and results["student"]["training_steps"] == 2
+    teacher, student = results["teacher"], results["student"]
+    assert teacher["transformer"] == "DiTTransformer2DModel" and teacher["training_steps"] == 2500
+    assert student["transformer"] == "LiTTransformer2DModel" and student["training_steps"] == 2
     assert results["student"]["parameters"] < results["teacher"]["parameters"]  # one embedder instead of six
     assert results["settings"]["num_samples"] == results["settings"]["num_reference"] == 10
     assert all(results[name]["fid"] > 0 for name in ("teacher", "student"))
