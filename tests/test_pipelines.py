@@ -180,7 +180,7 @@ def test_pixel_space_pipeline_round_trip(tmp_path):
     assert loaded.vae is None
     loaded.set_progress_bar_config(disable=True)
     np.testing.assert_array_equal(generate(loaded), generate(pipe))
-    assert LiTPipeline.from_pretrained(tmp_path, torch_dtype=torch.float64).transformer.dtype == torch.float64
+    assert LiTPipeline.from_pretrained(tmp_path, dtype=torch.float64).transformer.dtype == torch.float64
 
 
 def test_usage_snippet_in_the_card_runs(tmp_path):
