@@ -119,6 +119,16 @@ def test_float32_accumulation_under_autocast():
     torch.testing.assert_close(out, linear_attention(q.float(), k.float(), v.float()))
 
 
+def test_without_dwc_is_plain_relu_linear_attention():
+    torch.manual_seed(0)
+    attn = LiTLinearAttention(dim=32, heads=2, kernel_size=0).double()
+    assert attn.dwc is None and not any("dwc" in name for name, _ in attn.named_parameters())
+    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    q, k, v = (t.view(2, 12, 2, 16).transpose(1, 2) for t in (attn.to_q(x), attn.to_k(x), attn.to_v(x)))
+    expected = attn.to_out[0](reference_attention(q, k, v).transpose(1, 2).reshape(2, 12, 32))
+    assert relative_error(attn(x, 3, 4), expected) <= 1e-10
+
+
 def test_bad_heads_and_kernel():
     with pytest.raises(ValueError, match="not divisible by `linear_attention_heads=5`"):
         LiTLinearAttention(dim=64, heads=5)

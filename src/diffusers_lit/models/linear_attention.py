@@ -23,7 +23,7 @@ class LiTLinearAttention(nn.Module):
     Parameters:
         dim (`int`): Width of the tokens, in and out.
         heads (`int`): Number of heads; `dim` must be divisible by it (head dim `d = dim // heads`).
-        kernel_size (`int`, defaults to 5): Kernel of the DWC, odd.
+        kernel_size (`int`, defaults to 5): Kernel of the DWC, odd; 0 for no DWC (the paper's "ReLU linear" ablation).
         bias (`bool`, defaults to `True`): Bias of the query, key and value projections.
         out_bias (`bool`, defaults to `True`): Bias of the output projection.
         dropout (`float`, defaults to 0.0): Dropout after the output projection.
@@ -46,8 +46,8 @@ class LiTLinearAttention(nn.Module):
                 f"The width {dim} is not divisible by `linear_attention_heads={heads}`: choose a head count that "
                 f"divides it (LiT uses 2 for S, 3 for B, 4 for L and XL)."
             )
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"`dwc_kernel_size` must be a positive odd number, got {kernel_size}.")
+        if kernel_size < 0 or (kernel_size > 0 and kernel_size % 2 == 0):
+            raise ValueError(f"`dwc_kernel_size` must be a positive odd number (or 0: no DWC), got {kernel_size}.")
         self.heads = heads
         self.head_dim = dim // heads
         self.eps = eps
@@ -55,7 +55,11 @@ class LiTLinearAttention(nn.Module):
         self.to_q = nn.Linear(dim, dim, bias=bias)
         self.to_k = nn.Linear(dim, dim, bias=bias)
         self.to_v = nn.Linear(dim, dim, bias=bias)
-        self.dwc = nn.Conv2d(self.head_dim, self.head_dim, kernel_size, padding=kernel_size // 2, groups=self.head_dim)
+        self.dwc = None
+        if kernel_size:
+            self.dwc = nn.Conv2d(
+                self.head_dim, self.head_dim, kernel_size, padding=kernel_size // 2, groups=self.head_dim
+            )
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=out_bias), nn.Dropout(dropout)])
         self.reset_parameters()
 
@@ -65,7 +69,8 @@ class LiTLinearAttention(nn.Module):
             nn.init.xavier_uniform_(linear.weight)
             if linear.bias is not None:
                 nn.init.zeros_(linear.bias)
-        self.dwc.reset_parameters()
+        if self.dwc is not None:
+            self.dwc.reset_parameters()
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, N, D) tokens of an `height x width` grid (N = height * width) -> (B, N, D)."""
@@ -78,11 +83,13 @@ class LiTLinearAttention(nn.Module):
 
         # The DWC of all heads at once: (B, N, D) read as a channels-last (B, D, H, W) grid costs no copy, and the
         # head-shared kernel repeated over the heads makes one depth-wise conv over D channels.
-        v_grid = v.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last strides
-        weight = self.dwc.weight.repeat(self.heads, 1, 1, 1)  # (D, 1, k, k)
-        bias = None if self.dwc.bias is None else self.dwc.bias.repeat(self.heads)
-        dwc = F.conv2d(v_grid, weight, bias, padding=self.dwc.padding, groups=dim)  # (B, D, H, W)
-        dwc = dwc.permute(0, 2, 3, 1).reshape(batch, tokens, dim)  # (B, N, D); a view when channels-last
+        dwc = None
+        if self.dwc is not None:
+            v_grid = v.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last strides
+            weight = self.dwc.weight.repeat(self.heads, 1, 1, 1)  # (D, 1, k, k)
+            bias = None if self.dwc.bias is None else self.dwc.bias.repeat(self.heads)
+            dwc = F.conv2d(v_grid, weight, bias, padding=self.dwc.padding, groups=dim)  # (B, D, H, W)
+            dwc = dwc.permute(0, 2, 3, 1).reshape(batch, tokens, dim)  # (B, N, D); a view when channels-last
 
         # q and k are this module's own: ReLU may overwrite them (the projections do not keep their outputs).
         out = _linear_attention_tokens(q, k, v, self.heads, self.eps, residual=dwc, owns_qk=True)  # (B, N, D)

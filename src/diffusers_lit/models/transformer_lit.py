@@ -141,7 +141,7 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin):
             defaults to `sample_size == 128`, as PixArt.
         caption_channels (`int`, *optional*): Width of the text encoder's output, projected to the model width.
         linear_attention_heads (`int`, defaults to 4): Heads of the linear self-attention (LiT: 2 S, 3 B, 4 L/XL).
-        dwc_kernel_size (`int`, defaults to 5): Kernel of the depth-wise convolution on the values.
+        dwc_kernel_size (`int`, defaults to 5): Kernel of the depth-wise convolution on the values; 0: none.
     """
 
     _supports_gradient_checkpointing = True
