@@ -112,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--use_ema", action="store_true")
     parser.add_argument("--ema_decay", type=float, default=0.9999)
     parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls and convolutions on Ampere+ GPUs.")
     parser.add_argument("--seed", type=int, default=0)
     # Output, checkpoints, logging.
     parser.add_argument("--output_dir", required=True)
@@ -166,6 +167,8 @@ def main(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             "--use_ema and --validation_steps need the student's full weights on every process: use DDP or "
             "DeepSpeed ZeRO-1/2 with them, not FSDP (see examples/accelerate_configs/)."
         )
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     set_seed(args.seed)  # fresh weights of an on-the-fly conversion; the loop draws from its own generators
     device = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)

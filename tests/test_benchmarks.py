@@ -110,3 +110,26 @@ def test_bench_cli_interleaved(tmp_path):
     for r in rows:
         assert r["flops"] == block_flops(r["arch"], BENCH_SIZES["tiny"], 16)
         assert r["floor_s"] == pytest.approx(r["flops"] / r["matmul_rate_flops"])
+
+
+def test_pipeline_throughput_of_lit_and_dit():
+    from diffusers_lit.benchmarking import build_class_pipeline, pipeline_results_markdown, time_pipeline
+
+    rows = []
+    for arch in ("lit", "dit"):
+        pipe = build_class_pipeline(arch, SMALL, 32, vae_channels=(32, 32, 32, 32))
+        expected = {"lit": "LiTTransformer2DModel", "dit": "DiTTransformer2DModel"}[arch]
+        assert type(pipe.transformer).__name__ == expected
+        image = pipe(0, num_inference_steps=1, output_type="np").images
+        assert image.shape == (1, 32, 32, 3) and pipe.vae.config.latent_channels == 4
+        timing = time_pipeline(pipe, 32, steps=2, repeats=1, warmup=0)
+        assert timing["seconds_per_image"] > 0 and timing["vae_decode_seconds"] > 0
+        assert timing["denoising_seconds"] == timing["seconds_per_image"] - timing["vae_decode_seconds"]
+        assert timing["seconds_per_step"] == pytest.approx(timing["denoising_seconds"] / 2)
+        rows.append({"size": "small", "resolution": 32, "arch": arch, "mode": "eager", **timing})
+    table = pipeline_results_markdown({"command": "cmd", "machine": {"device_name": "cpu"}, "dtype": "fp32",
+                                       "steps": 2, "guidance_scale": 4.0, "rows": rows})  # fmt: skip
+    ratio = rows[1]["seconds_per_image"] / rows[0]["seconds_per_image"]
+    assert f"| small | 32 | eager | {rows[0]['seconds_per_image']:.3f} |" in table and f"{ratio:.2f}x" in table
+    with pytest.raises(ValueError, match="'lit' and 'dit'"):
+        build_class_pipeline("pixart", SMALL, 32)

@@ -12,8 +12,10 @@ from diffusers_lit.evaluation import (
     frechet_distance,
     inception_features,
     load_inception,
+    load_samples,
     pil_to_tensor,
     precision_recall,
+    save_samples,
 )
 from diffusers_lit.fashion_mnist import DEBIAN_DIR, LABELS, load_fashion_mnist, read_idx
 
@@ -126,3 +128,52 @@ def test_evaluate_command(fashion_images, tmp_path, capsys):
     assert results["fid"] > 10 and 0 <= results["precision"] <= 1  # an untrained model against real images
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1 and (tmp_path / "grid.png").is_file()
     assert '"fid"' in capsys.readouterr().out
+
+
+def test_generate_then_evaluate_scores_as_evaluating_the_model(fashion_images, tmp_path):
+    import json
+
+    from helpers import class_pipeline
+
+    from diffusers_lit.cli import main
+
+    class_pipeline().save_pretrained(tmp_path / "pipe")
+    sampling = ["--steps", "2", "--batch-size", "4", "--seed", "3", "--device", "cpu"]
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    main(["generate", str(tmp_path / "pipe"), "--num-samples", "6", "--output", str(tmp_path / "s.npz"), *sampling])
+    images, labels, info = load_samples(tmp_path / "s.npz")
+    assert images.dtype == torch.uint8 and images.shape == (6, 1, 8, 8) and labels == [0, 1, 2, 0, 1, 2]
+    assert info["steps"] == 2 and info["seed"] == 3 and info["model"] == str(tmp_path / "pipe")
+
+    def evaluate(*args: str) -> dict:
+        main(["evaluate", *args, *cache, "--output", str(tmp_path / "r.json")])
+        return json.loads((tmp_path / "r.json").read_text())
+
+    from_file = evaluate(str(tmp_path / "s.npz"), "--fid-at", "3")
+    from_model = evaluate(str(tmp_path / "pipe"), "--num-samples", "6", *sampling)
+    assert from_file["fid"] == pytest.approx(from_model["fid"], rel=1e-9) and from_file["fid"] > 10
+    assert from_file["num_samples"] == 6 and from_file["steps"] == 2
+    first_three = evaluate(str(tmp_path / "s.npz"), "--num-samples", "3")  # its own reference features: 3 images
+    assert from_file["fid_at"]["3"] == pytest.approx(first_three["fid"], rel=1e-9)
+    assert first_three["precision"] is None  # k-NN precision / recall need more than k = 3 images
+    with pytest.raises(SystemExit, match="holds 6 samples"):
+        main(["evaluate", str(tmp_path / "s.npz"), "--num-samples", "7", *cache])
+    with pytest.raises(ValueError, match=r"`fid_at` counts must lie in \[2, 6\]"):
+        main(["evaluate", str(tmp_path / "s.npz"), "--fid-at", "9", *cache])
+    with pytest.raises(SystemExit, match="must name a .npz file"):
+        main(["generate", str(tmp_path / "pipe"), "--output", str(tmp_path / "s.png")])
+
+
+def test_samples_files_round_trip_and_bad_input(tmp_path):
+    images = torch.tensor([0.0, 0.2, 0.5, 1.2]).reshape(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    save_samples(tmp_path / "a.npz", images, [4, 5], {"steps": 7})
+    loaded, labels, info = load_samples(tmp_path / "a.npz")
+    assert loaded[0].flatten().tolist() == [0, 51, 128, 255] and labels == [4, 5] and info == {"steps": 7}
+    assert not list(tmp_path.glob(".*tmp*"))  # written under a temporary name, then renamed
+    with pytest.raises(ValueError, match="saved as .npz"):
+        save_samples(tmp_path / "a.npy", images, [4, 5], {})
+    with pytest.raises(ValueError, match="1 labels for 2 images"):
+        save_samples(tmp_path / "b.npz", images, [4], {})
+    np.savez(tmp_path / "other.npz", images=np.zeros(3))
+    with pytest.raises(ValueError, match=r"lacks \['info', 'labels'\]"):
+        load_samples(tmp_path / "other.npz")

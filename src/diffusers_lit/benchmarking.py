@@ -18,6 +18,7 @@ recorded by `torch.profiler` (profile_memory=True), summed in time order. Both c
 PyTorch's allocator, not the process's resident size.
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -225,19 +226,23 @@ def build_model(arch: str, size: BenchSize, resolution: int, num_layers: int | N
     raise ValueError(f"Unknown arch {arch!r}; choose one of {ARCHS}.")
 
 
-def _build(arch, size, resolution, num_layers, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """`build_model` initialised on `device`, cast to `dtype`, in eval mode (without diffusers' warning about
-    float32 modules, which these models do not have)."""
+@contextlib.contextmanager
+def _quiet_diffusers():
+    """Silence diffusers' warnings about casting float32 modules, which these randomly built models do not have."""
     from diffusers.utils import logging as diffusers_logging
 
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
     try:
-        with device:
-            model = build_model(arch, size, resolution, num_layers)
-        return model.to(device=device, dtype=dtype).eval()
+        yield
     finally:
         diffusers_logging.set_verbosity(verbosity)
+
+
+def _build(arch, size, resolution, num_layers, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """`build_model` initialised on `device`, cast to `dtype`, in eval mode."""
+    with _quiet_diffusers(), device:
+        return build_model(arch, size, resolution, num_layers).to(device=device, dtype=dtype).eval()
 
 
 def make_runner(
@@ -639,3 +644,76 @@ def bench_main(args) -> dict[str, Any]:
     for path in write_results(results, args.output_dir, command=command, plots=not args.no_plots):
         print(f"wrote {path}")
     return results
+
+
+SD_VAE_CHANNELS = (128, 256, 512, 512)  # Stable Diffusion's VAE (8x down, 4 latent channels), as DiT uses
+
+
+def build_class_pipeline(
+    arch: str,
+    size: BenchSize,
+    resolution: int,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vae_channels: Sequence[int] = SD_VAE_CHANNELS,
+):
+    """A randomly initialised class-conditional latent pipeline (LiTPipeline) with the `arch` ("lit" or "dit")
+    transformer of `build_model`, a VAE of Stable Diffusion's layout and DDIM: what sampling costs, not what it
+    draws."""
+    from diffusers import AutoencoderKL, DDIMScheduler
+
+    from .pipelines import LiTPipeline
+
+    if arch not in ("lit", "dit"):
+        raise ValueError(f"Pipelines are timed for 'lit' and 'dit' (class-conditional), got {arch!r}.")
+    device = torch.device(device)
+    transformer = _build(arch, size, resolution, None, device, dtype)
+    blocks = len(vae_channels)
+    with _quiet_diffusers(), device:
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=IN_CHANNELS, layers_per_block=2,
+                            block_out_channels=tuple(vae_channels), down_block_types=("DownEncoderBlock2D",) * blocks,
+                            up_block_types=("UpDecoderBlock2D",) * blocks, sample_size=resolution)  # fmt: skip
+        vae = vae.to(device, dtype).eval()
+    pipe = LiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def time_pipeline(
+    pipe, resolution: int, steps: int, guidance_scale: float = 4.0, repeats: int = 2, warmup: int = 1
+) -> dict[str, float]:
+    """Median seconds of one image (batch 1) of `pipe` at `resolution` with `steps` sampler steps, and of its parts:
+    the VAE decode, timed alone on a latent of that size, and the denoising loop (transformer, guidance, sampler),
+    the rest."""
+    device = pipe.transformer.device
+    generator = torch.Generator().manual_seed(0)
+
+    def sample() -> None:
+        pipe(1, guidance_scale=guidance_scale, num_inference_steps=steps, height=resolution, width=resolution,
+             generator=generator, output_type="np")  # fmt: skip
+
+    latent = torch.randn(1, IN_CHANNELS, resolution // 8, resolution // 8, device=device, dtype=pipe.vae.dtype)
+    with torch.no_grad():
+        total = statistics.median(time_fn(sample, repeats=repeats, warmup=warmup, device=device))
+        vae = statistics.median(time_fn(lambda: pipe.vae.decode(latent), repeats, warmup, device))
+    return {"seconds_per_image": total, "vae_decode_seconds": vae, "denoising_seconds": total - vae,
+            "seconds_per_step": (total - vae) / steps}  # fmt: skip
+
+
+def pipeline_results_markdown(results: dict[str, Any]) -> str:
+    """benchmarks/pipeline_throughput.py's results as a table: per size, resolution and mode (eager / compiled),
+    seconds per image of LiT and DiT, and DiT / LiT."""
+    by_key = {(r["size"], r["resolution"], r["mode"], r["arch"]): r for r in results["rows"]}
+    lines = [f"`{results['command']}` ({results['machine'].get('device_name', '?')}, {results['dtype']}, "
+             f"{results['steps']} DDIM steps, guidance {results['guidance_scale']}, batch 1)", "",
+             "| size | px | mode | LiT s / image | DiT s / image | DiT / LiT | LiT s / step | DiT s / step | VAE s |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for size, resolution, mode in dict.fromkeys(key[:3] for key in by_key):
+        lit, dit = by_key.get((size, resolution, mode, "lit")), by_key.get((size, resolution, mode, "dit"))
+        cell = lambda row, key: f"{row[key]:.3f}" if row else "-"  # noqa: E731
+        ratio = f"{dit['seconds_per_image'] / lit['seconds_per_image']:.2f}x" if lit and dit else "-"
+        vae = (lit or dit)["vae_decode_seconds"]
+        lines.append(f"| {size} | {resolution} | {mode} | {cell(lit, 'seconds_per_image')} | "
+                     f"{cell(dit, 'seconds_per_image')} | {ratio} | {cell(lit, 'seconds_per_step')} | "
+                     f"{cell(dit, 'seconds_per_step')} | {vae:.3f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"

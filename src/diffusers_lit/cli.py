@@ -94,29 +94,71 @@ def convert(args: argparse.Namespace) -> None:
     )
 
 
-def evaluate(args: argparse.Namespace) -> None:
-    """Sample a class-conditional LiT (or DiT) pipeline and score it: FID, precision and recall."""
+def _evaluation_pipeline(args: argparse.Namespace):
+    """The class-conditional pipeline of `generate` / `evaluate`, with the asked scheduler, on the asked device."""
     import diffusers
 
-    from .evaluation import evaluate_pipeline, image_grid, tensor_to_pil
     from .pipelines import LiTPipeline
 
     pipe = LiTPipeline.from_pretrained(args.model)
     if args.scheduler:
         pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
-    results, images, labels = evaluate_pipeline(
-        pipe, reference=args.reference, split=args.split, num_samples=args.num_samples, steps=args.steps,
-        guidance_scale=args.guidance_scale, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
-    )  # fmt: skip
-    results["model"] = args.model
+    return pipe.to(args.device)
+
+
+def generate(args: argparse.Namespace) -> None:
+    """Sample a class-conditional pipeline into a .npz file (8-bit images, labels, settings), to score later."""
+    from .evaluation import sample_for_evaluation, save_samples
+
+    if not args.output.endswith(".npz"):
+        raise SystemExit(f"diffusers-lit generate: --output must name a .npz file, got {args.output}.")
+    pipe = _evaluation_pipeline(args)
+    images, labels, info = sample_for_evaluation(pipe, args.num_samples, steps=args.steps, batch_size=args.batch_size,
+                                                 guidance_scale=args.guidance_scale, seed=args.seed)  # fmt: skip
+    save_samples(args.output, images, labels, {"model": args.model, **info})
+    print(f"Wrote {len(images)} samples of {args.model} to {args.output} ({info['seconds_per_image']:.4f} s / image)")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Score a class-conditional pipeline's samples, or a samples file of `generate`: FID, precision, recall."""
+    from .evaluation import load_samples, sample_for_evaluation, score_images
+
+    if args.model.endswith(".npz"):
+        images, labels, info = load_samples(args.model)
+        if args.num_samples is not None:
+            if args.num_samples > len(images):
+                raise SystemExit(f"{args.model} holds {len(images)} samples, under --num-samples {args.num_samples}.")
+            images, labels = images[: args.num_samples], labels[: args.num_samples]
+    else:
+        pipe = _evaluation_pipeline(args)
+        images, labels, info = sample_for_evaluation(pipe, args.num_samples or 1000, steps=args.steps,
+                                                     guidance_scale=args.guidance_scale, batch_size=args.batch_size,
+                                                     seed=args.seed)  # fmt: skip
+        info = {"model": args.model, **info, "id2label": pipe.config.id2label}
+    results = score_images(images, reference=args.reference, split=args.split, fid_at=args.fid_at or (),
+                           cache_dir=args.cache_dir, device=args.device)  # fmt: skip
+    names = info.pop("id2label", None) or {}
+    results.update(info)
     print(json.dumps(results, indent=2))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     if args.grid:
-        names = pipe.config.id2label or {}
-        grid = image_grid(tensor_to_pil(images[:64]), [names.get(str(label), str(label)) for label in labels[:64]])
-        grid.save(args.grid)
+        from .evaluation import image_grid, tensor_to_pil
+
+        captions = [names.get(str(label), str(label)) for label in labels[:64]]
+        image_grid(tensor_to_pil(images[:64].float() / 255 if images.dtype == torch.uint8 else images[:64]),
+                   captions).save(args.grid)  # fmt: skip
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """How `generate` and `evaluate` sample a model."""
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance-scale", type=float, default=1.0)
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS))
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,19 +188,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="replace the pipeline's scheduler")
     p.set_defaults(func=sample)
 
-    p = commands.add_parser("evaluate", help="FID, precision and recall of a class-conditional pipeline's samples")
+    p = commands.add_parser("generate", help="sample a class-conditional pipeline into a .npz file, to score later")
     p.add_argument("model", help="a LiT (or DiT) pipeline folder or Hub repo id")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--output", required=True, help="the .npz file to write (8-bit images, labels, settings)")
+    add_sampling_arguments(p)
+    p.set_defaults(func=generate)
+
+    p = commands.add_parser("evaluate", help="FID, precision and recall of a class-conditional pipeline's samples")
+    p.add_argument("model", help="a LiT (or DiT) pipeline folder or Hub repo id, or a .npz file of `generate`")
     p.add_argument("--reference", default="fashion-mnist", help="'fashion-mnist', or a dataset name / folder")
     p.add_argument("--split", default="test")
-    p.add_argument("--num-samples", type=int, default=1000, help="generated images, and reference images")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance-scale", type=float, default=1.0)
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS))
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, help="generated images and reference images (default 1000, or all "
+                   "of a .npz file)")  # fmt: skip
+    p.add_argument("--fid-at", type=int, nargs="+", help="also the FID of the first n samples, for each n")
     p.add_argument("--cache-dir", help="reference features cache (default ~/.cache/diffusers_lit/fid)")
     p.add_argument("--output", help="write the results as JSON")
     p.add_argument("--grid", help="write the first 64 samples as a labelled PNG grid")
+    add_sampling_arguments(p)
     p.set_defaults(func=evaluate)
 
     p = commands.add_parser("convert", help="turn a DiT / PixArt checkpoint into a LiT pipeline folder")

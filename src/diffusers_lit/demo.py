@@ -41,18 +41,7 @@ def run_demo(
 
     from .cli import SCHEDULERS
     from .conversion import convert_to_lit
-    from .evaluation import (
-        cached_reference_features,
-        default_cache_dir,
-        fid_from_features,
-        generate_images,
-        image_grid,
-        inception_features,
-        load_inception,
-        reference_images,
-        tensor_to_pil,
-    )
-    from .fashion_mnist import load_fashion_mnist
+    from .evaluation import generate_images, image_grid, load_inception, score_images, tensor_to_pil
     from .pipelines import LiTPipeline
 
     output_dir = Path(output_dir)
@@ -92,15 +81,10 @@ def run_demo(
 
     print("4/4 FID against Fashion-MNIST's test images (Inception-v3)")
     inception = load_inception()
-    channels, resolution = images["teacher"].shape[1], images["teacher"].shape[-1]
-    real = cached_reference_features(
-        f"fashion-mnist-test-{num_samples}-{channels}x{resolution}",
-        lambda: inception_features(reference_images(load_fashion_mnist("test"), num_samples, resolution), inception),
-        default_cache_dir() / "fid",
-    )
     for name in ("teacher", "student"):
-        results[name]["fid"] = fid_from_features(real, inception_features(images[name], inception))
-    results["settings"] = {"num_samples": num_samples, "num_reference": len(real), "sampler": scheduler,
+        scores = score_images(images[name], inception=inception)
+        results[name]["fid"], num_reference = scores["fid"], scores["num_reference"]
+    results["settings"] = {"num_samples": num_samples, "num_reference": num_reference, "sampler": scheduler,
                            "sample_steps": sample_steps, "guidance_scale": 1.0, "seed": seed,
                            "distill_batch_size": batch_size}  # fmt: skip
 

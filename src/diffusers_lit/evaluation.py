@@ -7,6 +7,7 @@ It takes 299x299 RGB in [-1, 255/128 - 1] (TensorFlow's FID input range) and giv
 
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import time
@@ -61,7 +62,8 @@ def inception_features(
     model = model or load_inception(device)
     batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
     features = []
-    for batch in batches:
+    quiet = isinstance(images, torch.Tensor) and len(images) < 500
+    for batch in tqdm(batches, desc="Inception features", disable=quiet):
         if batch.ndim != 4 or batch.shape[1] not in (1, 3):
             raise ValueError(f"Images must be (N, 1 or 3, H, W) in [0, 1], got {tuple(batch.shape)}.")
         x = batch.to(device, torch.float32).clamp(0, 1).expand(-1, 3, -1, -1)  # grey -> RGB
@@ -172,30 +174,31 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DIFFUSERS_LIT_CACHE", Path.home() / ".cache" / "diffusers_lit"))
 
 
-def evaluate_pipeline(
-    pipe,
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] rounded to 8 bits, as a saved PNG holds them: (N, C, H, W) uint8."""
+    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def score_images(
+    images: torch.Tensor,
     *,
     reference: str = "fashion-mnist",
     split: str = "test",
-    num_samples: int = 1000,
-    steps: int = 50,
-    guidance_scale: float = 1.0,
-    batch_size: int = 100,
-    seed: int = 0,
+    fid_at: Sequence[int] = (),
     cache_dir: str | os.PathLike | None = None,
-) -> tuple[dict, torch.Tensor, list[int]]:
-    """FID, precision and recall of `num_samples` images of a class-conditional pipeline against as many images
-    of `reference` ("fashion-mnist", or a dataset name / folder), whose features are cached.
-
-    Returns (results, images (N, C, H, W) in [0, 1], labels).
-    """
-    pipe.set_progress_bar_config(disable=True)
-    start = time.perf_counter()
-    images, labels = generate_images(pipe, num_samples, batch_size=batch_size, num_inference_steps=steps,
-                                     guidance_scale=guidance_scale, seed=seed)  # fmt: skip
-    seconds_per_image = (time.perf_counter() - start) / num_samples
-    inception = load_inception()
-    fake = inception_features(images, inception)
+    inception: torch.jit.ScriptModule | None = None,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """FID, precision and recall of N generated images (N, C, H, W) in [0, 1] or uint8 against the first N images
+    of `reference` ("fashion-mnist", or a dataset name / folder), whose features are cached. Images are scored as
+    8-bit images, so samples saved with `save_samples` score the same as fresh ones. `fid_at` adds the FID of the
+    first n images against the first n reference images for each n < N, from the same features."""
+    num_samples = len(images)
+    if any(not 2 <= n <= num_samples for n in fid_at):
+        raise ValueError(f"`fid_at` counts must lie in [2, {num_samples}] (the images given), got {list(fid_at)}.")
+    images = quantize(images) if images.dtype != torch.uint8 else images
+    inception = inception or load_inception(device)
+    fake = inception_features(images.float() / 255, inception, device=device)
     channels, resolution = images.shape[1], images.shape[-1]
 
     def reference_features() -> np.ndarray:
@@ -207,18 +210,80 @@ def evaluate_pipeline(
             from .training.data import load_image_dataset
 
             dataset = load_image_dataset(reference, split=split)
-        return inception_features(reference_images(dataset, num_samples, resolution, channels), inception)
+        real_images = quantize(reference_images(dataset, num_samples, resolution, channels)).float() / 255
+        return inception_features(real_images, inception, device=device)
 
     name = f"{reference}-{split}-{num_samples}-{channels}x{resolution}"
     real = cached_reference_features(name, reference_features, cache_dir or default_cache_dir() / "fid")
-    precision, recall = precision_recall(real, fake)
-    results = {
-        "fid": fid_from_features(real, fake), "precision": precision, "recall": recall,
-        "num_samples": num_samples, "num_reference": len(real), "reference": f"{reference}:{split}",
-        "steps": steps, "guidance_scale": guidance_scale, "scheduler": type(pipe.scheduler).__name__, "seed": seed,
-        "seconds_per_image": seconds_per_image,
-    }  # fmt: skip
-    return results, images, labels
+    precision, recall = precision_recall(real, fake) if num_samples > 3 else (None, None)  # k = 3 neighbours
+    results = {"fid": fid_from_features(real, fake), "precision": precision, "recall": recall,
+               "num_samples": num_samples, "num_reference": len(real),
+               "reference": f"{reference}:{split}"}  # fmt: skip
+    if fid_at:
+        results["fid_at"] = {str(n): fid_from_features(real[:n], fake[:n]) for n in sorted(fid_at)}
+    return results
+
+
+def evaluate_pipeline(
+    pipe,
+    *,
+    reference: str = "fashion-mnist",
+    split: str = "test",
+    num_samples: int = 1000,
+    steps: int = 50,
+    guidance_scale: float = 1.0,
+    batch_size: int = 100,
+    seed: int = 0,
+    fid_at: Sequence[int] = (),
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[dict, torch.Tensor, list[int]]:
+    """Sample `num_samples` images of a class-conditional pipeline and score them (`score_images`).
+
+    Returns (results, images (N, C, H, W) in [0, 1], labels).
+    """
+    images, labels, info = sample_for_evaluation(pipe, num_samples, steps=steps, guidance_scale=guidance_scale,
+                                                 batch_size=batch_size, seed=seed)  # fmt: skip
+    results = score_images(images, reference=reference, split=split, fid_at=fid_at, cache_dir=cache_dir)
+    return {**results, **info}, images, labels
+
+
+def sample_for_evaluation(
+    pipe, num_samples: int, *, steps: int = 50, guidance_scale: float = 1.0, batch_size: int = 100, seed: int = 0
+) -> tuple[torch.Tensor, list[int], dict]:
+    """`generate_images` with a timer: (images, labels, the sampling settings and seconds per image)."""
+    pipe.set_progress_bar_config(disable=True)
+    start = time.perf_counter()
+    images, labels = generate_images(pipe, num_samples, batch_size=batch_size, num_inference_steps=steps,
+                                     guidance_scale=guidance_scale, seed=seed)  # fmt: skip
+    info = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": type(pipe.scheduler).__name__,
+            "seed": seed, "seconds_per_image": (time.perf_counter() - start) / num_samples,
+            "device": str(pipe.device)}  # fmt: skip
+    return images, labels, info
+
+
+def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: Sequence[int], info: dict) -> Path:
+    """Write generated images as 8-bit (N, C, H, W), their labels and how they were made (`info`, JSON) to one
+    .npz file, atomically; `diffusers-lit evaluate` scores such a file like a model."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"Samples are saved as .npz, got {path}.")
+    if len(labels) != len(images):
+        raise ValueError(f"Got {len(labels)} labels for {len(images)} images.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    np.savez_compressed(tmp, images=quantize(images).numpy(), labels=np.asarray(labels, dtype=np.int64),
+                        info=np.asarray(json.dumps(info)))  # fmt: skip
+    os.replace(tmp, path)
+    return path
+
+
+def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, list[int], dict]:
+    """(images uint8 (N, C, H, W), labels, info) of a file written by `save_samples`."""
+    with np.load(path) as data:
+        missing = {"images", "labels", "info"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path} is not a samples file of `diffusers-lit generate`: it lacks {sorted(missing)}.")
+        return torch.from_numpy(data["images"]), data["labels"].tolist(), json.loads(str(data["info"]))
 
 
 def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:

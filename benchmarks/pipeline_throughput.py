@@ -1,0 +1,66 @@
+"""Sampling throughput of whole class-conditional pipelines, LiT against DiT (randomly initialised, same width and
+depth, Stable Diffusion's VAE, DDIM, classifier-free guidance 4, batch 1), eager and under torch.compile.
+
+    python benchmarks/pipeline_throughput.py --sizes XL --resolutions 512 1024 --steps 4 --compile \
+        --output-dir benchmarks/results/pipeline-cpu
+
+Writes results.json and results.md (docs/benchmarks.md quotes them).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from diffusers_lit.benchmarking import (
+    BENCH_SIZES,
+    DTYPES,
+    build_class_pipeline,
+    machine_info,
+    pipeline_results_markdown,
+    time_pipeline,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["XL"], choices=sorted(BENCH_SIZES))
+    parser.add_argument("--archs", nargs="+", default=["lit", "dit"], choices=["lit", "dit"])
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[512, 1024])
+    parser.add_argument("--steps", type=int, default=4, help="sampler steps per image")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time the transformer under torch.compile")
+    parser.add_argument("--output-dir", default="benchmarks/results/pipeline")
+    args = parser.parse_args()
+
+    rows = []
+    for size in args.sizes:
+        for resolution in args.resolutions:
+            for arch in args.archs:
+                pipe = build_class_pipeline(arch, BENCH_SIZES[size], resolution, args.device, DTYPES[args.dtype])
+                modes = ["eager", "compiled"] if args.compile else ["eager"]
+                for mode in modes:
+                    if mode == "compiled":
+                        pipe.transformer = torch.compile(pipe.transformer)
+                    timing = time_pipeline(pipe, resolution, args.steps, repeats=args.repeats)
+                    rows.append({"size": size, "resolution": resolution, "arch": arch, "mode": mode, **timing})
+                    print(
+                        f"{size} {resolution}px {arch} {mode}: {timing['seconds_per_image']:.3f} s / image "
+                        f"({timing['seconds_per_step']:.3f} s / step, VAE {timing['vae_decode_seconds']:.3f} s)"
+                    )
+                del pipe
+    results = {"machine": machine_info(torch.device(args.device)), "dtype": args.dtype, "steps": args.steps,
+               "guidance_scale": 4.0, "command": " ".join(["python", *sys.argv]), "rows": rows}  # fmt: skip
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output / "results.md").write_text(pipeline_results_markdown(results))
+    print(pipeline_results_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
