@@ -2,8 +2,9 @@
 
     python benchmarks/plot_training.py runs/quality/student:"LiT, hybrid KD" --output docs/results/training.png
 
-Each RUN is an output folder of examples/distill_lit.py or train_dit.py (its logs/metrics.jsonl), optionally
-followed by ":label". Curves are moving averages over `--window` steps.
+Each RUN is an output folder of examples/distill_lit.py or train_dit.py (its logs/metrics.jsonl) or such a
+metrics.jsonl file itself, optionally followed by ":label". Curves are moving averages over `--window` steps, on a
+log scale.
 """
 
 import argparse
@@ -20,9 +21,9 @@ TERMS = ("mse", "vlb", "noise_kd", "variance_kd")
 
 
 def read_metrics(run: Path) -> dict[str, np.ndarray]:
-    """The last record of each step of a run's logs/metrics.jsonl, as arrays by key."""
+    """The last record of each step of a run's logs/metrics.jsonl (or of that file), as arrays by key."""
     records = {}
-    for line in (run / "logs" / "metrics.jsonl").read_text().splitlines():
+    for line in (run if run.is_file() else run / "logs" / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         records[record["step"]] = record
     steps = sorted(records)
@@ -46,6 +47,7 @@ def main() -> None:
                 ax.plot(metrics["step"][args.window - 1 :], np.convolve(values, kernel, mode="valid"),
                         label=label or path)  # fmt: skip
             ax.set_title(key)
+            ax.set_yscale("log")
             ax.set_xlabel("step")
     axes[0].legend()
     fig.tight_layout()

@@ -144,6 +144,7 @@ def test_generate_then_evaluate_scores_as_evaluating_the_model(fashion_images, t
     images, labels, info = load_samples(tmp_path / "s.npz")
     assert images.dtype == torch.uint8 and images.shape == (6, 1, 8, 8) and labels == [0, 1, 2, 0, 1, 2]
     assert info["steps"] == 2 and info["seed"] == 3 and info["model"] == str(tmp_path / "pipe")
+    assert info["id2label"]["1"] == "dog"  # so that the grid of `evaluate` names the classes
 
     def evaluate(*args: str) -> dict:
         main(["evaluate", *args, *cache, "--output", str(tmp_path / "r.json")])

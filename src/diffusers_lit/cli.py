@@ -115,7 +115,7 @@ def generate(args: argparse.Namespace) -> None:
     pipe = _evaluation_pipeline(args)
     images, labels, info = sample_for_evaluation(pipe, args.num_samples, steps=args.steps, batch_size=args.batch_size,
                                                  guidance_scale=args.guidance_scale, seed=args.seed)  # fmt: skip
-    save_samples(args.output, images, labels, {"model": args.model, **info})
+    save_samples(args.output, images, labels, {"model": args.model, **info, "id2label": pipe.config.id2label})
     print(f"Wrote {len(images)} samples of {args.model} to {args.output} ({info['seconds_per_image']:.4f} s / image)")
 
 
