@@ -21,7 +21,8 @@ ROWS=${ROWS:-"teacher full no-kd noise-kd-only no-inheritance no-dwc heads-1 hea
 export PY TEACHER RUNS OUT STEPS BATCH LR DISTILL_ARGS SAMPLES SCORE_SAMPLES FID_AT SAMPLE_STEPS SCORE
 
 # row -> "convert options | lambda_noise lambda_var | distillation options". heads-2 is the full recipe (LiT's
-# default for a 3-head teacher); full-lr* and full-steps* rows try the recipe with another learning rate / length.
+# default for a 3-head teacher); full-lr* and full-steps* rows try the recipe with another learning rate / length,
+# inherit-qkv-lr1e-3 the two strongest knobs found together.
 spec() {
   case $1 in
     full) echo "| 0.5 0.05 |" ;;                no-kd) echo "| 0 0 |" ;;
@@ -31,6 +32,7 @@ spec() {
     heads-3) echo "--linear-attention-heads 3 | 0.5 0.05 |" ;;
     heads-4) echo "--linear-attention-heads 4 | 0.5 0.05 |" ;;
     inherit-qkv) echo "--inherit qkv | 0.5 0.05 |" ;;
+    inherit-qkv-lr1e-3) echo "--inherit qkv | 0.5 0.05 | --learning_rate 1e-3" ;;
     full-lr*) echo "| 0.5 0.05 | --learning_rate ${1#full-lr}" ;;
     full-steps*) echo "| 0.5 0.05 | --max_train_steps ${1#full-steps}" ;;
     *) echo "unknown row $1" >&2; return 2 ;;

@@ -26,6 +26,7 @@ ROWS = {  # row -> what it changes against the full recipe
     "full-lr1e-4": "full recipe, lr 1e-4",
     "full-lr5e-4": "full recipe, lr 5e-4",
     "full-lr1e-3": "full recipe, lr 1e-3",
+    "inherit-qkv-lr1e-3": "full recipe with Q, K, V inherited, lr 1e-3",
 }
 
 

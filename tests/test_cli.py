@@ -39,3 +39,11 @@ def test_image_grid_layout_and_errors():
         image_grid(images, labels=["a", "b"])
     with pytest.raises(ValueError, match="empty"):
         image_grid([])
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "diffusers_lit", "--help"], capture_output=True, text=True, check=True)
+    assert "generate" in out.stdout and "evaluate" in out.stdout
