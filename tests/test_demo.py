@@ -23,6 +23,8 @@ def test_demo_chain_in_reduced_form(tmp_path, monkeypatch, capsys):
     assert results["settings"]["num_samples"] == results["settings"]["num_reference"] == 10
     assert all(results[name]["fid"] > 0 for name in ("teacher", "student"))
     assert (tmp_path / "demo" / "lit" / "model_index.json").is_file()
+    last = json.loads((tmp_path / "demo" / "lit" / "logs" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["lr"] == results["settings"]["distill_learning_rate"] == 1e-3  # the demo's tuned learning rate
     assert (tmp_path / "demo" / "lit-init" / "conversion_report.json").is_file()
     assert Image.open(tmp_path / "demo" / "side_by_side.png").size == (5 * 32, 4 * (32 + 12))  # T rows, then S rows
     assert format_table(results) in capsys.readouterr().out

@@ -12,7 +12,7 @@ def demo(args: argparse.Namespace) -> None:
     """The embedded default end to end: convert the Fashion-MNIST teacher, distil, sample both, score."""
     from .demo import run_demo
 
-    run_demo(args.output_dir, distill_steps=args.distill_steps, batch_size=args.batch_size,
+    run_demo(args.output_dir, distill_steps=args.distill_steps, batch_size=args.batch_size, learning_rate=args.lr,
              num_samples=args.num_samples, sample_steps=args.sample_steps, scheduler=args.scheduler,
              seed=args.seed)  # fmt: skip
 
@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="outputs/demo")
     p.add_argument("--distill-steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64, help="distillation batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="distillation learning rate (see docs/results.md)")
     p.add_argument("--num-samples", type=int, default=200, help="images per model for FID (and reference images)")
     p.add_argument("--sample-steps", type=int, default=25)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddim")
