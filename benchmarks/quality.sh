@@ -80,7 +80,10 @@ p.save_pretrained(sys.argv[1])" "$dir/init"
 export -f spec run_row
 
 if [ $# -gt 0 ]; then run_row "$1"; exit; fi
+for row in $ROWS; do [ "$row" = teacher ] || spec "$row" > /dev/null; done  # unknown rows: refused before any work
 mkdir -p "$RUNS/samples" "$OUT"
+# Each row in its own bash, so that `set -e` stops the row at its first failing stage.
 # shellcheck disable=SC2086
-printf '%s\n' $ROWS | xargs -P "$JOBS" -I{} bash -c 'set -eu; run_row {} > "$RUNS/{}.log" 2>&1 || echo "== {}: FAILED (see $RUNS/{}.log)"'
+printf '%s\n' $ROWS | xargs -P "$JOBS" -I{} bash -c \
+  'bash -c "set -eu; run_row {}" > "$RUNS/{}.log" 2>&1 || echo "== {}: FAILED (see $RUNS/{}.log)"'
 echo "done: $OUT"

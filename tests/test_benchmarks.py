@@ -133,3 +133,25 @@ def test_pipeline_throughput_of_lit_and_dit():
     assert f"| small | 32 | eager | {rows[0]['seconds_per_image']:.3f} |" in table and f"{ratio:.2f}x" in table
     with pytest.raises(ValueError, match="'lit' and 'dit'"):
         build_class_pipeline("pixart", SMALL, 32)
+
+
+def test_quality_script_rows(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "quality.sh"
+    rows = "full no-inheritance inherit-qkv-lr1e-3 full-lr5e-4"
+    spec = f'eval "$(sed -n "/^spec() {{/,/^}}/p" "$1")"; for row in {rows}; do spec $row; done'
+    out = subprocess.run(["bash", "-c", spec, "-", str(script)], capture_output=True, text=True, check=True).stdout
+    assert [line.strip() for line in out.splitlines()] == [
+        "| 0.5 0.05 |", "fresh | 0.5 0.05 |", "--inherit qkv | 0.5 0.05 | --learning_rate 1e-3",
+        "| 0.5 0.05 | --learning_rate 5e-4",
+    ]  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"), "ROWS": "bogus"}
+    run = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert run.returncode == 2 and "unknown row bogus" in run.stderr and not (tmp_path / "runs").exists()
+    # A row whose stage fails stops there and is reported (here: the teacher row with no Python to run it).
+    run = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={**env, "ROWS": "teacher",
+                         "PY": str(tmp_path / "missing-python")})  # fmt: skip
+    assert "== teacher: FAILED" in run.stdout
+    assert "== teacher: done" not in (tmp_path / "runs" / "teacher.log").read_text()
