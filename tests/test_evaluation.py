@@ -170,6 +170,8 @@ def test_samples_files_round_trip_and_bad_input(tmp_path):
     save_samples(tmp_path / "a.npz", images, [4, 5], {"steps": 7})
     loaded, labels, info = load_samples(tmp_path / "a.npz")
     assert loaded[0].flatten().tolist() == [0, 51, 128, 255] and labels == [4, 5] and info == {"steps": 7}
+    save_samples(tmp_path / "a.npz", loaded, labels, info)  # 8-bit images are saved as they are
+    assert torch.equal(load_samples(tmp_path / "a.npz")[0], loaded)
     assert not list(tmp_path.glob(".*tmp*"))  # written under a temporary name, then renamed
     with pytest.raises(ValueError, match="saved as .npz"):
         save_samples(tmp_path / "a.npy", images, [4, 5], {})

@@ -94,34 +94,37 @@ def convert(args: argparse.Namespace) -> None:
     )
 
 
-def _evaluation_pipeline(args: argparse.Namespace):
-    """The class-conditional pipeline of `generate` / `evaluate`, with the asked scheduler, on the asked device."""
+def _sample(args: argparse.Namespace, num_samples: int) -> tuple[torch.Tensor, list[int], dict]:
+    """Sample `args.model` (class-conditional) as `generate` / `evaluate` ask: 8-bit images, labels, and the
+    settings, model and class names."""
     import diffusers
 
+    from .evaluation import quantize, sample_for_evaluation
     from .pipelines import LiTPipeline
 
     pipe = LiTPipeline.from_pretrained(args.model)
     if args.scheduler:
         pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
-    return pipe.to(args.device)
+    images, labels, info = sample_for_evaluation(pipe.to(args.device), num_samples, steps=args.steps,
+                                                 guidance_scale=args.guidance_scale, batch_size=args.batch_size,
+                                                 seed=args.seed)  # fmt: skip
+    return quantize(images), labels, {"model": args.model, **info, "id2label": pipe.config.id2label}
 
 
 def generate(args: argparse.Namespace) -> None:
     """Sample a class-conditional pipeline into a .npz file (8-bit images, labels, settings), to score later."""
-    from .evaluation import sample_for_evaluation, save_samples
+    from .evaluation import save_samples
 
     if not args.output.endswith(".npz"):
         raise SystemExit(f"diffusers-lit generate: --output must name a .npz file, got {args.output}.")
-    pipe = _evaluation_pipeline(args)
-    images, labels, info = sample_for_evaluation(pipe, args.num_samples, steps=args.steps, batch_size=args.batch_size,
-                                                 guidance_scale=args.guidance_scale, seed=args.seed)  # fmt: skip
-    save_samples(args.output, images, labels, {"model": args.model, **info, "id2label": pipe.config.id2label})
+    images, labels, info = _sample(args, args.num_samples)
+    save_samples(args.output, images, labels, info)
     print(f"Wrote {len(images)} samples of {args.model} to {args.output} ({info['seconds_per_image']:.4f} s / image)")
 
 
 def evaluate(args: argparse.Namespace) -> None:
     """Score a class-conditional pipeline's samples, or a samples file of `generate`: FID, precision, recall."""
-    from .evaluation import load_samples, sample_for_evaluation, score_images
+    from .evaluation import load_samples, score_images
 
     if args.model.endswith(".npz"):
         images, labels, info = load_samples(args.model)
@@ -130,11 +133,7 @@ def evaluate(args: argparse.Namespace) -> None:
                 raise SystemExit(f"{args.model} holds {len(images)} samples, under --num-samples {args.num_samples}.")
             images, labels = images[: args.num_samples], labels[: args.num_samples]
     else:
-        pipe = _evaluation_pipeline(args)
-        images, labels, info = sample_for_evaluation(pipe, args.num_samples or 1000, steps=args.steps,
-                                                     guidance_scale=args.guidance_scale, batch_size=args.batch_size,
-                                                     seed=args.seed)  # fmt: skip
-        info = {"model": args.model, **info, "id2label": pipe.config.id2label}
+        images, labels, info = _sample(args, args.num_samples or 1000)
     results = score_images(images, reference=args.reference, split=args.split, fid_at=args.fid_at or (),
                            cache_dir=args.cache_dir, device=args.device)  # fmt: skip
     names = info.pop("id2label", None) or {}
@@ -147,8 +146,7 @@ def evaluate(args: argparse.Namespace) -> None:
         from .evaluation import image_grid, tensor_to_pil
 
         captions = [names.get(str(label), str(label)) for label in labels[:64]]
-        image_grid(tensor_to_pil(images[:64].float() / 255 if images.dtype == torch.uint8 else images[:64]),
-                   captions).save(args.grid)  # fmt: skip
+        image_grid(tensor_to_pil(images[:64].float() / 255), captions).save(args.grid)
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ def run_demo(
 
     from .cli import SCHEDULERS
     from .conversion import convert_to_lit
-    from .evaluation import generate_images, image_grid, load_inception, score_images, tensor_to_pil
+    from .evaluation import image_grid, load_inception, sample_for_evaluation, score_images, tensor_to_pil
     from .pipelines import LiTPipeline
 
     output_dir = Path(output_dir)
@@ -71,13 +70,10 @@ def run_demo(
     for name, path in (("teacher", teacher), ("student", student_dir)):
         pipe = LiTPipeline.from_pretrained(path)
         pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)
-        pipe.set_progress_bar_config(disable=True)
-        start = time.perf_counter()
-        images[name], labels = generate_images(pipe, num_samples, batch_size=100, num_inference_steps=sample_steps,
-                                               seed=seed)  # fmt: skip
-        seconds = (time.perf_counter() - start) / num_samples
+        images[name], labels, info = sample_for_evaluation(pipe, num_samples, steps=sample_steps, seed=seed)
         results[name] = {"model": str(path), "transformer": type(pipe.transformer).__name__,
-                         "parameters": _count(pipe.transformer), "seconds_per_image": seconds}  # fmt: skip
+                         "parameters": _count(pipe.transformer),
+                         "seconds_per_image": info["seconds_per_image"]}  # fmt: skip
     teacher_card = (Path(teacher) / "README.md").read_text() if (Path(teacher) / "README.md").is_file() else ""
     results["teacher"]["training_steps"] = _steps_from_card(teacher_card)
     results["student"]["training_steps"] = distill_steps

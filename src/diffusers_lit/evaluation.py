@@ -175,7 +175,9 @@ def default_cache_dir() -> Path:
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] rounded to 8 bits, as a saved PNG holds them: (N, C, H, W) uint8."""
+    """Images in [0, 1] rounded to 8 bits, as a saved PNG holds them: (N, C, H, W) uint8 (uint8 images unchanged)."""
+    if images.dtype == torch.uint8:
+        return images
     return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -192,11 +194,11 @@ def score_images(
     """FID, precision and recall of N generated images (N, C, H, W) in [0, 1] or uint8 against the first N images
     of `reference` ("fashion-mnist", or a dataset name / folder), whose features are cached. Images are scored as
     8-bit images, so samples saved with `save_samples` score the same as fresh ones. `fid_at` adds the FID of the
-    first n images against the first n reference images for each n < N, from the same features."""
+    first n images against the first n reference images for each n <= N, from the same features."""
     num_samples = len(images)
     if any(not 2 <= n <= num_samples for n in fid_at):
         raise ValueError(f"`fid_at` counts must lie in [2, {num_samples}] (the images given), got {list(fid_at)}.")
-    images = quantize(images) if images.dtype != torch.uint8 else images
+    images = quantize(images)
     inception = inception or load_inception(device)
     fake = inception_features(images.float() / 255, inception, device=device)
     channels, resolution = images.shape[1], images.shape[-1]
@@ -222,29 +224,6 @@ def score_images(
     if fid_at:
         results["fid_at"] = {str(n): fid_from_features(real[:n], fake[:n]) for n in sorted(fid_at)}
     return results
-
-
-def evaluate_pipeline(
-    pipe,
-    *,
-    reference: str = "fashion-mnist",
-    split: str = "test",
-    num_samples: int = 1000,
-    steps: int = 50,
-    guidance_scale: float = 1.0,
-    batch_size: int = 100,
-    seed: int = 0,
-    fid_at: Sequence[int] = (),
-    cache_dir: str | os.PathLike | None = None,
-) -> tuple[dict, torch.Tensor, list[int]]:
-    """Sample `num_samples` images of a class-conditional pipeline and score them (`score_images`).
-
-    Returns (results, images (N, C, H, W) in [0, 1], labels).
-    """
-    images, labels, info = sample_for_evaluation(pipe, num_samples, steps=steps, guidance_scale=guidance_scale,
-                                                 batch_size=batch_size, seed=seed)  # fmt: skip
-    results = score_images(images, reference=reference, split=split, fid_at=fid_at, cache_dir=cache_dir)
-    return {**results, **info}, images, labels
 
 
 def sample_for_evaluation(
