@@ -155,3 +155,23 @@ def test_quality_script_rows(tmp_path):
                          "PY": str(tmp_path / "missing-python")})  # fmt: skip
     assert "== teacher: FAILED" in run.stdout
     assert "== teacher: done" not in (tmp_path / "runs" / "teacher.log").read_text()
+
+
+def test_quality_script_preloads_jemalloc(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "quality.sh"
+    python = tmp_path / "python"  # a stand-in that records the allocator it was started with, then fails the row
+    python.write_text(f'#!/bin/sh\necho "[$LD_PRELOAD] [$MALLOC_CONF]" > {tmp_path}/seen; exit 1\n')
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"), "ROWS": "teacher",
+           "PY": str(python)}  # fmt: skip
+    fake = str(tmp_path / "libjemalloc.so.2")  # not a library: the loader warns and ignores it
+    subprocess.run(["bash", str(script)], capture_output=True, text=True, env={**env, "JEMALLOC": fake})
+    assert (tmp_path / "seen").read_text().split() == [
+        f"[{fake}]",
+        "[background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1]",
+    ]
+    subprocess.run(["bash", str(script)], capture_output=True, text=True, env={**env, "JEMALLOC": ""})
+    assert (tmp_path / "seen").read_text().split() == ["[]", "[]"]
