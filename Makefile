@@ -6,10 +6,6 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint clean fashion-mnist jemalloc
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-# CPU runs preload jemalloc where it is installed: glibc hands every large freed tensor back to the kernel, and a
-# CPU training step then spends much of its time in page faults (docs/benchmarks.md, "CPU memory allocator").
-WITH_JEMALLOC := LD_PRELOAD=$$(ls /usr/lib/*/libjemalloc.so.2 2>/dev/null | head -n 1) \
-	MALLOC_CONF=background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1
 
 # torch is pinned first: the CPU wheel kept on this machine (an unpinned torch pulls a CUDA build).
 $(STAMP): pyproject.toml Makefile
@@ -27,7 +23,7 @@ fashion-mnist:
 		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || true; fi
 	@[ -f $(FMNIST) ] || echo "Fashion-MNIST: Debian package not installed; the Hub copy is used where there is a network."
 
-# jemalloc: Debian's libjemalloc2 where we may install it; without it the system allocator is used.
+# jemalloc: Debian's libjemalloc2 where we may install it (CPU runs source scripts/jemalloc.sh to preload it).
 jemalloc:
 	@if ! ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get install -y -q libjemalloc2 >/dev/null 2>&1 || \
@@ -35,7 +31,7 @@ jemalloc:
 	@ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || echo "jemalloc not installed: CPU runs use the system allocator (slower)."
 
 demo: $(STAMP) fashion-mnist jemalloc
-	$(WITH_JEMALLOC) HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/diffusers-lit demo
+	. ./scripts/jemalloc.sh && HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/diffusers-lit demo
 
 test: $(STAMP) fashion-mnist
 	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest -q tests

@@ -2,13 +2,12 @@
 
 The shipped Fashion-MNIST DiT teacher (assets/fmnist-dit) and the LiT converted from it: a no-grad forward (the
 teacher's share of a distillation step) and a forward + backward (a student's training step), batch 256 of
-32 x 32 x 1 (256 tokens). Each allocator runs in its own process (jemalloc through LD_PRELOAD).
+32 x 32 x 1 (256 tokens). Each allocator runs in its own process, jemalloc preloaded by scripts/jemalloc.sh.
 
     python benchmarks/cpu_allocator.py --repeats 2        # docs/benchmarks.md, "CPU memory allocator"
 """
 
 import argparse
-import glob
 import json
 import os
 import statistics
@@ -22,8 +21,8 @@ import torch
 
 from diffusers_lit.training.distillation import convert_teacher, load_teacher
 
-TEACHER = Path(__file__).resolve().parents[1] / "assets" / "fmnist-dit"
-JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1"
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER = ROOT / "assets" / "fmnist-dit"
 
 
 def time_models(batch_size: int, repeats: int) -> dict[str, float]:
@@ -58,25 +57,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2, help="Timed repeats after one warm-up.")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["system", "jemalloc"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        if args.worker == "jemalloc" and "jemalloc" not in os.environ.get("LD_PRELOAD", ""):
+            sys.exit(
+                "jemalloc not found (/usr/lib/*/libjemalloc.so.2): `make jemalloc` installs Debian's libjemalloc2."
+            )
         print(json.dumps(time_models(args.batch_size, args.repeats)))
         return
-    libraries = sorted(glob.glob("/usr/lib/*/libjemalloc.so.2"))
-    if not libraries:
-        sys.exit(
-            "jemalloc not found (/usr/lib/*/libjemalloc.so.2): install it with `make jemalloc` (Debian libjemalloc2)."
-        )
-    allocators = {"system": {}, "jemalloc": {"LD_PRELOAD": libraries[0], "MALLOC_CONF": JEMALLOC_CONF}}
     columns = {}
-    for allocator, extra in allocators.items():
-        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")} | extra
-        command = [sys.executable, __file__, "--worker", "--batch-size", str(args.batch_size)]
-        command += ["--repeats", str(args.repeats)]
+    for allocator in ("jemalloc", "system"):  # jemalloc first: a missing library stops the run before any work
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", "JEMALLOC")}
+        env |= {"JEMALLOC": ""} if allocator == "system" else {}
+        command = ["sh", "-c", '. "$0" && exec "$@"', str(ROOT / "scripts" / "jemalloc.sh"), sys.executable, __file__]
+        command += ["--worker", allocator, "--batch-size", str(args.batch_size), "--repeats", str(args.repeats)]
         with tempfile.TemporaryDirectory() as tmp:  # a fresh HF_MODULES_CACHE: nothing shared between the runs
             env.setdefault("HF_HOME", tmp)
-            done = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"{allocator} run failed")
         columns[allocator] = json.loads(done.stdout.strip().splitlines()[-1])
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "

@@ -18,10 +18,9 @@ RUNS=${RUNS:-runs/quality}; OUT=${OUT:-benchmarks/results/quality}
 STEPS=${STEPS:-500}; BATCH=${BATCH:-256}; LR=${LR:-2e-4}; DISTILL_ARGS=${DISTILL_ARGS:-}
 SAMPLES=${SAMPLES:-2000}; SCORE_SAMPLES=${SCORE_SAMPLES:-$SAMPLES}; FID_AT=${FID_AT-1000}; SAMPLE_STEPS=${SAMPLE_STEPS:-25}
 SCORE=${SCORE:-1}; JOBS=${JOBS:-1}
-# On a CPU, jemalloc (`make jemalloc`) where it is installed: distillation steps about 2x faster than with glibc's
+# On a CPU, jemalloc where it is installed (`make jemalloc`): distillation steps about 2x faster than with glibc's
 # allocator (docs/benchmarks.md, "CPU memory allocator"). JEMALLOC= turns it off.
-JEMALLOC=${JEMALLOC-$(ls /usr/lib/*/libjemalloc.so.2 2>/dev/null | head -n 1)}
-if [ -n "$JEMALLOC" ]; then export LD_PRELOAD=$JEMALLOC MALLOC_CONF=background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1; fi
+. scripts/jemalloc.sh
 ROWS=${ROWS:-"teacher full no-kd noise-kd-only no-inheritance no-dwc heads-1 heads-3 heads-4 inherit-qkv"}
 export PY TEACHER RUNS OUT STEPS BATCH LR DISTILL_ARGS SAMPLES SCORE_SAMPLES FID_AT SAMPLE_STEPS SCORE
 
