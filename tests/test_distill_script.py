@@ -1,6 +1,5 @@
-"""examples/distill_lit.py end to end: a few steps of tiny models on 16 x 16 images, offline."""
+"""The distillation loop (examples/distill_lit.py) end to end: a few steps of tiny models on 16 x 16 pictures."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -24,24 +23,20 @@ from training_helpers import (
 )
 
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
-from diffusers_lit.training import load_image_dataset
+from diffusers_lit.training import distill, load_image_dataset, parse_distill_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "distill_lit.py"
 TERMS = ("loss", "mse", "vlb", "noise_kd", "variance_kd")
 
-spec = importlib.util.spec_from_file_location("distill_lit", SCRIPT)
-distill_lit = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(distill_lit)
-
 
 def run(*argv: str) -> Path:
-    """The script's main() in this process, with accelerate's singletons reset between runs."""
+    """The script's loop in this process, with accelerate's singletons reset between runs."""
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    return distill_lit.main(distill_lit.parse_args([str(arg) for arg in argv]))
+    return distill(parse_distill_args([str(arg) for arg in argv]))
 
 
 def metrics(output_dir: Path) -> dict[int, dict]:

@@ -1,9 +1,6 @@
-"""examples/train_dit.py (a DiT from scratch through distill_lit's loop) and the one-embedder training of DiTs."""
+"""train_dit (examples/train_dit.py: a DiT from scratch by the distillation loop) and the one-embedder DiT training."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import torch
 from diffusers import DiTTransformer2DModel
@@ -11,13 +8,7 @@ from training_helpers import write_imagefolder
 
 from diffusers_lit import LiTPipeline
 from diffusers_lit.conversion import convert_to_lit
-from diffusers_lit.training import dit_embedder_copies, sum_shared_gradients
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-spec = importlib.util.spec_from_file_location("train_dit", ROOT / "examples" / "train_dit.py")
-train_dit = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_dit)
+from diffusers_lit.training import dit_embedder_copies, sum_shared_gradients, train_dit
 
 
 def tiny_dit(seed: int = 0) -> DiTTransformer2DModel:
@@ -72,7 +63,7 @@ def test_train_dit_end_to_end_then_convert(tmp_path):
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    train_dit.main([str(arg) for arg in argv])
+    train_dit([str(arg) for arg in argv])
     pipe = LiTPipeline.from_pretrained(out)
     assert isinstance(pipe.transformer, DiTTransformer2DModel) and pipe.transformer.config.num_layers == 2
     assert sorted(pipe.labels) == ["bird", "cat", "dog"]  # id2label from the imagefolder's class folders

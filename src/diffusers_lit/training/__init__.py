@@ -1,6 +1,5 @@
-"""Hybrid knowledge distillation of LiT students: losses, data and caches, checkpoints, validation.
-
-`examples/distill_lit.py` is the accelerate loop over these pieces.
+"""Hybrid knowledge distillation of LiT students: losses, data and caches, checkpoints, validation, and the
+accelerate loop over them (`distill`, run by `examples/distill_lit.py`; `train_dit` by `examples/train_dit.py`).
 """
 
 from .checkpointing import (
@@ -39,6 +38,8 @@ from .distillation import (
     sum_shared_gradients,
     uses_additional_conditions,
 )
+from .from_scratch import initial_dit_pipeline, parse_dit_args, train_dit
+from .loop import distill, parse_distill_args, weights_hash
 from .losses import (
     DiffusionSchedule,
     diffusion_loss,
@@ -62,13 +63,15 @@ __all__ = [
     "config_signature",
     "convert_teacher",
     "dataset_class_names",
-    "disable_label_dropout",
-    "dit_embedder_copies",
     "diffusion_loss",
+    "disable_label_dropout",
     "discretized_gaussian_log_likelihood",
+    "distill",
+    "dit_embedder_copies",
     "drop_conditions",
     "global_batch_indices",
     "hybrid_distillation_loss",
+    "initial_dit_pipeline",
     "list_checkpoints",
     "load_image_dataset",
     "load_student",
@@ -77,6 +80,8 @@ __all__ = [
     "model_prediction",
     "module_fingerprint",
     "normal_kl",
+    "parse_distill_args",
+    "parse_dit_args",
     "preprocess_image",
     "prune_checkpoints",
     "read_training_state",
@@ -85,8 +90,10 @@ __all__ = [
     "save_validation_grid",
     "step_generator",
     "sum_shared_gradients",
+    "train_dit",
     "uses_additional_conditions",
     "validation_grid",
     "variational_bound",
+    "weights_hash",
     "write_training_state",
 ]

@@ -1,0 +1,522 @@
+"""The accelerate training loop: hybrid knowledge distillation of a LiT student from a frozen DiT / PixArt teacher,
+or (`from_scratch`) a DiT trained with DiT's own loss. `examples/distill_lit.py` and `examples/train_dit.py` call it.
+
+Per step: x_0 from the cached data (VAE latents or pixels), t uniform, noise eps; the teacher (eval, no grad) and
+the student see the same x_t, t and condition, with classifier-free-guidance dropout applied once to both; the
+loss is MSE(eps_s, eps) + L_vlb + lambda_noise * MSE(eps_s, eps_t) + lambda_var * MSE(v_s, v_t).
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from huggingface_hub.constants import HF_HOME
+from tqdm.auto import tqdm
+
+from ..pipelines import LiTPipeline, LiTTextToImagePipeline
+from .checkpointing import (
+    check_output_dir_writable,
+    check_resume_compatible,
+    prune_checkpoints,
+    resolve_checkpoint,
+    write_training_state,
+)
+from .data import (
+    cached_training_data,
+    check_dataset_columns,
+    dataset_class_names,
+    global_batch_indices,
+    load_image_dataset,
+    module_fingerprint,
+    step_generator,
+)
+from .distillation import (
+    check_teacher_student,
+    config_signature,
+    convert_teacher,
+    disable_label_dropout,
+    dit_embedder_copies,
+    drop_conditions,
+    load_student,
+    load_teacher,
+    model_prediction,
+    resolution_conditions,
+    sum_shared_gradients,
+    uses_additional_conditions,
+)
+from .losses import DiffusionSchedule, hybrid_distillation_loss
+from .validation import log_validation_grid, save_validation_grid, validation_grid
+
+logger = get_logger(__name__, log_level="INFO")
+LOSS_TERMS = ("loss", "mse", "vlb", "noise_kd", "variance_kd")
+
+
+def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of `examples/distill_lit.py` (`--help` lists them), checked."""
+    parser = argparse.ArgumentParser(description="Distil a LiT student from a DiT / PixArt teacher.")
+    # Models.
+    parser.add_argument("--teacher", required=True, help="Hub id, folder or original checkpoint of the teacher.")
+    parser.add_argument("--student", default=None, help="LiT pipeline folder or Hub id; omitted: convert the teacher.")
+    parser.add_argument("--revision", default=None, help="Hub revision of the teacher.")
+    parser.add_argument(
+        "--teacher_components", default=None, help="Pipeline to take the VAE / scheduler / text encoder from."
+    )
+    parser.add_argument("--linear_attention_heads", type=int, default=None, help="On-the-fly conversion: LiT heads.")
+    parser.add_argument("--dwc_kernel_size", type=int, default=5, help="On-the-fly conversion: DWC kernel.")
+    parser.add_argument("--inherit", default="none", help="On-the-fly conversion: attention weights to inherit.")
+    # Data.
+    parser.add_argument("--dataset", required=True, help="Hub dataset name, image folder, or save_to_disk folder.")
+    parser.add_argument("--dataset_config_name", default=None)
+    parser.add_argument("--dataset_split", default="train")
+    parser.add_argument("--image_column", default="image")
+    parser.add_argument("--label_column", default="label", help="Class ids (class-conditional teachers).")
+    parser.add_argument("--caption_column", default="text", help="Captions (text-to-image teachers).")
+    parser.add_argument("--resolution", type=int, default=None, help="Training size in pixels; default the model's.")
+    parser.add_argument("--center_crop", action="store_true", help="Center crop (default: a random crop per image).")
+    parser.add_argument("--random_flip", action="store_true", help="Mirror half the examples, drawn per step.")
+    parser.add_argument("--max_sequence_length", type=int, default=None, help="Caption tokens; default min(300, max).")
+    parser.add_argument("--cache_dir", default=None, help="Where latents / text embeddings are cached.")
+    parser.add_argument("--cfg_dropout_prob", type=float, default=0.1, help="Class / caption dropout for CFG.")
+    # Loss.
+    parser.add_argument("--lambda_noise", type=float, default=0.5, help="Weight of MSE(eps_student, eps_teacher).")
+    parser.add_argument("--lambda_var", type=float, default=0.05, help="Weight of MSE(v_student, v_teacher).")
+    parser.add_argument("--vlb_scale", type=float, default=1.0, help="Weight of L_vlb (DiT: 1).")
+    # Optimisation.
+    parser.add_argument("--train_batch_size", type=int, default=32, help="Per process.")
+    parser.add_argument("--max_train_steps", type=int, default=None)
+    parser.add_argument("--num_train_epochs", type=int, default=None, help="Used when --max_train_steps is not.")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--learning_rate", type=float, default=None, help="AdamW; default 1e-4 (class), 2e-5 (text).")
+    parser.add_argument("--lr_scheduler", default="constant", help="diffusers' get_scheduler names.")
+    parser.add_argument("--lr_warmup_steps", type=int, default=0)
+    parser.add_argument("--adam_beta1", type=float, default=0.9)
+    parser.add_argument("--adam_beta2", type=float, default=0.999)
+    parser.add_argument("--adam_weight_decay", type=float, default=0.0)
+    parser.add_argument("--adam_epsilon", type=float, default=1e-8)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--use_ema", action="store_true")
+    parser.add_argument("--ema_decay", type=float, default=0.9999)
+    parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls and convolutions on Ampere+ GPUs.")
+    parser.add_argument("--seed", type=int, default=0)
+    # Output, checkpoints, logging.
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--checkpointing_steps", type=int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=None)
+    parser.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder.')
+    parser.add_argument("--report_to", default="tensorboard", help='"tensorboard", "wandb", "all" or "none".')
+    parser.add_argument("--logging_dir", default="logs", help="Inside --output_dir.")
+    parser.add_argument(
+        "--log_per_process",
+        action="store_true",
+        help="Also write each process's batch indices, losses and final weight hash (checks of data parallelism).",
+    )
+    parser.add_argument("--validation_steps", type=int, default=None, help="Sample a validation grid every N steps.")
+    parser.add_argument("--validation_class_labels", type=int, nargs="*", default=None)
+    parser.add_argument("--validation_prompts", nargs="*", default=None)
+    parser.add_argument("--validation_inference_steps", type=int, default=25)
+    parser.add_argument("--validation_guidance_scale", type=float, default=4.0)
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_model_id", default=None)
+    parser.add_argument("--hub_token", default=None)
+    args = parser.parse_args(argv)
+
+    if args.max_train_steps is None and args.num_train_epochs is None:
+        parser.error("Give --max_train_steps or --num_train_epochs.")
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1.")
+    if not 0.0 <= args.cfg_dropout_prob < 1.0:
+        parser.error("--cfg_dropout_prob must be in [0, 1).")
+    return args
+
+
+def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
+    """Distil `args.student` from `args.teacher` (flags of `parse_distill_args`); returns the output folder, which
+    holds the final pipeline. `from_scratch` (examples/train_dit.py): train the student, which may be a DiT, with the
+    plain diffusion loss; the teacher folder only lends its components (scheduler, VAE)."""
+    if from_scratch and (args.lambda_noise != 0 or args.lambda_var != 0):
+        raise ValueError("Training from scratch has no teacher to distil from: lambda_noise and lambda_var must be 0.")
+    output_dir = check_output_dir_writable(args.output_dir)  # refused before anything is loaded
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    if accelerator.distributed_type == DistributedType.FSDP and (args.use_ema or args.validation_steps):
+        raise ValueError(
+            "--use_ema and --validation_steps need the student's full weights on every process: use DDP or "
+            "DeepSpeed ZeRO-1/2 with them, not FSDP (see examples/accelerate_configs/)."
+        )
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    set_seed(args.seed)  # fresh weights of an on-the-fly conversion; the loop draws from its own generators
+    device = accelerator.device
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+    # Teacher and student.
+    teacher = load_teacher(
+        args.teacher, revision=args.revision, token=args.hub_token, components=args.teacher_components
+    )
+    if args.student is not None:
+        student, student_components = load_student(args.student, lit_only=not from_scratch)
+    else:
+        student, report = convert_teacher(
+            teacher, linear_attention_heads=args.linear_attention_heads, dwc_kernel_size=args.dwc_kernel_size,
+            inherit=args.inherit, seed=args.seed,
+        )  # fmt: skip
+        student_components = {}
+        logger.info(f"Converted the teacher on the fly: {report}")
+    check_teacher_student(teacher.transformer, student, lambda_var=args.lambda_var)
+    disable_label_dropout(student)  # classifier-free guidance dropout is the loop's, applied once to both models
+    embedder_copies = dit_embedder_copies(student)
+    text_to_image = teacher.is_text_to_image
+    vae = teacher.components.get("vae")
+    tokenizer, text_encoder = teacher.components.get("tokenizer"), teacher.components.get("text_encoder")
+    if vae is None and student.config.in_channels not in (1, 3):
+        raise ValueError(
+            f"The teacher works on {student.config.in_channels}-channel latents but comes without a VAE: pass "
+            "--teacher_components with a pipeline that has its VAE (e.g. facebook/DiT-XL-2-256)."
+        )
+    # DiT and PixArt train on DDPM's 1000 linear betas (diffusers' defaults) when the teacher names no scheduler.
+    teacher_scheduler = teacher.components.get("scheduler") or DDPMScheduler(
+        variance_type="fixed_small" if teacher.is_text_to_image else "learned_range"
+    )
+    scheduler = student_components.get("scheduler") or teacher_scheduler  # the saved pipeline's sampler
+    schedule = DiffusionSchedule.from_scheduler(teacher_scheduler)
+    if text_to_image and (tokenizer is None or text_encoder is None):
+        raise ValueError(f"The text-to-image teacher {args.teacher} has no tokenizer / text encoder.")
+    if text_to_image and vae is None:
+        raise ValueError(f"The text-to-image teacher {args.teacher} has no VAE.")
+
+    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+    resolution = args.resolution or student.config.sample_size * vae_scale
+    if resolution % (vae_scale * student.config.patch_size):
+        raise ValueError(f"--resolution {resolution} must be a multiple of {vae_scale * student.config.patch_size}.")
+    channels = vae.config.in_channels if vae is not None else student.config.in_channels
+    learning_rate = args.learning_rate or (2e-5 if text_to_image else 1e-4)
+
+    # Dataset: columns checked before any work.
+    dataset = load_image_dataset(args.dataset, split=args.dataset_split, config_name=args.dataset_config_name)
+    label_column = None if text_to_image else args.label_column
+    caption_column = args.caption_column if text_to_image else None
+    check_dataset_columns(dataset, args.image_column, label_column, caption_column)
+    id2label = teacher.id2label
+    if id2label is None and not text_to_image:
+        names = dataset_class_names(dataset, label_column)
+        id2label = dict(enumerate(names)) if names else None
+
+    # Resuming: the checkpoint must come from this teacher, student and data layout.
+    signature = {
+        "student": config_signature(student),
+        "teacher": config_signature(teacher.transformer),
+        "data": {"kind": "latents" if vae is not None else "pixels", "resolution": resolution, "channels": channels},
+    }
+    checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+    if checkpoint is not None:
+        recorded = check_resume_compatible(checkpoint, signature)
+        now = {**vars(args), "num_processes": accelerator.num_processes}
+        keys = ("train_batch_size", "num_processes", "gradient_accumulation_steps", "seed")
+        changed = [key for key in keys if recorded.get("run", {}).get(key) != now[key]]
+        if changed:
+            logger.warning(f"Resuming with other {', '.join(changed)}: the data order will differ from the run's.")
+    elif args.resume_from_checkpoint:
+        logger.info(f"No checkpoint in {output_dir}: starting a new run.")
+
+    # Cache latents / pixels and text embeddings once (the main process writes, the others read).
+    for module in (vae, text_encoder):
+        if module is not None:
+            module.requires_grad_(False).eval().to(device, dtype=torch.float32)  # the cache is computed in float32
+    max_sequence_length = args.max_sequence_length or (min(300, tokenizer.model_max_length) if tokenizer else None)
+    key_settings = {
+        "image_column": args.image_column, "label_column": label_column, "caption_column": caption_column,
+        "resolution": resolution, "channels": channels, "center_crop": args.center_crop,
+        "random_flip": args.random_flip and vae is not None, "crop_seed": None if args.center_crop else args.seed,
+        "vae": module_fingerprint(vae), "text_encoder": module_fingerprint(text_encoder),
+        "max_sequence_length": max_sequence_length if text_to_image else None,
+    }  # fmt: skip
+    cache_dir = args.cache_dir or str(Path(HF_HOME) / "diffusers_lit" / "training_cache")
+    with accelerator.main_process_first():
+        data, cache_folder, from_cache = cached_training_data(
+            dataset, cache_dir=cache_dir, key_settings=key_settings, image_column=args.image_column,
+            label_column=label_column, caption_column=caption_column, resolution=resolution, channels=channels,
+            center_crop=args.center_crop, random_flip=args.random_flip, vae=vae, tokenizer=tokenizer,
+            text_encoder=text_encoder, max_sequence_length=max_sequence_length, seed=args.seed, device=device,
+        )  # fmt: skip
+    logger.info(f"{'Read' if from_cache else 'Cached'} {len(data)} examples ({data.kind}) in {cache_folder}")
+    if data.labels is not None and int(data.labels.max()) >= student.config.num_embeds_ada_norm:
+        raise ValueError(
+            f"The dataset has class ids up to {int(data.labels.max())}, but the models have "
+            f"{student.config.num_embeds_ada_norm} classes."
+        )
+
+    global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    max_train_steps = args.max_train_steps or math.ceil(args.num_train_epochs * len(data) / global_batch)
+
+    # Models on the device: the teacher frozen in eval mode (no internal label dropout), the student trained.
+    teacher_model = teacher.transformer.requires_grad_(False).eval().to(device)
+    for module in (teacher_model, vae, text_encoder):
+        if module is not None and module.dtype != weight_dtype:
+            module.to(dtype=weight_dtype)
+    student.train()
+    if args.gradient_checkpointing:
+        student.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(
+        student.parameters(), lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+    )  # fmt: skip
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )  # fmt: skip
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(
+            student.parameters(), decay=args.ema_decay, model_cls=type(student), model_config=student.config
+        )
+        ema.to(device)
+        accelerator.register_for_checkpointing(ema)
+    student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
+
+    if accelerator.is_main_process:
+        config = {key: value for key, value in vars(args).items() if isinstance(value, int | float | str | bool)}
+        accelerator.init_trackers("distill_lit", config=config)
+
+    global_step = 0
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        if ema is not None:
+            ema.to(device)
+        global_step = int(checkpoint.name.split("-")[-1])
+        logger.info(f"Resumed from {checkpoint} at step {global_step}")
+
+    null_class = None if text_to_image else accelerator.unwrap_model(student).config.num_embeds_ada_norm
+    needs_teacher = args.lambda_noise != 0 or args.lambda_var != 0
+    added_cond = uses_additional_conditions(teacher_model) or uses_additional_conditions(
+        accelerator.unwrap_model(student)
+    )
+    validation_items = _validation_inputs(args, data, dataset, text_to_image, id2label, student)
+    logs_dir = output_dir / args.logging_dir
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    run_record = {**vars(args), "num_processes": accelerator.num_processes, "max_train_steps": max_train_steps}
+
+    logger.info(
+        f"Training {max_train_steps} steps of {global_batch} examples ({accelerator.num_processes} processes x "
+        f"{args.train_batch_size} x {args.gradient_accumulation_steps} accumulation) on {len(data)} examples"
+    )
+    progress = tqdm(range(max_train_steps), initial=global_step, desc="Steps",
+                    disable=not accelerator.is_local_main_process)  # fmt: skip
+    while global_step < max_train_steps:
+        step_start = time.perf_counter()
+        totals = torch.zeros(len(LOSS_TERMS), device=device)
+        step_indices = []
+        for micro in range(args.gradient_accumulation_steps):
+            micro_step = global_step * args.gradient_accumulation_steps + micro
+            generator = step_generator(args.seed, micro_step, accelerator.process_index)
+            indices = global_batch_indices(
+                len(data), micro_step, args.train_batch_size, accelerator.num_processes, accelerator.process_index,
+                args.seed,
+            )  # fmt: skip
+            step_indices.extend(indices.tolist())
+            batch = data.get_batch(indices, generator)
+            x_start = batch["x_start"].to(device)
+            timesteps = torch.randint(0, schedule.num_timesteps, (len(indices),), generator=generator)
+            noise = torch.randn(x_start.shape, generator=generator).to(device)
+            drop = torch.rand(len(indices), generator=generator) < args.cfg_dropout_prob
+            timesteps = timesteps.to(device)
+            x_t = schedule.add_noise(x_start, noise, timesteps)
+            if text_to_image:
+                condition = {"encoder_hidden_states": batch["prompt_embeds"].to(device),
+                             "encoder_attention_mask": batch["prompt_masks"].to(device)}  # fmt: skip
+            else:
+                condition = {"class_labels": batch["class_labels"].to(device)}
+            condition = drop_conditions(
+                condition, drop, null_class=null_class, null_prompt_embeds=data.null_prompt_embeds,
+                null_prompt_mask=data.null_prompt_mask,
+            )  # fmt: skip
+            if added_cond:
+                height, width = x_start.shape[-2] * vae_scale, x_start.shape[-1] * vae_scale
+                condition["added_cond_kwargs"] = resolution_conditions(len(indices), height, width, device, x_t.dtype)
+
+            with accelerator.accumulate(student):
+                teacher_output = None
+                if needs_teacher:
+                    with torch.no_grad(), accelerator.autocast():
+                        teacher_condition = {
+                            key: value.to(weight_dtype) if torch.is_floating_point(value) else value
+                            for key, value in condition.items() if isinstance(value, torch.Tensor)
+                        }  # fmt: skip
+                        if "added_cond_kwargs" in condition:
+                            teacher_condition["added_cond_kwargs"] = condition["added_cond_kwargs"]
+                        teacher_output = model_prediction(teacher_model, x_t.to(weight_dtype), timesteps,
+                                                          teacher_condition)  # fmt: skip
+                student_output = model_prediction(student, x_t, timesteps, condition)
+                terms = hybrid_distillation_loss(
+                    student_output, teacher_output, noise, x_start, x_t, timesteps, schedule,
+                    lambda_noise=args.lambda_noise, lambda_var=args.lambda_var, vlb_scale=args.vlb_scale,
+                )  # fmt: skip
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients:
+                    sum_shared_gradients(embedder_copies)  # a DiT's per-block embedder copies train as one
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            totals += torch.stack([terms[name].detach() for name in LOSS_TERMS]) / args.gradient_accumulation_steps
+
+        if not accelerator.sync_gradients:
+            raise RuntimeError("Gradient accumulation went out of step with the optimisation steps.")
+        if ema is not None:
+            ema.step(student.parameters())
+        global_step += 1
+        progress.update(1)
+
+        # Each term averaged over the accumulation steps, then over the processes.
+        local = {name: totals[i].item() for i, name in enumerate(LOSS_TERMS)}
+        means = accelerator.gather(totals[None]).mean(dim=0)
+        logs = {name: means[i].item() for i, name in enumerate(LOSS_TERMS)}
+        logs["lr"] = lr_scheduler.get_last_lr()[0]
+        logs["step_seconds"] = time.perf_counter() - step_start
+        accelerator.log(logs, step=global_step)
+        progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+        if args.log_per_process:
+            with open(logs_dir / f"losses-rank{accelerator.process_index}.jsonl", "a") as file:
+                file.write(json.dumps({"step": global_step, "indices": step_indices, **local}) + "\n")
+        if accelerator.is_main_process:
+            with open(logs_dir / "metrics.jsonl", "a") as file:
+                file.write(json.dumps({"step": global_step, **logs}) + "\n")
+
+        if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+            _save_checkpoint(accelerator, output_dir, global_step, args, signature, run_record)
+        if args.validation_steps and (global_step % args.validation_steps == 0 or global_step == max_train_steps):
+            if accelerator.is_main_process and validation_items:
+                _run_validation(accelerator, args, student, ema, teacher, scheduler, id2label, validation_items,
+                               global_step, output_dir)  # fmt: skip
+            accelerator.wait_for_everyone()
+    progress.close()
+
+    # The final LiT pipeline (EMA weights when used), with a model card.
+    accelerator.wait_for_everyone()
+    if args.log_per_process:
+        record = {"num_processes": accelerator.num_processes, "process_index": accelerator.process_index,
+                  "weights_sha256": weights_hash(accelerator.unwrap_model(student))}  # fmt: skip
+        (logs_dir / f"final-rank{accelerator.process_index}.json").write_text(json.dumps(record))
+    state_dict = accelerator.get_state_dict(student)  # the full weights, also when FSDP / ZeRO-3 shard them
+    if accelerator.is_main_process:
+        final = type(accelerator.unwrap_model(student)).from_config(accelerator.unwrap_model(student).config)
+        final.load_state_dict(state_dict)
+        if ema is not None:
+            ema.copy_to(final.parameters())
+        pipe = _output_pipeline(final, teacher, scheduler, id2label, dtype=torch.float32)
+        schedule_text = (
+            f"{max_train_steps} steps of {global_batch} examples, AdamW lr {learning_rate} ({args.lr_scheduler})"
+            f"{', EMA weights (decay ' + str(args.ema_decay) + ')' if ema is not None else ''}"
+        )
+        if from_scratch:
+            how_made = (f"Trained from scratch with diffusers_lit's `examples/train_dit.py` (DiT's loss: MSE + "
+                        f"learned-range VLB) on `{args.dataset}`: {schedule_text}.")  # fmt: skip
+        else:
+            how_made = (
+                f"Distilled from `{teacher.name}` with diffusers_lit's `examples/distill_lit.py` (hybrid knowledge "
+                f"distillation: lambda_noise {args.lambda_noise}, lambda_var {args.lambda_var}) on `{args.dataset}`: "
+                f"{schedule_text}."
+            )
+        pipe.card_info = {"base_model": None if from_scratch else teacher.name, "how_made": how_made}
+        pipe.save_pretrained(output_dir)
+        logger.info(f"Saved the {'trained' if from_scratch else 'distilled'} pipeline to {output_dir}")
+        if args.push_to_hub:
+            pipe.push_to_hub(args.hub_model_id or output_dir.name, token=args.hub_token)
+    accelerator.end_training()
+    return output_dir
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's parameters, in order: equal on every process of a data-parallel run."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(
+            name.encode() + tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return digest.hexdigest()
+
+
+def _save_checkpoint(accelerator, output_dir, global_step, args, signature, run_record) -> None:
+    """`checkpoint-<step>`: accelerate's state (student, optimizer, scheduler, EMA, RNG) and the run's record."""
+    if accelerator.is_main_process:
+        for removed in prune_checkpoints(output_dir, args.checkpoints_total_limit):
+            logger.info(f"Removed {removed} (--checkpoints_total_limit {args.checkpoints_total_limit})")
+    accelerator.wait_for_everyone()
+    path = output_dir / f"checkpoint-{global_step}"
+    accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_training_state(path, {"step": global_step, "signature": signature, "run": run_record})
+        logger.info(f"Saved {path}")
+
+
+def _validation_inputs(args, data, dataset, text_to_image, id2label, student) -> list | None:
+    """The class ids or prompts of the validation grid."""
+    if not args.validation_steps:
+        return None
+    if text_to_image:
+        return args.validation_prompts or [str(text) for text in dataset[: min(4, len(dataset))][args.caption_column]]
+    if args.validation_class_labels is not None:
+        return args.validation_class_labels
+    return list(range(min(8, getattr(student, "module", student).config.num_embeds_ada_norm)))
+
+
+def _output_pipeline(transformer, teacher, scheduler, id2label, dtype=None):
+    """A LiT pipeline of the student with the teacher's VAE (and text encoder)."""
+    components = dict(teacher.components)
+    if dtype is not None:
+        for name in ("vae", "text_encoder"):
+            if components.get(name) is not None:
+                components[name] = components[name].to(dtype)
+    if teacher.is_text_to_image:
+        return LiTTextToImagePipeline(
+            tokenizer=components["tokenizer"], text_encoder=components["text_encoder"], vae=components["vae"],
+            transformer=transformer, scheduler=scheduler,
+        )  # fmt: skip
+    return LiTPipeline(transformer=transformer, scheduler=scheduler, vae=components.get("vae"), id2label=id2label)
+
+
+def _run_validation(accelerator, args, student, ema, teacher, scheduler, id2label, items, step, output_dir) -> None:
+    """Sample the grid with the student (EMA weights when used), write it to disk and to the trackers."""
+    model = accelerator.unwrap_model(student)
+    if ema is not None:
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+    model.eval()
+    try:
+        pipe = _output_pipeline(model, teacher, scheduler.__class__.from_config(scheduler.config), id2label)
+        kwargs = {"prompts": items} if teacher.is_text_to_image else {"class_labels": items}
+        with accelerator.autocast():
+            grid = validation_grid(
+                pipe, num_inference_steps=args.validation_inference_steps,
+                guidance_scale=args.validation_guidance_scale, seed=args.seed, **kwargs,
+            )  # fmt: skip
+    finally:
+        model.train()
+        if ema is not None:
+            ema.restore(model.parameters())
+    path = save_validation_grid(grid, output_dir, step)
+    log_validation_grid(accelerator.trackers, grid, step)
+    logger.info(f"Validation grid: {path}")
