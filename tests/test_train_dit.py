@@ -2,13 +2,14 @@
 
 import json
 
+import pytest
 import torch
 from diffusers import DiTTransformer2DModel
 from training_helpers import write_imagefolder
 
 from diffusers_lit import LiTPipeline
 from diffusers_lit.conversion import convert_to_lit
-from diffusers_lit.training import dit_embedder_copies, sum_shared_gradients, train_dit
+from diffusers_lit.training import dit_embedder_copies, parse_dit_args, sum_shared_gradients, train_dit
 
 
 def tiny_dit(seed: int = 0) -> DiTTransformer2DModel:
@@ -76,3 +77,13 @@ def test_train_dit_end_to_end_then_convert(tmp_path):
     lit = convert_to_lit(out, tmp_path / "lit")  # the embedder copies stayed identical: conversion folds them
     report = json.loads((lit / "conversion_report.json").read_text())
     assert report["fresh"]["count"] == 2 * 10
+
+
+def test_help_lists_the_model_flags_and_points_to_the_loop(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_dit_args(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--width" in text and "--patch_size" in text and "distill_lit.py --help" in text
+    model_args, rest = parse_dit_args(["--width", "64", "--max_train_steps", "3"])
+    assert model_args.width == 64 and rest == ["--max_train_steps", "3"]  # the loop's flags pass through

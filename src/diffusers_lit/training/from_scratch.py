@@ -14,7 +14,11 @@ from .loop import distill, parse_distill_args
 
 def parse_dit_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """The DiT's own flags, and the rest (the loop's flags, `parse_distill_args`)."""
-    parser = argparse.ArgumentParser(description="Train a class-conditional DiT from scratch.", add_help=False)
+    parser = argparse.ArgumentParser(
+        description="Train a class-conditional DiT from scratch.",
+        epilog="Every other flag is the distillation loop's: `python examples/distill_lit.py --help` lists them "
+        "(--teacher, --lambda_noise and --lambda_var are set here: no teacher).",
+    )
     parser.add_argument("--resolution", type=int, default=32, help="Image side in pixels (the model's sample size).")
     parser.add_argument("--channels", type=int, default=1, choices=[1, 3], help="1 for grey images, 3 for RGB.")
     parser.add_argument("--patch_size", type=int, default=2)
