@@ -1,6 +1,10 @@
 """train_dit (examples/train_dit.py: a DiT from scratch by the distillation loop) and the one-embedder DiT training."""
 
 import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +13,15 @@ from training_helpers import write_imagefolder
 
 from diffusers_lit import LiTPipeline
 from diffusers_lit.conversion import convert_to_lit
-from diffusers_lit.training import dit_embedder_copies, parse_dit_args, sum_shared_gradients, train_dit
+from diffusers_lit.training import (
+    dit_embedder_copies,
+    parse_distill_args,
+    parse_dit_args,
+    sum_shared_gradients,
+    train_dit,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_dit(seed: int = 0) -> DiTTransformer2DModel:
@@ -87,3 +99,21 @@ def test_help_lists_the_model_flags_and_points_to_the_loop(capsys):
     assert "--width" in text and "--patch_size" in text and "distill_lit.py --help" in text
     model_args, rest = parse_dit_args(["--width", "64", "--max_train_steps", "3"])
     assert model_args.width == 64 and rest == ["--max_train_steps", "3"]  # the loop's flags pass through
+
+
+def test_make_teacher_trains_the_shipped_architecture():
+    """`make teacher` (the teacher retrained on a CPU) builds the shipped teacher's model, with valid loop flags."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MAKE")}
+    recipe = subprocess.run(["make", "-s", "-n", "-C", str(ROOT), "teacher"], env=env, capture_output=True,
+                            text=True, check=True).stdout.replace("\\\n", " ")  # fmt: skip
+    command = next(line for line in recipe.splitlines() if "examples/train_dit.py" in line)
+    argv = shlex.split(command.split("examples/train_dit.py", 1)[1])
+    model_args, rest = parse_dit_args(argv)
+    loop_args = parse_distill_args([*rest, "--teacher", "unused"])
+    shipped = json.loads((ROOT / "assets" / "fmnist-dit" / "transformer" / "config.json").read_text())
+    assert (model_args.width, model_args.depth, model_args.heads, model_args.patch_size, model_args.resolution) == (
+        shipped["num_attention_heads"] * shipped["attention_head_dim"], shipped["num_layers"],
+        shipped["num_attention_heads"], shipped["patch_size"], shipped["sample_size"],
+    )  # fmt: skip
+    assert (loop_args.max_train_steps, loop_args.train_batch_size, loop_args.dataset) == (4000, 64, "fashion-mnist")
+    assert loop_args.resume_from_checkpoint == "latest" and loop_args.use_ema
