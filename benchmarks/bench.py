@@ -22,10 +22,14 @@ except ImportError as error:  # e.g. no transformers on a bare GPU machine: the 
 from diffusers_lit.benchmarking import add_bench_arguments, bench_main  # noqa: E402
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_bench_arguments(parser)
-    bench_main(parser.parse_args())
+    return parser
+
+
+def main() -> None:
+    bench_main(build_parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Before / after: LiT-XL's self-attention from an earlier commit against the working tree's, same weights.
 
     python benchmarks/compare_attention.py --baseline-rev d354c35 --output-dir benchmarks/results/attention
+    python benchmarks/compare_attention.py --baseline-rev HEAD --backend triton --device cuda --dtype bf16 ...
 
 Loads `src/diffusers_lit/models/linear_attention.py` as it was at `--baseline-rev` (git show), checks that both
 compute the same function on the same weights, then times them interleaved (baseline, new, baseline, ...; the
 median of each) and measures their peak memory, next to the FLOP floor of the run's measured matmul rate.
+`--backend triton` runs the working tree's module on the fused kernels (against, say, HEAD's torch backend).
 """
 
 import argparse
@@ -30,7 +32,7 @@ from diffusers_lit.benchmarking import (  # noqa: E402
     peak_memory,
     time_fn,
 )
-from diffusers_lit.models.linear_attention import LiTLinearAttention  # noqa: E402
+from diffusers_lit.models.linear_attention import BACKENDS, LiTLinearAttention  # noqa: E402
 
 SOURCE = "src/diffusers_lit/models/linear_attention.py"
 
@@ -65,7 +67,7 @@ def compare(baseline, new, x: torch.Tensor, side: int, repeats: int, device: tor
     return row
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline-rev", default="d354c35")
     parser.add_argument("--size", default="XL", choices=sorted(BENCH_SIZES))
@@ -74,14 +76,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--backend", default="torch", choices=BACKENDS, help="the working tree's backend")
     parser.add_argument("--output-dir", default="benchmarks/results/attention")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
 
     size = BENCH_SIZES[args.size]
     baseline = load_baseline(args.baseline_rev).LiTLinearAttention(size.width, size.lit_heads).eval()
     new = LiTLinearAttention(size.width, size.lit_heads).eval()
     new.load_state_dict(baseline.state_dict())
+    new.set_backend(args.backend)
     baseline, new = baseline.to(device, dtype), new.to(device, dtype)
     rates = [measure_matmul_rate(device, dtype)]
     rows = []
@@ -98,7 +106,7 @@ def main() -> None:
     lines = [
         f"LiT-{args.size} self-attention ({size.width} wide, {size.lit_heads} heads), batch {args.batch}, "
         f"{args.dtype} on {machine_info(device)['device_name']}, "
-        f"baseline {args.baseline_rev} vs working tree; matmul rate {rate / 1e9:.1f} GFLOP/s "
+        f"baseline {args.baseline_rev} vs working tree ({args.backend} backend); matmul rate {rate / 1e9:.1f} GFLOP/s "
         f"(median of {len(rates)}); "
         f"medians of {args.repeats} interleaved repeats.",
         f"Command: `python {' '.join(sys.argv)}`",

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# LiT vs DiT / PixArt / Sana on one CUDA GPU (H100 / H200), bf16 and fp16, in about 5 minutes.
+# LiT vs DiT / PixArt / Sana on one CUDA GPU (H100 / H200), bf16 and fp16, and LiT's fused Triton kernels, in
+# about 8 minutes (each step has a time limit; the script goes on past a failed step).
 #
 #   OUT=/path/to/results bash benchmarks/gpu_bench.sh        (from the repository root)
 #
-# Needs a Python with torch (CUDA build) and diffusers 0.42; nothing is installed. Writes into $OUT:
-# env.txt (what was found), bf16/ and fp16/ (results.json, results.md, latency.png, memory.png when matplotlib is
-# there), compile/ (torch.compile of the blocks, bf16), attention/ (LiT self-attention before / after this
-# branch's rewrite, fp32) and log.txt.
+# Needs a Python with torch (CUDA build, with its triton) and diffusers 0.42; pytest for the kernels' tests;
+# nothing is installed. Writes into $OUT: env.txt (what was found), log.txt, and results.json / results.md /
+# latency.png / memory.png (plots when matplotlib is there) in
+#   triton/           LiT-XL blocks and self-attention on the fused kernels (bf16), to compare with bf16/
+#   bf16/, fp16/      every arch's XL blocks and whole models (measured up to 4,096 tokens), LiT / DiT in fp16
+#   pipeline/         LiT (both backends) vs DiT class-conditional pipelines, 10 DDIM steps, bf16
+#   compile/          torch.compile of the blocks, bf16
+#   attention/        LiT's self-attention before / after the CPU rewrite (needs git), bf16
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 PY=${PYTHON:-python}
@@ -18,7 +23,7 @@ echo "== environment"
 import importlib, sys
 print("python", sys.version.split()[0])
 missing = []
-for name in ("torch", "diffusers", "transformers", "matplotlib", "numpy"):
+for name in ("torch", "diffusers", "transformers", "triton", "pytest", "matplotlib", "numpy"):
     try:
         module = importlib.import_module(name)
         print(name, getattr(module, "__version__", "?"))
@@ -33,7 +38,7 @@ if not torch.cuda.is_available():
     print("FATAL: torch", torch.__version__, "sees no CUDA device (CPU-only build?)")
     sys.exit(4)
 print("device", torch.cuda.get_device_name(0), "capability", torch.cuda.get_device_capability(0))
-print("optional missing (plots / text pipelines only):", ", ".join(missing) or "none")
+print("optional missing (triton: fused kernels; pytest: their tests; matplotlib: plots):", ", ".join(missing) or "-")
 PYEOF
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then echo "environment check failed ($status): see $OUT/env.txt"; exit "$status"; fi
@@ -47,13 +52,23 @@ run() {  # run NAME SECONDS ARGS...: one benchmark with a time limit, the script
     echo "== $name: exit $?, $((SECONDS - start)) s"
 }
 
+# The fused kernels first: their tests on this GPU (against the float64 reference), then their timings.
+run triton-tests 120 -m pytest -q -p no:cacheprovider tests/test_linear_attention.py tests/test_transformer_lit.py \
+    -k "triton or half_precision"
+run triton 60 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --archs lit lit-attn \
+    --resolutions 256 512 1024 2048 --repeats 20 --warmup 5 --whole-model-max-tokens 4096 \
+    --linear-attention-backend triton --output-dir "$OUT/triton"
 # Blocks at 256..16384 tokens, all archs; whole models measured up to 4096 tokens, derived at 16384.
 run bf16 150 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --resolutions 256 512 1024 2048 \
     --repeats 20 --warmup 5 --whole-model-max-tokens 4096 --output-dir "$OUT/bf16"
 run fp16 70 benchmarks/bench.py --device cuda --dtype fp16 --sizes XL --archs lit dit lit-attn dit-attn \
     --resolutions 256 512 1024 2048 --repeats 20 --warmup 5 --whole-model-max-tokens 4096 --output-dir "$OUT/fp16"
-run attention 40 benchmarks/compare_attention.py --device cuda --dtype bf16 --tokens 4096 16384 --repeats 20 \
-    --output-dir "$OUT/attention"
+run pipeline-triton 60 benchmarks/pipeline_throughput.py --sizes XL --archs lit --resolutions 512 1024 --steps 10 \
+    --dtype bf16 --repeats 3 --linear-attention-backend triton --output-dir "$OUT/pipeline/triton"
+run pipeline-torch 60 benchmarks/pipeline_throughput.py --sizes XL --resolutions 512 1024 --steps 10 \
+    --dtype bf16 --repeats 3 --output-dir "$OUT/pipeline/torch"
 run compile 100 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --archs lit dit lit-attn \
     --resolutions 1024 2048 --repeats 20 --warmup 3 --no-whole-model --compile --output-dir "$OUT/compile"
+run attention 40 benchmarks/compare_attention.py --device cuda --dtype bf16 --tokens 4096 16384 --repeats 20 \
+    --output-dir "$OUT/attention"
 echo "== done in $SECONDS s; results under $OUT"

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from diffusers_lit.benchmarking import (
+    BACKENDS,
     BENCH_SIZES,
     DTYPES,
     build_class_pipeline,
@@ -24,7 +25,7 @@ from diffusers_lit.benchmarking import (
 )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["XL"], choices=sorted(BENCH_SIZES))
     parser.add_argument("--archs", nargs="+", default=["lit", "dit"], choices=["lit", "dit"])
@@ -34,14 +35,20 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time the transformer under torch.compile")
+    parser.add_argument("--linear-attention-backend", default="torch", choices=BACKENDS)
     parser.add_argument("--output-dir", default="benchmarks/results/pipeline")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     rows = []
     for size in args.sizes:
         for resolution in args.resolutions:
             for arch in args.archs:
-                pipe = build_class_pipeline(arch, BENCH_SIZES[size], resolution, args.device, DTYPES[args.dtype])
+                pipe = build_class_pipeline(arch, BENCH_SIZES[size], resolution, args.device, DTYPES[args.dtype],
+                                            linear_attention_backend=args.linear_attention_backend)  # fmt: skip
                 modes = ["eager", "compiled"] if args.compile else ["eager"]
                 for mode in modes:
                     if mode == "compiled":
@@ -54,7 +61,8 @@ def main() -> None:
                     )
                 del pipe
     results = {"machine": machine_info(torch.device(args.device)), "dtype": args.dtype, "steps": args.steps,
-               "guidance_scale": 4.0, "command": " ".join(["python", *sys.argv]), "rows": rows}  # fmt: skip
+               "guidance_scale": 4.0, "linear_attention_backend": args.linear_attention_backend,
+               "command": " ".join(["python", *sys.argv]), "rows": rows}  # fmt: skip
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")

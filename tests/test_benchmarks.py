@@ -112,6 +112,21 @@ def test_bench_cli_interleaved(tmp_path):
         assert r["floor_s"] == pytest.approx(r["flops"] / r["matmul_rate_flops"])
 
 
+def test_bench_cli_with_the_triton_backend(tmp_path):
+    pytest.importorskip("triton")  # interpreted on a CPU (tests/conftest.py)
+    main(["bench", "--sizes", "tiny", "--archs", "lit", "lit-attn", "--resolutions", "64", "--repeats", "1",
+          "--warmup", "0", "--linear-attention-backend", "triton", "--output-dir", str(tmp_path),
+          "--no-plots"])  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["meta"]["linear_attention_backend"] == "triton"
+    assert [(r["arch"], r["scope"]) for r in results["rows"]] == [
+        ("lit", "block"),
+        ("lit", "model"),
+        ("lit-attn", "block"),
+    ]
+    assert "LiT's linear attention by its 'triton' backend" in (tmp_path / "results.md").read_text()
+
+
 def test_pipeline_throughput_of_lit_and_dit():
     from diffusers_lit.benchmarking import build_class_pipeline, pipeline_results_markdown, time_pipeline
 
@@ -175,3 +190,30 @@ def test_quality_script_preloads_jemalloc(tmp_path):
     ]
     subprocess.run(["bash", str(script)], capture_output=True, text=True, env={**env, "JEMALLOC": ""})
     assert (tmp_path / "seen").read_text().split() == ["[]", "[]"]
+
+
+def test_gpu_script_steps_parse():
+    """Every step of benchmarks/gpu_bench.sh is a valid command line: device time is not spent on a typo."""
+    import importlib.util
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    text = (root / "benchmarks" / "gpu_bench.sh").read_text().replace("\\\n", " ")
+    steps = [
+        shlex.split(line.replace('"$OUT', '"/tmp/out'))[1:] for line in text.splitlines() if line.startswith("run ")
+    ]
+    names = [step[0] for step in steps]
+    assert names[:2] == ["triton-tests", "triton"] and len(set(names)) == len(names)
+    for name, limit, *command in steps:
+        assert int(limit) <= 150, name
+        if command[:2] == ["-m", "pytest"]:
+            assert all((root / arg).is_file() for arg in command if arg.startswith("tests/")), name
+            continue
+        spec = importlib.util.spec_from_file_location(f"gpu_step_{name.replace('-', '_')}", root / command[0])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        args = module.build_parser().parse_args(command[1:])
+        if name.startswith(("triton", "pipeline-triton")):
+            assert args.linear_attention_backend == "triton", name
+        assert args.output_dir.startswith("/tmp/out/"), name

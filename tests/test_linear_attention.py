@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,13 +37,28 @@ def reference_module(attn: LiTLinearAttention, x, height, width):
 
     q, k, v = split(attn.to_q(x)), split(attn.to_k(x)), split(attn.to_v(x))
     out = reference_attention(q, k, v, attn.eps)
-    grid = v.reshape(batch, h, height, width, d).permute(0, 1, 4, 2, 3)  # (B, h, d, H, W)
-    dwc = reference_dwc(grid, attn.dwc.weight, attn.dwc.bias).permute(0, 1, 3, 4, 2).reshape(batch, h, tokens, d)
-    return attn.to_out[0]((out + dwc).transpose(1, 2).reshape(batch, tokens, dim))
+    if attn.dwc is not None:
+        grid = v.reshape(batch, h, height, width, d).permute(0, 1, 4, 2, 3)  # (B, h, d, H, W)
+        dwc = reference_dwc(grid, attn.dwc.weight, attn.dwc.bias)  # (B, h, d, H, W)
+        out = out + dwc.permute(0, 1, 3, 4, 2).reshape(batch, h, tokens, d)
+    return attn.to_out[0](out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
 def relative_error(a, b):
     return ((a - b).norm() / b.norm()).item()
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the "triton" backend's; interpreted on a CPU
+
+
+def with_backend(attn: LiTLinearAttention, backend: str, dtype: torch.dtype) -> LiTLinearAttention:
+    """A copy of `attn` in `dtype` computed by `backend` ("triton": on DEVICE)."""
+    copy = LiTLinearAttention(
+        attn.to_q.in_features, attn.heads, kernel_size=attn.dwc.kernel_size[0] if attn.dwc else 0
+    )
+    copy.load_state_dict(attn.state_dict())
+    copy.set_backend(backend)
+    return copy.to(DEVICE if backend == "triton" else "cpu", dtype)
 
 
 @pytest.mark.parametrize("tokens", [1, 7, 64, 300])
@@ -93,19 +110,21 @@ def test_fresh_weights():
         assert linear.weight.abs().max() <= bound and linear.weight.abs().max() > 0.9 * bound
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_stays_finite_where_half_accumulation_overflows(dtype):
+def test_half_precision_stays_finite_where_half_accumulation_overflows(dtype, backend):
+    if backend == "triton":
+        pytest.importorskip("triton")
     torch.manual_seed(0)
     attn = LiTLinearAttention(dim=64, heads=2)
     x = 40 * torch.randn(2, 32 * 32, 64)  # large activations: sum_j phi(k_j) v_j^T reaches ~1e6
-    half = LiTLinearAttention(dim=64, heads=2).to(dtype)
-    half.load_state_dict(attn.state_dict())
+    half = with_backend(attn, backend, dtype)
     with torch.no_grad():
         if dtype == torch.float16:  # bfloat16 has float32's range: only its precision is at stake
-            k = F.relu(half.to_k(x[0].to(dtype)))[:, :32]  # (N, d) of the first head
-            v = half.to_v(x[0].to(dtype))[:, :32]
+            k = F.relu(half.to_k(x[0].to(half.to_k.weight)))[:, :32]  # (N, d) of the first head
+            v = half.to_v(x[0].to(half.to_v.weight))[:, :32]
             assert not torch.isfinite(k.T @ v).all(), "the test input should overflow a float16 state"
-        out = half(x.to(dtype), 32, 32)
+        out = half(x.to(half.to_q.weight), 32, 32).cpu()
         expected = attn(x, 32, 32)
     assert out.dtype == dtype and torch.isfinite(out).all()
     assert relative_error(out.float(), expected) < (2e-2 if dtype == torch.bfloat16 else 5e-3)
@@ -124,9 +143,7 @@ def test_without_dwc_is_plain_relu_linear_attention():
     attn = LiTLinearAttention(dim=32, heads=2, kernel_size=0).double()
     assert attn.dwc is None and not any("dwc" in name for name, _ in attn.named_parameters())
     x = torch.randn(2, 12, 32, dtype=torch.float64)
-    q, k, v = (t.view(2, 12, 2, 16).transpose(1, 2) for t in (attn.to_q(x), attn.to_k(x), attn.to_v(x)))
-    expected = attn.to_out[0](reference_attention(q, k, v).transpose(1, 2).reshape(2, 12, 32))
-    assert relative_error(attn(x, 3, 4), expected) <= 1e-10
+    assert relative_error(attn(x, 3, 4), reference_module(attn, x, 3, 4)) <= 1e-10
 
 
 def test_bad_heads_and_kernel():
@@ -136,3 +153,47 @@ def test_bad_heads_and_kernel():
         LiTLinearAttention(dim=64, heads=2, kernel_size=4)
     with pytest.raises(ValueError, match="tokens for a 3x3 grid"):
         LiTLinearAttention(dim=64, heads=2)(torch.randn(1, 10, 64), 3, 3)
+
+
+# ------------------------------------------------------------------ the "triton" backend (interpreted without CUDA)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "dim", "heads", "kernel_size"),
+    [(5, 7, 80, 2, 5), (9, 10, 96, 3, 3), (1, 9, 48, 1, 5), (3, 4, 64, 2, 0), (8, 8, 144, 4, 5)],
+)
+def test_triton_backend_equals_reference(height, width, dim, heads, kernel_size):
+    """Head dims 40, 32, 48, 32, 36 (partial channel tiles), 90 tokens (two token tiles), a grid of one row."""
+    pytest.importorskip("triton")
+    torch.manual_seed(height * width + dim)
+    attn = LiTLinearAttention(dim=dim, heads=heads, kernel_size=kernel_size).double()
+    torch.nn.init.normal_(attn.to_k.bias)
+    if attn.dwc is not None:
+        torch.nn.init.normal_(attn.dwc.bias)
+    x = torch.randn(2, height * width, dim, dtype=torch.float64)
+    with torch.no_grad():
+        out = with_backend(attn, "triton", torch.float32)(x.to(DEVICE, torch.float32), height, width)
+        expected = reference_module(attn, x, height, width)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    assert relative_error(out.double().cpu(), expected) <= 1e-5
+
+
+def test_triton_backend_refuses_what_it_cannot_run(monkeypatch):
+    attn = LiTLinearAttention(dim=32, heads=2)
+    with pytest.raises(ValueError, match="Unknown linear-attention backend 'flash'"):
+        attn.set_backend("flash")
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "triton", None)  # as if it were not installed
+        with pytest.raises(ImportError, match="pip install triton"):
+            attn.set_backend("triton")
+    assert attn.backend == "torch"
+    pytest.importorskip("triton")
+    attn.to(DEVICE).set_backend("triton")
+    x = torch.randn(1, 16, 32, device=DEVICE)
+    with pytest.raises(RuntimeError, match="forward-only"):
+        attn(x, 4, 4)  # the weights require grad
+    with torch.no_grad(), pytest.raises(ValueError, match="not torch.float64"):
+        attn.double()(x.double(), 4, 4)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with torch.no_grad(), pytest.raises(ValueError, match="runs on CUDA tensors; got cpu tensors"):
+        attn.cpu()(x.cpu().double(), 4, 4)

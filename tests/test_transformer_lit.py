@@ -176,6 +176,22 @@ def test_half_precision_forward(make_model, make_inputs, dtype):
     assert ((out.float() - expected).norm() / expected.norm()).item() < 3e-2
 
 
+@pytest.mark.parametrize(("make_model", "make_inputs"), LAYOUTS)
+def test_triton_linear_attention_backend_matches_torch(make_model, make_inputs):
+    pytest.importorskip("triton")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # interpreted on a CPU (tests/conftest.py)
+    model = make_model().to(device).eval()
+    inputs = {name: value.to(device) for name, value in make_inputs(height=8, width=12).items()}
+    with torch.no_grad():
+        expected = model(**inputs).sample
+        model.set_linear_attention_backend("triton")
+        out = model(**inputs).sample
+    assert {m.backend for m in model.modules() if isinstance(m, LiTLinearAttention)} == {"triton"}
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown linear-attention backend"):
+        model.set_linear_attention_backend("sdpa")
+
+
 def test_torch_compile_matches_eager():
     model = class_model().eval()
     inputs = class_inputs()

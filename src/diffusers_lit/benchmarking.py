@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .models.linear_attention import BACKENDS
+
 ARCHS = ("lit", "dit", "lit-attn", "dit-attn", "lit-t2i", "pixart", "sana")
 MODEL_ARCHS = ("lit", "dit", "lit-t2i", "pixart", "sana")  # the ones that have a whole model
 TEXT_ARCHS = ("lit-t2i", "pixart", "sana")
@@ -239,10 +241,13 @@ def _quiet_diffusers():
         diffusers_logging.set_verbosity(verbosity)
 
 
-def _build(arch, size, resolution, num_layers, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """`build_model` initialised on `device`, cast to `dtype`, in eval mode."""
+def _build(arch, size, resolution, num_layers, device: torch.device, dtype: torch.dtype, backend: str) -> nn.Module:
+    """`build_model` initialised on `device`, cast to `dtype`, in eval mode; LiT's linear attention by `backend`."""
     with _quiet_diffusers(), device:
-        return build_model(arch, size, resolution, num_layers).to(device=device, dtype=dtype).eval()
+        model = build_model(arch, size, resolution, num_layers).to(device=device, dtype=dtype).eval()
+    if hasattr(model, "set_linear_attention_backend"):
+        model.set_linear_attention_backend(backend)
+    return model
 
 
 def make_runner(
@@ -352,6 +357,7 @@ def run_benchmark(
     whole_model: bool = True,
     memory: bool = True,
     compile: bool = False,
+    linear_attention_backend: str = "torch",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """
@@ -365,7 +371,8 @@ def run_benchmark(
     if unknown:
         raise ValueError(f"Unknown archs or sizes {unknown}; archs: {ARCHS}, sizes: {sorted(BENCH_SIZES)}.")
     meta = machine_info(torch_device)
-    meta.update(device=device, dtype=dtype, batch=batch, repeats=repeats, warmup=warmup, compile=compile)
+    meta.update(device=device, dtype=dtype, batch=batch, repeats=repeats, warmup=warmup, compile=compile,
+                linear_attention_backend=linear_attention_backend)  # fmt: skip
     rates: list[float] = []
 
     def rate() -> float:
@@ -379,7 +386,7 @@ def run_benchmark(
         for arch in archs:
             for resolution in resolutions:
                 tokens = tokens_of_resolution(resolution)
-                model = _build(arch, size, resolution, 1, torch_device, torch_dtype)
+                model = _build(arch, size, resolution, 1, torch_device, torch_dtype, linear_attention_backend)
                 scopes = ["block"] + (["model"] if whole_model and arch in MODEL_ARCHS else [])
                 for scope in scopes:
                     row = dict(size=size_name, arch=arch, scope=scope, resolution=resolution, tokens=tokens,
@@ -390,7 +397,8 @@ def run_benchmark(
                                             repeats, warmup, memory, compile))  # fmt: skip
                         row["provenance"] = "measured"
                     elif tokens <= whole_model_max_tokens:
-                        full = _build(arch, size, resolution, None, torch_device, torch_dtype)
+                        full = _build(arch, size, resolution, None, torch_device, torch_dtype,
+                                      linear_attention_backend)  # fmt: skip
                         row["flops"] = model_flops(arch, size, tokens, batch)
                         row.update(_measure(arch, full, resolution, batch, "model", torch_device, torch_dtype,
                                             repeats, warmup, memory, compile))  # fmt: skip
@@ -432,6 +440,7 @@ def run_interleaved(
     warmup: int = 1,
     memory: bool = True,
     compile: bool = False,
+    linear_attention_backend: str = "torch",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """
@@ -442,14 +451,15 @@ def run_interleaved(
     torch_device, torch_dtype = torch.device(device), DTYPES[dtype]
     meta = machine_info(torch_device)
     meta.update(device=device, dtype=dtype, batch=batch, repeats=repeats, warmup=warmup, compile=compile,
-                interleaved=True)  # fmt: skip
+                linear_attention_backend=linear_attention_backend, interleaved=True)  # fmt: skip
     rows: list[dict[str, Any]] = []
     all_rates: list[float] = []
     for size_name in sizes:
         size = BENCH_SIZES[size_name]
         for resolution in resolutions:
             tokens = tokens_of_resolution(resolution)
-            models = {arch: _build(arch, size, resolution, 1, torch_device, torch_dtype) for arch in archs}
+            models = {arch: _build(arch, size, resolution, 1, torch_device, torch_dtype, linear_attention_backend)
+                      for arch in archs}  # fmt: skip
             runners = {arch: make_runner(arch, models[arch], resolution, batch, "block", torch_device, torch_dtype)
                        for arch in archs}  # fmt: skip
             if compile:
@@ -520,7 +530,8 @@ def results_markdown(results: dict[str, Any], command: str | None = None) -> str
     meta, rows = results["meta"], results["rows"]
     lines = [
         f"Device: {meta['device_name']} ({meta['device']}, {meta['threads']} threads), dtype {meta['dtype']}, "
-        f"batch {meta['batch']}, torch {meta['torch']}, diffusers {meta.get('diffusers', '?')}.",
+        f"batch {meta['batch']}, torch {meta['torch']}, diffusers {meta.get('diffusers', '?')}, LiT's linear "
+        f"attention by its {meta.get('linear_attention_backend', 'torch')!r} backend.",
         f"Matmul rate (median of {len(meta['matmul_rates_flops'])} measurements of a "
         f"{'x'.join(map(str, meta['matmul_shape']))} product in this run): "
         f"{meta['matmul_rate_flops'] / 1e9:.1f} GFLOP/s; latency: median of {meta['repeats']} after "
@@ -621,6 +632,8 @@ def add_bench_arguments(parser) -> None:
     parser.add_argument("--no-whole-model", action="store_true", help="blocks only")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     parser.add_argument("--compile", action="store_true", help="torch.compile each block / model first")
+    parser.add_argument("--linear-attention-backend", default="torch", choices=BACKENDS,
+                        help="LiT's self-attention: PyTorch operations or fused Triton kernels (CUDA)")  # fmt: skip
     help_ = "blocks only, timed in rounds over the archs and the matmul rate (for shared machines)"
     parser.add_argument("--interleave", action="store_true", help=help_)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads")
@@ -634,7 +647,8 @@ def bench_main(args) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     common = dict(sizes=args.sizes, archs=args.archs, resolutions=args.resolutions, batch=args.batch,
                   device=args.device, dtype=args.dtype, repeats=args.repeats, warmup=args.warmup,
-                  memory=not args.no_memory, compile=args.compile)  # fmt: skip
+                  memory=not args.no_memory, compile=args.compile,
+                  linear_attention_backend=args.linear_attention_backend)  # fmt: skip
     if args.interleave:
         results = run_interleaved(**common)
     else:
@@ -656,10 +670,11 @@ def build_class_pipeline(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     vae_channels: Sequence[int] = SD_VAE_CHANNELS,
+    linear_attention_backend: str = "torch",
 ):
     """A randomly initialised class-conditional latent pipeline (LiTPipeline) with the `arch` ("lit" or "dit")
-    transformer of `build_model`, a VAE of Stable Diffusion's layout and DDIM: what sampling costs, not what it
-    draws."""
+    transformer of `build_model` (LiT's linear attention by `linear_attention_backend`), a VAE of Stable Diffusion's
+    layout and DDIM: what sampling costs, not what it draws."""
     from diffusers import AutoencoderKL, DDIMScheduler
 
     from .pipelines import LiTPipeline
@@ -667,7 +682,7 @@ def build_class_pipeline(
     if arch not in ("lit", "dit"):
         raise ValueError(f"Pipelines are timed for 'lit' and 'dit' (class-conditional), got {arch!r}.")
     device = torch.device(device)
-    transformer = _build(arch, size, resolution, None, device, dtype)
+    transformer = _build(arch, size, resolution, None, device, dtype, linear_attention_backend)
     blocks = len(vae_channels)
     with _quiet_diffusers(), device:
         vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=IN_CHANNELS, layers_per_block=2,
@@ -705,7 +720,8 @@ def pipeline_results_markdown(results: dict[str, Any]) -> str:
     seconds per image of LiT and DiT, and DiT / LiT."""
     by_key = {(r["size"], r["resolution"], r["mode"], r["arch"]): r for r in results["rows"]}
     lines = [f"`{results['command']}` ({results['machine'].get('device_name', '?')}, {results['dtype']}, "
-             f"{results['steps']} DDIM steps, guidance {results['guidance_scale']}, batch 1)", "",
+             f"{results['steps']} DDIM steps, guidance {results['guidance_scale']}, batch 1, LiT's linear attention "
+             f"by its {results.get('linear_attention_backend', 'torch')!r} backend)", "",
              "| size | px | mode | LiT s / image | DiT s / image | DiT / LiT | LiT s / step | DiT s / step | VAE s |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for size, resolution, mode in dict.fromkeys(key[:3] for key in by_key):

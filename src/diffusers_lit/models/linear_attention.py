@@ -9,11 +9,16 @@ Keys and values are contracted first, so the cost is O(N d^2) per head and no N 
 Means instead of sums keep S and z in range; both, and the division, are computed in float32 whatever the
 input dtype. The DWC is one depth-wise `Conv2d` over a head's channels, shared by all heads (heads are
 folded into the batch), applied to V laid out on the 2-D token grid.
+
+Two backends compute the same function: "torch" (the default: any device, trainable) and "triton" (two fused
+kernels for CUDA inference, `linear_attention_triton.py`), chosen per module with `set_backend`.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+BACKENDS = ("torch", "triton")
 
 
 class LiTLinearAttention(nn.Module):
@@ -61,7 +66,25 @@ class LiTLinearAttention(nn.Module):
                 self.head_dim, self.head_dim, kernel_size, padding=kernel_size // 2, groups=self.head_dim
             )
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=out_bias), nn.Dropout(dropout)])
+        self.backend = "torch"
         self.reset_parameters()
+
+    def set_backend(self, backend: str) -> None:
+        """
+        "torch": PyTorch operations, any device, trainable. "triton": two fused Triton kernels, for inference on
+        CUDA (float32, float16, bfloat16); needs the `triton` package (shipped with CUDA builds of PyTorch).
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown linear-attention backend {backend!r}; choose one of {BACKENDS}.")
+        if backend == "triton":
+            try:
+                import triton  # noqa: F401
+            except ImportError as error:
+                raise ImportError(
+                    "The 'triton' linear-attention backend needs the `triton` package: `pip install triton` (CUDA "
+                    "builds of PyTorch ship it), or keep the 'torch' backend."
+                ) from error
+        self.backend = backend
 
     def reset_parameters(self) -> None:
         """Fresh weights as LiT starts them: Xavier-uniform projections, zero biases, PyTorch's default DWC."""
@@ -80,6 +103,11 @@ class LiTLinearAttention(nn.Module):
         q = self.to_q(hidden_states)  # (B, N, D), heads side by side: (B, N, h, d)
         k = self.to_k(hidden_states)
         v = self.to_v(hidden_states)
+        if self.backend == "triton":
+            from .linear_attention_triton import fused_linear_attention
+
+            out = fused_linear_attention(q, k, v, self.heads, height, width, self.eps, self.dwc)  # (B, N, D)
+            return self.to_out[1](self.to_out[0](out))
 
         # The DWC of all heads at once: (B, N, D) read as a channels-last (B, D, H, W) grid costs no copy, and the
         # head-shared kernel repeated over the heads makes one depth-wise conv over D channels.

@@ -256,6 +256,15 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin):
             self.scale_shift_table = nn.Parameter(torch.randn(2, inner_dim) / inner_dim**0.5)
             self.proj_out = nn.Linear(inner_dim, patch_size * patch_size * self.out_channels)
 
+    def set_linear_attention_backend(self, backend: str) -> None:
+        """
+        Compute every block's linear self-attention with `backend`: "torch" (the default: any device, trainable)
+        or "triton" (two fused kernels, CUDA inference only). Not saved with the model.
+        """
+        for module in self.modules():
+            if isinstance(module, LiTLinearAttention):
+                module.set_backend(backend)
+
     def forward(
         self,
         hidden_states: torch.Tensor,

@@ -1,0 +1,148 @@
+"""LiT's self-attention in two fused Triton kernels (inference): the `"triton"` linear-attention backend.
+
+The same function as `linear_attention._linear_attention_tokens` plus the DWC, per head of the (B, N, h * d)
+token-major q, k, v:
+
+    S = mean_j phi(k_j) v_j^T (d x d),  z = mean_j phi(k_j),  out_i = phi(q_i)^T S / (phi(q_i)^T z + eps) + DWC(v)_i
+
+1. `_state_kernel`, one program per (batch x head, row tile, column tile) of S: one pass over the tokens, ReLU,
+   float32 accumulation of S and z.
+2. `_output_kernel`, one program per (batch x head, token tile, column tile) of the output: phi(q) times S, the
+   normaliser, the DWC of v's tile with its halo, one write in the input dtype.
+
+Two launches and two passes over the tokens replace the torch backend's dozen kernels and float32 copies of q, k
+and v. Tiles are read in the input dtype and computed in float32: products in TF32 for 16-bit inputs (which TF32
+holds exactly, so that only S is rounded, in phi(q) S), in IEEE float32 for float32 inputs. With
+`TRITON_INTERPRET=1` the kernels run on CPU tensors, which is how the tests check them without a GPU.
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_TOKENS = 64  # tokens per tile
+BLOCK_DIM = 32  # head channels per tile (tl.dot needs at least 16)
+
+
+@triton.jit
+def _state_kernel(
+    k_ptr, v_ptr, state_ptr, norm_ptr, tokens, dim, head_dim, inv_tokens,
+    PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """S[bh, rows, cols] = mean_n phi(k)[n, rows]^T v[n, cols]; z[bh, rows] = mean_n phi(k)[n, rows]."""
+    bh, row_tile, col_tile = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    heads = dim // head_dim
+    base = (bh // heads).to(tl.int64) * tokens * dim + (bh % heads) * head_dim  # (b, 0, h * d)
+    rows = row_tile * BLOCK_D + tl.arange(0, BLOCK_D)
+    cols = col_tile * BLOCK_D + tl.arange(0, BLOCK_D)
+    state = tl.zeros((BLOCK_D, BLOCK_D), dtype=tl.float32)
+    norm = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    for start in range(0, tokens, BLOCK_N):
+        n = start + tl.arange(0, BLOCK_N)
+        offsets = base + n[:, None].to(tl.int64) * dim  # (BLOCK_N, 1)
+        k = tl.load(k_ptr + offsets + rows[None, :], mask=(n[:, None] < tokens) & (rows[None, :] < head_dim), other=0)
+        v = tl.load(v_ptr + offsets + cols[None, :], mask=(n[:, None] < tokens) & (cols[None, :] < head_dim), other=0)
+        k = tl.maximum(k.to(tl.float32), 0)  # (BLOCK_N, BLOCK_D)
+        state = tl.dot(tl.trans(k), v.to(tl.float32), state, input_precision=PRECISION)  # (BLOCK_D, BLOCK_D)
+        norm += tl.sum(k, axis=0)
+    square = head_dim * head_dim
+    ok = (rows[:, None] < head_dim) & (cols[None, :] < head_dim)
+    tl.store(state_ptr + bh * square + rows[:, None] * head_dim + cols[None, :], state * inv_tokens, mask=ok)
+    if col_tile == 0:
+        tl.store(norm_ptr + bh * head_dim + rows, norm * inv_tokens, mask=rows < head_dim)
+
+
+@triton.jit
+def _output_kernel(
+    q_ptr, v_ptr, state_ptr, norm_ptr, weight_ptr, bias_ptr, out_ptr, tokens, dim, head_dim, height, width, eps,
+    KERNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """out[n, cols] = phi(q)[n] S[:, cols] / (phi(q)[n] z + eps) + DWC(v)[n, cols] for one tile of tokens n."""
+    bh, token_tile, col_tile = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    heads = dim // head_dim
+    base = (bh // heads).to(tl.int64) * tokens * dim + (bh % heads) * head_dim
+    n = token_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = col_tile * BLOCK_D + tl.arange(0, BLOCK_D)
+    col_ok = cols < head_dim
+    offsets = base + n[:, None].to(tl.int64) * dim  # (BLOCK_N, 1)
+
+    numerator = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)  # phi(q) S
+    denominator = tl.zeros((BLOCK_N,), dtype=tl.float32)  # phi(q) z
+    for start in range(0, head_dim, BLOCK_D):
+        rows = start + tl.arange(0, BLOCK_D)
+        q_mask = (n[:, None] < tokens) & (rows[None, :] < head_dim)
+        q = tl.maximum(tl.load(q_ptr + offsets + rows[None, :], mask=q_mask, other=0).to(tl.float32), 0)
+        s_offsets = bh * head_dim * head_dim + rows[:, None] * head_dim + cols[None, :]
+        s = tl.load(state_ptr + s_offsets, mask=(rows[:, None] < head_dim) & col_ok[None, :], other=0)
+        z = tl.load(norm_ptr + bh * head_dim + rows, mask=rows < head_dim, other=0)
+        numerator = tl.dot(q, s, numerator, input_precision=PRECISION)
+        denominator += tl.sum(q * z[None, :], axis=1)
+    out = numerator / (denominator[:, None] + eps)
+
+    if KERNEL > 0:  # the DWC: v's tile and its halo on the height x width grid, zero padding
+        y, x = n // width, n % width
+        for dy in tl.static_range(KERNEL):
+            for dx in tl.static_range(KERNEL):
+                yy, xx = y + (dy - KERNEL // 2), x + (dx - KERNEL // 2)
+                inside = (n < tokens) & (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
+                neighbour = base + (yy * width + xx)[:, None].to(tl.int64) * dim + cols[None, :]
+                v = tl.load(v_ptr + neighbour, mask=inside[:, None] & col_ok[None, :], other=0)
+                w = tl.load(weight_ptr + cols * (KERNEL * KERNEL) + dy * KERNEL + dx, mask=col_ok, other=0)
+                out += v.to(tl.float32) * w[None, :]
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + cols, mask=col_ok, other=0)[None, :]
+    ok = (n[:, None] < tokens) & col_ok[None, :]
+    tl.store(out_ptr + offsets + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def fused_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    height: int,
+    width: int,
+    eps: float,
+    dwc: torch.nn.Conv2d | None = None,
+) -> torch.Tensor:
+    """
+    (B, N, h * d) q, k, v, heads side by side, of a `height x width` token grid -> (B, N, h * d) in their dtype:
+    ReLU linear attention plus `dwc` (a depth-wise `Conv2d` over one head's d channels, shared by the heads).
+    """
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if q.device.type != "cuda" and not interpreted:
+        raise ValueError(
+            f"The triton linear-attention backend runs on CUDA tensors; got {q.device.type} tensors. Move the "
+            f"model to a GPU or call `set_linear_attention_backend('torch')` (TRITON_INTERPRET=1 runs it on a CPU)."
+        )
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"The triton backend computes in float32, float16 or bfloat16, not {q.dtype}: use 'torch'.")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        raise RuntimeError(
+            "The triton linear-attention kernels are forward-only (inference): run under `torch.no_grad()`, or "
+            "call `set_linear_attention_backend('torch')` to train."
+        )
+    batch, tokens, dim = q.shape
+    head_dim = dim // heads
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    tiles = triton.cdiv(head_dim, BLOCK_DIM)
+    state = q.new_empty(batch * heads, head_dim, head_dim, dtype=torch.float32)  # (B * h, d, d)
+    norm = q.new_empty(batch * heads, head_dim, dtype=torch.float32)  # (B * h, d)
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"  # TF32 holds 16-bit values exactly
+    blocks = dict(PRECISION=precision, BLOCK_N=BLOCK_TOKENS, BLOCK_D=BLOCK_DIM)
+    _state_kernel[(batch * heads, tiles, tiles)](k, v, state, norm, tokens, dim, head_dim, 1.0 / tokens, **blocks)
+
+    kernel = 0 if dwc is None else dwc.kernel_size[0]
+    weight = state if dwc is None else dwc.weight.detach().reshape(head_dim, kernel * kernel).float().contiguous()
+    has_bias = dwc is not None and dwc.bias is not None
+    bias = dwc.bias.detach().float().contiguous() if has_bias else state  # `state`: a placeholder pointer
+    out = torch.empty_like(v)  # (B, N, h * d)
+    grid = (batch * heads, triton.cdiv(tokens, BLOCK_TOKENS), tiles)
+    _output_kernel[grid](
+        q, v, state, norm, weight, bias, out, tokens, dim, head_dim, height, width, eps,
+        KERNEL=kernel, HAS_BIAS=has_bias, **blocks,
+    )  # fmt: skip
+    return out
