@@ -1,4 +1,8 @@
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +201,20 @@ def test_triton_backend_refuses_what_it_cannot_run(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with torch.no_grad(), pytest.raises(ValueError, match="runs on CUDA tensors; got cpu tensors"):
         attn.cpu()(x.cpu().double(), 4, 4)
+
+
+def test_triton_kernels_compile_for_nvidia_gpus():
+    """Both kernels go through Triton's whole NVIDIA toolchain (ptxas included) without a GPU, in a process of its
+    own (this one interprets them); 16-bit inputs spill no registers to local memory."""
+    pytest.importorskip("triton")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("triton_compile_check.py")
+    run = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    usage = json.loads(run.stdout)
+    assert sorted(usage) == ["output bf16 sm_90", "output fp16 sm_80", "output fp32 sm_90", "state bf16 sm_90",
+                             "state fp16 sm_80", "state fp32 sm_90"]  # fmt: skip
+    for name, resources in usage.items():
+        if resources is not None and "fp32" not in name:  # None: Triton without cuobjdump
+            assert resources["STACK"] == 0 and resources["LOCAL"] == 0, (name, resources)
+            assert resources["REG"] <= 255

@@ -84,8 +84,8 @@ def _output_kernel(
 
     if KERNEL > 0:  # the DWC: v's tile and its halo on the height x width grid, zero padding
         y, x = n // width, n % width
-        for dy in tl.static_range(KERNEL):
-            for dx in tl.static_range(KERNEL):
+        for dy in range(KERNEL):
+            for dx in range(KERNEL):
                 yy, xx = y + (dy - KERNEL // 2), x + (dx - KERNEL // 2)
                 inside = (n < tokens) & (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
                 neighbour = base + (yy * width + xx)[:, None].to(tl.int64) * dim + cols[None, :]
