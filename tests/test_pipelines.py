@@ -236,8 +236,13 @@ def test_push_to_hub_uploads_the_folder_with_its_card(tmp_path, monkeypatch):
         diffusers_lit.hub, "create_repo", lambda repo_id, **kwargs: RepoUrl(f"https://huggingface.co/{repo_id}")
     )
     pipe = class_pipeline()
+    rendered = []
+    render = LiTPipeline.model_card
+    monkeypatch.setattr(
+        LiTPipeline, "model_card", lambda self, repo_id: rendered.append(repo_id) or render(self, repo_id)
+    )
     pipe.push_to_hub("someone/lit-tiny")
-    assert uploaded["repo_id"] == "someone/lit-tiny"
+    assert uploaded["repo_id"] == "someone/lit-tiny" and rendered == ["someone/lit-tiny"]  # one card, the repo's
     folder = tmp_path / "uploaded"
     assert (folder / "model_index.json").is_file() and (folder / "transformer" / "config.json").is_file()
     card = (folder / "README.md").read_text()

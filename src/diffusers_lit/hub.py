@@ -201,15 +201,16 @@ class LiTHubMixin:
         return None
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
-        """diffusers' `save_pretrained`, plus a README.md model card; `push_to_hub=True` then uploads."""
+        """diffusers' `save_pretrained`, plus a README.md model card (for `repo_id`, else the folder);
+        `push_to_hub=True` then uploads."""
         hub_kwargs = {
             key: kwargs.pop(key) for key in ("commit_message", "private", "token", "create_pr") if key in kwargs
         }
-        repo_id = kwargs.pop("repo_id", None) or Path(save_directory).name
+        repo_id = kwargs.pop("repo_id", None)
         super().save_pretrained(save_directory, **kwargs)
-        write_atomically(Path(save_directory) / "README.md", str(self.model_card(str(save_directory))))
+        write_atomically(Path(save_directory) / "README.md", str(self.model_card(repo_id or str(save_directory))))
         if push_to_hub:
-            self.push_to_hub(repo_id, **hub_kwargs, **kwargs)
+            self.push_to_hub(repo_id or Path(save_directory).name, **hub_kwargs, **kwargs)
 
     def push_to_hub(
         self,
@@ -224,8 +225,7 @@ class LiTHubMixin:
         """Save the pipeline with its model card into a temporary folder and upload it to `repo_id`."""
         repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as tmpdir:
-            self.save_pretrained(tmpdir, safe_serialization=safe_serialization, variant=variant)
-            write_atomically(Path(tmpdir) / "README.md", str(self.model_card(repo_id)))
+            self.save_pretrained(tmpdir, safe_serialization=safe_serialization, variant=variant, repo_id=repo_id)
             return self._upload_folder(
                 tmpdir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr
             )
