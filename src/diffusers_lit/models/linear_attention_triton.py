@@ -16,6 +16,7 @@ holds exactly, so that only S is rounded, in phi(q) S), in IEEE float32 for floa
 `TRITON_INTERPRET=1` the kernels run on CPU tensors, which is how the tests check them without a GPU.
 """
 
+import contextlib
 import os
 
 import torch
@@ -133,16 +134,17 @@ def fused_linear_attention(
     norm = q.new_empty(batch * heads, head_dim, dtype=torch.float32)  # (B * h, d)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"  # TF32 holds 16-bit values exactly
     blocks = dict(PRECISION=precision, BLOCK_N=BLOCK_TOKENS, BLOCK_D=BLOCK_DIM)
-    _state_kernel[(batch * heads, tiles, tiles)](k, v, state, norm, tokens, dim, head_dim, 1.0 / tokens, **blocks)
-
     kernel = 0 if dwc is None else dwc.kernel_size[0]
     weight = state if dwc is None else dwc.weight.detach().reshape(head_dim, kernel * kernel).float().contiguous()
     has_bias = dwc is not None and dwc.bias is not None
     bias = dwc.bias.detach().float().contiguous() if has_bias else state  # `state`: a placeholder pointer
     out = torch.empty_like(v)  # (B, N, h * d)
     grid = (batch * heads, triton.cdiv(tokens, BLOCK_TOKENS), tiles)
-    _output_kernel[grid](
-        q, v, state, norm, weight, bias, out, tokens, dim, head_dim, height, width, eps,
-        KERNEL=kernel, HAS_BIAS=has_bias, **blocks,
-    )  # fmt: skip
+    # Triton launches on the current CUDA device: make it the tensors' (a model on cuda:1, say).
+    with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
+        _state_kernel[(batch * heads, tiles, tiles)](k, v, state, norm, tokens, dim, head_dim, 1.0 / tokens, **blocks)
+        _output_kernel[grid](
+            q, v, state, norm, weight, bias, out, tokens, dim, head_dim, height, width, eps,
+            KERNEL=kernel, HAS_BIAS=has_bias, **blocks,
+        )  # fmt: skip
     return out
