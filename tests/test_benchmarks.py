@@ -15,6 +15,7 @@ from diffusers_lit.benchmarking import (
     make_runner,
     model_flops,
     peak_memory,
+    run_benchmark,
     time_fn,
     tokens_of_resolution,
 )
@@ -112,7 +113,7 @@ def test_bench_cli_interleaved(tmp_path):
         assert r["floor_s"] == pytest.approx(r["flops"] / r["matmul_rate_flops"])
 
 
-def test_bench_cli_with_the_triton_backend(tmp_path):
+def test_bench_cli_with_the_triton_backend(tmp_path, monkeypatch):
     pytest.importorskip("triton")  # interpreted on a CPU (tests/conftest.py)
     main(["bench", "--sizes", "tiny", "--archs", "lit", "lit-attn", "--resolutions", "64", "--repeats", "1",
           "--warmup", "0", "--linear-attention-backend", "triton", "--output-dir", str(tmp_path),
@@ -125,6 +126,14 @@ def test_bench_cli_with_the_triton_backend(tmp_path):
         ("lit-attn", "block"),
     ]
     assert "LiT's linear attention by its 'triton' backend" in (tmp_path / "results.md").read_text()
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="runs on CUDA tensors; got cpu"):
+        main(
+            ["bench", "--device", "cpu", "--linear-attention-backend", "triton", "--output-dir", str(tmp_path / "no")]
+        )
+    with pytest.raises(ValueError, match="Unknown linear-attention backend 'flash'"):
+        run_benchmark(linear_attention_backend="flash")
+    assert not (tmp_path / "no").exists()
 
 
 def test_pipeline_throughput_of_lit_and_dit():

@@ -99,6 +99,15 @@ def _output_kernel(
     tl.store(out_ptr + offsets + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+def check_device(device: torch.device) -> None:
+    """Refuse a device the kernels cannot run on: anything but CUDA, unless Triton interprets them."""
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            f"The triton linear-attention backend runs on CUDA tensors; got {device.type} tensors. Move the "
+            f"model to a GPU or call `set_linear_attention_backend('torch')` (TRITON_INTERPRET=1 runs it on a CPU)."
+        )
+
+
 def fused_linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -113,12 +122,7 @@ def fused_linear_attention(
     (B, N, h * d) q, k, v, heads side by side, of a `height x width` token grid -> (B, N, h * d) in their dtype:
     ReLU linear attention plus `dwc` (a depth-wise `Conv2d` over one head's d channels, shared by the heads).
     """
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-    if q.device.type != "cuda" and not interpreted:
-        raise ValueError(
-            f"The triton linear-attention backend runs on CUDA tensors; got {q.device.type} tensors. Move the "
-            f"model to a GPU or call `set_linear_attention_backend('torch')` (TRITON_INTERPRET=1 runs it on a CPU)."
-        )
+    check_device(q.device)
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"The triton backend computes in float32, float16 or bfloat16, not {q.dtype}: use 'torch'.")
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
