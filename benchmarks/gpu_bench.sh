@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LiT vs DiT / PixArt / Sana on one CUDA GPU (H100 / H200), bf16 and fp16, and LiT's fused Triton kernels, in
-# about 8 minutes (each step has a time limit; the script goes on past a failed step).
+# at most 12 minutes (the sum of the steps' time limits; the script goes on past a failed step).
 #
 #   OUT=/path/to/results bash benchmarks/gpu_bench.sh        (from the repository root)
 #
@@ -10,7 +10,7 @@
 #   triton/           LiT-XL blocks and self-attention on the fused kernels (bf16), to compare with bf16/
 #   bf16/, fp16/      every arch's XL blocks and whole models (measured up to 4,096 tokens), LiT / DiT in fp16
 #   pipeline/         LiT (both backends) vs DiT class-conditional pipelines, 10 DDIM steps, bf16
-#   compile/          torch.compile of the blocks, bf16
+#   compile/          torch.compile of the blocks, bf16 (triton-compile/: LiT's, on the fused kernels)
 #   attention/        LiT's self-attention before / after the CPU rewrite (needs git), bf16
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
@@ -67,6 +67,9 @@ run pipeline-triton 60 benchmarks/pipeline_throughput.py --sizes XL --archs lit 
     --dtype bf16 --repeats 3 --linear-attention-backend triton --output-dir "$OUT/pipeline/triton"
 run pipeline-torch 60 benchmarks/pipeline_throughput.py --sizes XL --resolutions 512 1024 --steps 10 \
     --dtype bf16 --repeats 3 --output-dir "$OUT/pipeline/torch"
+run triton-compile 80 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --archs lit lit-attn \
+    --resolutions 1024 2048 --repeats 20 --warmup 3 --no-whole-model --compile --linear-attention-backend triton \
+    --output-dir "$OUT/triton-compile"
 run compile 100 benchmarks/bench.py --device cuda --dtype bf16 --sizes XL --archs lit dit lit-attn \
     --resolutions 1024 2048 --repeats 20 --warmup 3 --no-whole-model --compile --output-dir "$OUT/compile"
 run attention 40 benchmarks/compare_attention.py --device cuda --dtype bf16 --tokens 4096 16384 --repeats 20 \

@@ -192,6 +192,19 @@ def test_triton_linear_attention_backend_matches_torch(make_model, make_inputs):
         model.set_linear_attention_backend("sdpa")
 
 
+def test_triton_backend_compiles_as_one_graph():
+    """The fused kernels are one registered operator: torch.compile(fullgraph=True) takes the model whole."""
+    pytest.importorskip("triton")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = class_model().to(device).eval()
+    inputs = {name: value.to(device) for name, value in class_inputs().items()}
+    with torch.no_grad():
+        expected = model(**inputs).sample
+        model.set_linear_attention_backend("triton")
+        out = torch.compile(model, fullgraph=True)(**inputs).sample
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_torch_compile_matches_eager():
     model = class_model().eval()
     inputs = class_inputs()

@@ -11,12 +11,14 @@ token-major q, k, v:
    normaliser, the DWC of v's tile with its halo, one write in the input dtype.
 
 Two launches and two passes over the tokens replace the torch backend's dozen kernels and float32 copies of q, k
-and v. Tiles are read in the input dtype and computed in float32: products in TF32 for 16-bit inputs (which TF32
-holds exactly, so that only S is rounded, in phi(q) S), in IEEE float32 for float32 inputs. With
-`TRITON_INTERPRET=1` the kernels run on CPU tensors, which is how the tests check them without a GPU.
+and v; both launches are one registered operator, `diffusers_lit::fused_linear_attention`, which torch.compile
+keeps whole in a full graph. Tiles are read in the input dtype and computed in float32: products in TF32 for
+16-bit inputs (which TF32 holds exactly, so that only S is rounded, in phi(q) S), in IEEE float32 for float32
+inputs. With `TRITON_INTERPRET=1` the kernels run on CPU tensors, which is how the tests check them without a GPU.
 """
 
 import contextlib
+import math
 import os
 
 import torch
@@ -130,6 +132,26 @@ def fused_linear_attention(
             "The triton linear-attention kernels are forward-only (inference): run under `torch.no_grad()`, or "
             "call `set_linear_attention_backend('torch')` to train."
         )
+    weight = bias = None
+    if dwc is not None:
+        weight = dwc.weight.detach().flatten(1).float()  # (d, k * k)
+        bias = None if dwc.bias is None else dwc.bias.detach().float()  # (d,)
+    return _linear_attention_op(q, k, v, weight, bias, heads, height, width, eps)
+
+
+@torch.library.custom_op("diffusers_lit::fused_linear_attention", mutates_args=())
+def _linear_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    heads: int,
+    height: int,
+    width: int,
+    eps: float,
+) -> torch.Tensor:
+    """The two launches, as one operator that torch.compile keeps whole. `weight`: (d, k * k) float32 or None."""
     batch, tokens, dim = q.shape
     head_dim = dim // heads
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -138,17 +160,20 @@ def fused_linear_attention(
     norm = q.new_empty(batch * heads, head_dim, dtype=torch.float32)  # (B * h, d)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"  # TF32 holds 16-bit values exactly
     blocks = dict(PRECISION=precision, BLOCK_N=BLOCK_TOKENS, BLOCK_D=BLOCK_DIM)
-    kernel = 0 if dwc is None else dwc.kernel_size[0]
-    weight = state if dwc is None else dwc.weight.detach().reshape(head_dim, kernel * kernel).float().contiguous()
-    has_bias = dwc is not None and dwc.bias is not None
-    bias = dwc.bias.detach().float().contiguous() if has_bias else state  # `state`: a placeholder pointer
+    kernel = 0 if weight is None else math.isqrt(weight.shape[1])
     out = torch.empty_like(v)  # (B, N, h * d)
     grid = (batch * heads, triton.cdiv(tokens, BLOCK_TOKENS), tiles)
     # Triton launches on the current CUDA device: make it the tensors' (a model on cuda:1, say).
     with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
         _state_kernel[(batch * heads, tiles, tiles)](k, v, state, norm, tokens, dim, head_dim, 1.0 / tokens, **blocks)
         _output_kernel[grid](
-            q, v, state, norm, weight, bias, out, tokens, dim, head_dim, height, width, eps,
-            KERNEL=kernel, HAS_BIAS=has_bias, **blocks,
+            q, v, state, norm, state if weight is None else weight.contiguous(),
+            state if bias is None else bias.contiguous(),  # `state`: a placeholder pointer
+            out, tokens, dim, head_dim, height, width, eps, KERNEL=kernel, HAS_BIAS=bias is not None, **blocks,
         )  # fmt: skip
     return out
+
+
+@_linear_attention_op.register_fake
+def _(q, k, v, weight, bias, heads, height, width, eps):
+    return torch.empty_like(v)
