@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusers_lit.models.linear_attention import LiTLinearAttention, linear_attention
+from diffusers_lit.models.linear_attention import LiTLinearAttention, _linear_attention_tokens, linear_attention
 
 
 def reference_attention(q, k, v, eps=1e-6):
@@ -207,7 +207,7 @@ def test_triton_backend_refuses_what_it_cannot_run(monkeypatch):
 
 def test_triton_kernels_compile_for_nvidia_gpus():
     """Both kernels go through Triton's whole NVIDIA toolchain (ptxas included) without a GPU, in a process of its
-    own (this one interprets them); 16-bit inputs spill no registers to local memory."""
+    own (this one interprets them); the bf16 output kernel spills no registers on sm_90."""
     pytest.importorskip("triton")
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("triton_compile_check.py")
@@ -216,7 +216,48 @@ def test_triton_kernels_compile_for_nvidia_gpus():
     usage = json.loads(run.stdout)
     assert sorted(usage) == ["output bf16 sm_90", "output fp16 sm_80", "output fp32 sm_90", "state bf16 sm_90",
                              "state fp16 sm_80", "state fp32 sm_90"]  # fmt: skip
-    for name, resources in usage.items():
-        if resources is not None and "fp32" not in name:  # None: Triton without cuobjdump
-            assert resources["STACK"] == 0 and resources["LOCAL"] == 0, (name, resources)
-            assert resources["REG"] <= 255
+    bf16 = usage["output bf16 sm_90"]  # None: a Triton without cuobjdump
+    if bf16 is not None:  # 227 registers with Triton 3.9 (255 and 216 B spilled with the DWC unrolled)
+        assert bf16["STACK"] == 0 and bf16["LOCAL"] == 0 and bf16["REG"] <= 240, bf16
+
+
+def test_triton_operator_passes_opcheck_and_refuses_bad_calls():
+    """The registered operator's fake (torch.compile's view of it) agrees with the real one, strides included."""
+    pytest.importorskip("triton")
+    from diffusers_lit.models.linear_attention_triton import _linear_attention_op, fused_linear_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 12, 64, generator=gen).to(DEVICE) for _ in range(2))
+    v = torch.randn(2, 64, 12, generator=gen).to(DEVICE).transpose(1, 2)  # not contiguous
+    weight, bias = torch.randn(32, 9, device=DEVICE), torch.randn(32, device=DEVICE)
+    torch.library.opcheck(_linear_attention_op, (q, k, v, weight, bias, 2, 3, 4, 1e-6))
+    torch.library.opcheck(_linear_attention_op, (q, k, v.contiguous(), None, None, 2, 3, 4, 1e-6))
+    with pytest.raises(ValueError, match="one shape, dtype and device"):
+        fused_linear_attention(q, k[:, :6], v, 2, 3, 4, 1e-6)
+    with pytest.raises(ValueError, match="one shape, dtype and device"):
+        fused_linear_attention(q, k, v, 3, 3, 4, 1e-6)  # 64 is not divisible by 3
+    with pytest.raises(ValueError, match="12 tokens for a 3x3 grid"):
+        fused_linear_attention(q, k, v, 2, 3, 3, 1e-6)
+    with pytest.raises(ValueError, match="The DWC has 16 channels; it needs one per head channel \\(32\\)"):
+        fused_linear_attention(q, k, v, 2, 3, 4, 1e-6, torch.nn.Conv2d(16, 16, 3, groups=16).to(DEVICE))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_nan_inputs_give_nan_outputs(backend):
+    """A NaN is not hidden by ReLU: it poisons its head (through S) as in the float64 reference."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    torch.manual_seed(0)
+    attn = with_backend(LiTLinearAttention(dim=64, heads=2, kernel_size=3), backend, torch.float32)
+    x = torch.randn(1, 16, 64)
+    with torch.no_grad():
+        k = attn.to_k(x.to(attn.to_k.weight.device))
+        k[0, 5, 3] = float("nan")  # head 0
+        q, v = attn.to_q(x.to(k.device)), attn.to_v(x.to(k.device))
+        if backend == "triton":
+            from diffusers_lit.models.linear_attention_triton import fused_linear_attention
+
+            out = fused_linear_attention(q, k, v, 2, 4, 4, attn.eps, attn.dwc).cpu()
+        else:
+            out = _linear_attention_tokens(q, k, v, 2, attn.eps)
+    assert torch.isnan(out[..., :32]).all() and not torch.isnan(out[..., 32:]).any()

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -29,9 +30,10 @@ def resources(cubin: bytes) -> dict[str, int] | None:
 
 def main() -> None:
     results = {}
+    torch_dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     for dtype, capability in (("bf16", 90), ("fp16", 80), ("fp32", 90)):
-        blocks = {"PRECISION": "ieee" if dtype == "fp32" else "tf32", "BLOCK_N": kernels.BLOCK_TOKENS,
-                  "BLOCK_D": kernels.BLOCK_DIM}  # fmt: skip
+        exact, split = kernels.dot_precisions(torch_dtypes[dtype])
+        blocks = {"BLOCK_N": kernels.BLOCK_TOKENS, "BLOCK_D": kernels.BLOCK_DIM}
         tensor, fp32 = f"*{dtype}", "*fp32"
         state = dict(k_ptr=tensor, v_ptr=tensor, state_ptr=fp32, norm_ptr=fp32, tokens="i32", dim="i32",
                      head_dim="i32", inv_tokens="fp32")  # fmt: skip
@@ -39,8 +41,8 @@ def main() -> None:
                       out_ptr=tensor, tokens="i32", dim="i32", head_dim="i32", height="i32", width="i32",
                       eps="fp32")  # fmt: skip
         for name, fn, args, constants in (
-            ("state", kernels._state_kernel, state, blocks),
-            ("output", kernels._output_kernel, output, {"KERNEL": 5, "HAS_BIAS": True, **blocks}),
+            ("state", kernels._state_kernel, state, {"PRECISION": exact, **blocks}),
+            ("output", kernels._output_kernel, output, {"KERNEL": 5, "HAS_BIAS": True, "PRECISION": split, **blocks}),
         ):
             signature = {**args, **dict.fromkeys(constants, "constexpr")}
             source = ASTSource(fn=fn, signature=signature, constexprs=constants)

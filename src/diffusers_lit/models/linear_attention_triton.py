@@ -7,14 +7,13 @@ token-major q, k, v:
 
 1. `_state_kernel`, one program per (batch x head, row tile, column tile) of S: one pass over the tokens, ReLU,
    float32 accumulation of S and z.
-2. `_output_kernel`, one program per (batch x head, token tile, column tile) of the output: phi(q) times S, the
+2. `_output_kernel`, one program per (token tile, batch x head, column tile) of the output: phi(q) times S, the
    normaliser, the DWC of v's tile with its halo, one write in the input dtype.
 
 Two launches and two passes over the tokens replace the torch backend's dozen kernels and float32 copies of q, k
 and v; both launches are one registered operator, `diffusers_lit::fused_linear_attention`, which torch.compile
-keeps whole in a full graph. Tiles are read in the input dtype and computed in float32: products in TF32 for
-16-bit inputs (which TF32 holds exactly, so that only S is rounded, in phi(q) S), in IEEE float32 for float32
-inputs. With `TRITON_INTERPRET=1` the kernels run on CPU tensors, which is how the tests check them without a GPU.
+keeps whole in a full graph. Tiles are read in the input dtype and computed in float32 (`dot_precisions`).
+With `TRITON_INTERPRET=1` the kernels run on CPU tensors, which is how the tests check them without a GPU.
 """
 
 import contextlib
@@ -35,9 +34,9 @@ def _state_kernel(
     PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """S[bh, rows, cols] = mean_n phi(k)[n, rows]^T v[n, cols]; z[bh, rows] = mean_n phi(k)[n, rows]."""
-    bh, row_tile, col_tile = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    bh, row_tile, col_tile = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     heads = dim // head_dim
-    base = (bh // heads).to(tl.int64) * tokens * dim + (bh % heads) * head_dim  # (b, 0, h * d)
+    base = (bh // heads) * tokens * dim + (bh % heads) * head_dim  # (b, 0, h * d)
     rows = row_tile * BLOCK_D + tl.arange(0, BLOCK_D)
     cols = col_tile * BLOCK_D + tl.arange(0, BLOCK_D)
     state = tl.zeros((BLOCK_D, BLOCK_D), dtype=tl.float32)
@@ -47,7 +46,8 @@ def _state_kernel(
         offsets = base + n[:, None].to(tl.int64) * dim  # (BLOCK_N, 1)
         k = tl.load(k_ptr + offsets + rows[None, :], mask=(n[:, None] < tokens) & (rows[None, :] < head_dim), other=0)
         v = tl.load(v_ptr + offsets + cols[None, :], mask=(n[:, None] < tokens) & (cols[None, :] < head_dim), other=0)
-        k = tl.maximum(k.to(tl.float32), 0)  # (BLOCK_N, BLOCK_D)
+        k = k.to(tl.float32)
+        k = tl.where(k < 0, 0.0, k)  # ReLU that keeps NaN, as torch's (BLOCK_N, BLOCK_D)
         state = tl.dot(tl.trans(k), v.to(tl.float32), state, input_precision=PRECISION)  # (BLOCK_D, BLOCK_D)
         norm += tl.sum(k, axis=0)
     square = head_dim * head_dim
@@ -64,9 +64,9 @@ def _output_kernel(
     PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """out[n, cols] = phi(q)[n] S[:, cols] / (phi(q)[n] z + eps) + DWC(v)[n, cols] for one tile of tokens n."""
-    bh, token_tile, col_tile = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    token_tile, bh, col_tile = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     heads = dim // head_dim
-    base = (bh // heads).to(tl.int64) * tokens * dim + (bh % heads) * head_dim
+    base = (bh // heads) * tokens * dim + (bh % heads) * head_dim
     n = token_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = col_tile * BLOCK_D + tl.arange(0, BLOCK_D)
     col_ok = cols < head_dim
@@ -77,7 +77,8 @@ def _output_kernel(
     for start in range(0, head_dim, BLOCK_D):
         rows = start + tl.arange(0, BLOCK_D)
         q_mask = (n[:, None] < tokens) & (rows[None, :] < head_dim)
-        q = tl.maximum(tl.load(q_ptr + offsets + rows[None, :], mask=q_mask, other=0).to(tl.float32), 0)
+        q = tl.load(q_ptr + offsets + rows[None, :], mask=q_mask, other=0).to(tl.float32)
+        q = tl.where(q < 0, 0.0, q)  # (BLOCK_N, BLOCK_D)
         s_offsets = bh * head_dim * head_dim + rows[:, None] * head_dim + cols[None, :]
         s = tl.load(state_ptr + s_offsets, mask=(rows[:, None] < head_dim) & col_ok[None, :], other=0)
         z = tl.load(norm_ptr + bh * head_dim + rows, mask=rows < head_dim, other=0)
@@ -99,6 +100,13 @@ def _output_kernel(
             out += tl.load(bias_ptr + cols, mask=col_ok, other=0)[None, :]
     ok = (n[:, None] < tokens) & col_ok[None, :]
     tl.store(out_ptr + offsets + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def dot_precisions(dtype: torch.dtype) -> tuple[str, str]:
+    """`tl.dot`'s input precision in the state kernel and in the output kernel for inputs of `dtype`: for 16-bit
+    inputs TF32 holds their values exactly (phi(K)^T V), but S needs three TF32 products to keep float32's
+    precision (one truncates it); float32 inputs take IEEE float32."""
+    return ("ieee", "ieee") if dtype == torch.float32 else ("tf32", "tf32x3")
 
 
 def check_device(device: torch.device) -> None:
@@ -125,6 +133,20 @@ def fused_linear_attention(
     ReLU linear attention plus `dwc` (a depth-wise `Conv2d` over one head's d channels, shared by the heads).
     """
     check_device(q.device)
+    batch, tokens, dim = q.shape
+    same = k.shape == v.shape == q.shape and len({(t.dtype, t.device) for t in (q, k, v)}) == 1
+    if not same or dim % heads:
+        raise ValueError(
+            f"q, k and v must be (B, N, heads * d) tensors of one shape, dtype and device, `heads` dividing their "
+            f"width; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)} ({q.dtype}, {k.dtype}, {v.dtype}; "
+            f"{q.device}, {k.device}, {v.device}), heads={heads}."
+        )
+    if tokens != height * width:
+        raise ValueError(f"Got {tokens} tokens for a {height}x{width} grid; they must be equal in number.")
+    if dwc is not None and dwc.weight.shape[0] != dim // heads:
+        raise ValueError(
+            f"The DWC has {dwc.weight.shape[0]} channels; it needs one per head channel ({dim // heads})."
+        )
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"The triton backend computes in float32, float16 or bfloat16, not {q.dtype}: use 'torch'.")
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
@@ -158,22 +180,25 @@ def _linear_attention_op(
     tiles = triton.cdiv(head_dim, BLOCK_DIM)
     state = q.new_empty(batch * heads, head_dim, head_dim, dtype=torch.float32)  # (B * h, d, d)
     norm = q.new_empty(batch * heads, head_dim, dtype=torch.float32)  # (B * h, d)
-    precision = "ieee" if q.dtype == torch.float32 else "tf32"  # TF32 holds 16-bit values exactly
-    blocks = dict(PRECISION=precision, BLOCK_N=BLOCK_TOKENS, BLOCK_D=BLOCK_DIM)
+    exact, split = dot_precisions(q.dtype)
+    blocks = dict(BLOCK_N=BLOCK_TOKENS, BLOCK_D=BLOCK_DIM)
     kernel = 0 if weight is None else math.isqrt(weight.shape[1])
-    out = torch.empty_like(v)  # (B, N, h * d)
-    grid = (batch * heads, triton.cdiv(tokens, BLOCK_TOKENS), tiles)
+    out = v.new_empty(v.shape)  # (B, N, h * d), contiguous
+    grid = (triton.cdiv(tokens, BLOCK_TOKENS), batch * heads, tiles)  # the most tiles on the axis of 2^31
     # Triton launches on the current CUDA device: make it the tensors' (a model on cuda:1, say).
     with torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext():
-        _state_kernel[(batch * heads, tiles, tiles)](k, v, state, norm, tokens, dim, head_dim, 1.0 / tokens, **blocks)
+        _state_kernel[(batch * heads, tiles, tiles)](
+            k, v, state, norm, tokens, dim, head_dim, 1.0 / tokens, PRECISION=exact, **blocks
+        )
         _output_kernel[grid](
             q, v, state, norm, state if weight is None else weight.contiguous(),
             state if bias is None else bias.contiguous(),  # `state`: a placeholder pointer
-            out, tokens, dim, head_dim, height, width, eps, KERNEL=kernel, HAS_BIAS=bias is not None, **blocks,
+            out, tokens, dim, head_dim, height, width, eps,
+            KERNEL=kernel, HAS_BIAS=bias is not None, PRECISION=split, **blocks,
         )  # fmt: skip
     return out
 
 
 @_linear_attention_op.register_fake
 def _(q, k, v, weight, bias, heads, height, width, eps):
-    return torch.empty_like(v)
+    return v.new_empty(v.shape)
