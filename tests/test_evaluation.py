@@ -165,6 +165,29 @@ def test_generate_then_evaluate_scores_as_evaluating_the_model(fashion_images, t
         main(["generate", str(tmp_path / "pipe"), "--output", str(tmp_path / "s.png")])
 
 
+def test_generate_with_the_fused_kernels(tmp_path, monkeypatch):
+    """The triton backend (interpreted on a CPU, tests/conftest.py) draws the torch backend's images."""
+    pytest.importorskip("triton")
+    from helpers import class_pipeline
+
+    from diffusers_lit.cli import main
+
+    class_pipeline().save_pretrained(tmp_path / "pipe")
+    common = [str(tmp_path / "pipe"), "--num-samples", "4", "--steps", "2", "--device", "cpu"]
+    for backend in ("torch", "triton"):
+        main(
+            ["generate", *common, "--linear-attention-backend", backend, "--output", str(tmp_path / f"{backend}.npz")]
+        )
+    (images, labels, info), (fused, fused_labels, fused_info) = (load_samples(tmp_path / f"{b}.npz")
+                                                                 for b in ("torch", "triton"))  # fmt: skip
+    assert (info["linear_attention_backend"], fused_info["linear_attention_backend"]) == ("torch", "triton")
+    assert fused_labels == labels and (fused.int() - images.int()).abs().max() <= 1
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="runs on CUDA tensors; got cpu"):
+        main(["generate", *common, "--linear-attention-backend", "triton", "--output", str(tmp_path / "no.npz")])
+    assert not (tmp_path / "no.npz").exists()
+
+
 def test_samples_files_round_trip_and_bad_input(tmp_path):
     images = torch.tensor([0.0, 0.2, 0.5, 1.2]).reshape(1, 1, 2, 2).repeat(2, 1, 1, 1)
     save_samples(tmp_path / "a.npz", images, [4, 5], {"steps": 7})

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import diffusers_lit.models
 from diffusers_lit.models.linear_attention import LiTLinearAttention, _linear_attention_tokens, linear_attention
 
 
@@ -190,6 +191,8 @@ def test_triton_backend_refuses_what_it_cannot_run(monkeypatch):
         attn.set_backend("flash")
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "triton", None)  # as if it were not installed
+        patch.setitem(sys.modules, "diffusers_lit.models.linear_attention_triton", None)
+        patch.delattr(diffusers_lit.models, "linear_attention_triton", raising=False)
         with pytest.raises(ImportError, match="pip install triton"):
             attn.set_backend("triton")
     assert attn.backend == "torch"

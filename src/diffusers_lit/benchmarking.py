@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models.linear_attention import BACKENDS
+from .models.linear_attention import BACKENDS, check_backend
 
 ARCHS = ("lit", "dit", "lit-attn", "dit-attn", "lit-t2i", "pixart", "sana")
 MODEL_ARCHS = ("lit", "dit", "lit-t2i", "pixart", "sana")  # the ones that have a whole model
@@ -241,16 +241,6 @@ def _quiet_diffusers():
         diffusers_logging.set_verbosity(verbosity)
 
 
-def _check_backend(backend: str, device: torch.device) -> None:
-    """Refuse a linear-attention backend that cannot run on `device` before any timing."""
-    if backend not in BACKENDS:
-        raise ValueError(f"Unknown linear-attention backend {backend!r}; choose one of {BACKENDS}.")
-    if backend == "triton":
-        from .models.linear_attention_triton import check_device
-
-        check_device(device)
-
-
 def _build(arch, size, resolution, num_layers, device: torch.device, dtype: torch.dtype, backend: str) -> nn.Module:
     """`build_model` initialised on `device`, cast to `dtype`, in eval mode; LiT's linear attention by `backend`."""
     with _quiet_diffusers(), device:
@@ -380,7 +370,7 @@ def run_benchmark(
     unknown = [a for a in archs if a not in ARCHS] + [s for s in sizes if s not in BENCH_SIZES]
     if unknown:
         raise ValueError(f"Unknown archs or sizes {unknown}; archs: {ARCHS}, sizes: {sorted(BENCH_SIZES)}.")
-    _check_backend(linear_attention_backend, torch_device)
+    check_backend(linear_attention_backend, torch_device)
     meta = machine_info(torch_device)
     meta.update(device=device, dtype=dtype, batch=batch, repeats=repeats, warmup=warmup, compile=compile,
                 linear_attention_backend=linear_attention_backend)  # fmt: skip
@@ -460,7 +450,7 @@ def run_interleaved(
     row uses the median rate of the rounds at its resolution. Same return format as `run_benchmark`.
     """
     torch_device, torch_dtype = torch.device(device), DTYPES[dtype]
-    _check_backend(linear_attention_backend, torch_device)
+    check_backend(linear_attention_backend, torch_device)
     meta = machine_info(torch_device)
     meta.update(device=device, dtype=dtype, batch=batch, repeats=repeats, warmup=warmup, compile=compile,
                 linear_attention_backend=linear_attention_backend, interleaved=True)  # fmt: skip
@@ -694,7 +684,7 @@ def build_class_pipeline(
     if arch not in ("lit", "dit"):
         raise ValueError(f"Pipelines are timed for 'lit' and 'dit' (class-conditional), got {arch!r}.")
     device = torch.device(device)
-    _check_backend(linear_attention_backend, device)
+    check_backend(linear_attention_backend, device)
     transformer = _build(arch, size, resolution, None, device, dtype, linear_attention_backend)
     blocks = len(vae_channels)
     with _quiet_diffusers(), device:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from .models.linear_attention import BACKENDS, check_backend
+
 
 def demo(args: argparse.Namespace) -> None:
     """The embedded default end to end: convert the Fashion-MNIST teacher, distil, sample both, score."""
@@ -102,13 +104,20 @@ def _sample(args: argparse.Namespace, num_samples: int) -> tuple[torch.Tensor, l
     from .evaluation import quantize, sample_for_evaluation
     from .pipelines import LiTPipeline
 
+    check_backend(args.linear_attention_backend, args.device)
     pipe = LiTPipeline.from_pretrained(args.model)
     if args.scheduler:
         pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
+    if args.linear_attention_backend != "torch":
+        if not hasattr(pipe.transformer, "set_linear_attention_backend"):
+            raise SystemExit(f"--linear-attention-backend needs a LiT transformer; {args.model} has a "
+                             f"{type(pipe.transformer).__name__}.")  # fmt: skip
+        pipe.transformer.set_linear_attention_backend(args.linear_attention_backend)
     images, labels, info = sample_for_evaluation(pipe.to(args.device), num_samples, steps=args.steps,
                                                  guidance_scale=args.guidance_scale, batch_size=args.batch_size,
                                                  seed=args.seed)  # fmt: skip
-    return quantize(images), labels, {"model": args.model, **info, "id2label": pipe.config.id2label}
+    info = {"model": args.model, **info, "linear_attention_backend": args.linear_attention_backend}
+    return quantize(images), labels, {**info, "id2label": pipe.config.id2label}
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -157,6 +166,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--linear-attention-backend", choices=BACKENDS, default="torch",
+                        help="LiT's self-attention: PyTorch operations, or fused Triton kernels (CUDA)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,16 +74,7 @@ class LiTLinearAttention(nn.Module):
         "torch": PyTorch operations, any device, trainable. "triton": two fused Triton kernels, for inference on
         CUDA (float32, float16, bfloat16); needs the `triton` package (shipped with CUDA builds of PyTorch).
         """
-        if backend not in BACKENDS:
-            raise ValueError(f"Unknown linear-attention backend {backend!r}; choose one of {BACKENDS}.")
-        if backend == "triton":
-            try:
-                import triton  # noqa: F401
-            except ImportError as error:
-                raise ImportError(
-                    "The 'triton' linear-attention backend needs the `triton` package: `pip install triton` (CUDA "
-                    "builds of PyTorch ship it), or keep the 'torch' backend."
-                ) from error
+        check_backend(backend)
         self.backend = backend
 
     def reset_parameters(self) -> None:
@@ -122,6 +113,22 @@ class LiTLinearAttention(nn.Module):
         # q and k are this module's own: ReLU may overwrite them (the projections do not keep their outputs).
         out = _linear_attention_tokens(q, k, v, self.heads, self.eps, residual=dwc, owns_qk=True)  # (B, N, D)
         return self.to_out[1](self.to_out[0](out.to(v.dtype)))
+
+
+def check_backend(backend: str, device: torch.device | str | None = None) -> None:
+    """Refuse an unknown backend, "triton" without the `triton` package, or (given `device`) one it cannot run on."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown linear-attention backend {backend!r}; choose one of {BACKENDS}.")
+    if backend == "triton":
+        try:
+            from . import linear_attention_triton
+        except ImportError as error:
+            raise ImportError(
+                "The 'triton' linear-attention backend needs the `triton` package: `pip install triton` (CUDA "
+                "builds of PyTorch ship it), or keep the 'torch' backend."
+            ) from error
+        if device is not None:
+            linear_attention_triton.check_device(torch.device(device))
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
