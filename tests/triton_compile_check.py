@@ -37,7 +37,7 @@ def main() -> None:
         tensor, fp32 = f"*{dtype}", "*fp32"
         state = dict(k_ptr=tensor, v_ptr=tensor, state_ptr=fp32, norm_ptr=fp32, tokens="i32", dim="i32",
                      head_dim="i32", inv_tokens="fp32")  # fmt: skip
-        output = dict(q_ptr=tensor, v_ptr=tensor, state_ptr=fp32, norm_ptr=fp32, weight_ptr=fp32, bias_ptr=fp32,
+        output = dict(q_ptr=tensor, v_ptr=tensor, state_ptr=fp32, norm_ptr=fp32, weight_ptr=tensor, bias_ptr=tensor,
                       out_ptr=tensor, tokens="i32", dim="i32", head_dim="i32", height="i32", width="i32",
                       eps="fp32")  # fmt: skip
         for name, fn, args, constants in (

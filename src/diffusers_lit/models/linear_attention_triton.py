@@ -95,9 +95,10 @@ def _output_kernel(
                 neighbour = base + (yy * width + xx)[:, None].to(tl.int64) * dim + cols[None, :]
                 v = tl.load(v_ptr + neighbour, mask=inside[:, None] & col_ok[None, :], other=0)
                 w = tl.load(weight_ptr + cols * (KERNEL * KERNEL) + dy * KERNEL + dx, mask=col_ok, other=0)
+                w = w.to(tl.float32)
                 out += v.to(tl.float32) * w[None, :]
         if HAS_BIAS:
-            out += tl.load(bias_ptr + cols, mask=col_ok, other=0)[None, :]
+            out += tl.load(bias_ptr + cols, mask=col_ok, other=0).to(tl.float32)[None, :]
     ok = (n[:, None] < tokens) & col_ok[None, :]
     tl.store(out_ptr + offsets + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=ok)
 
@@ -156,8 +157,8 @@ def fused_linear_attention(
         )
     weight = bias = None
     if dwc is not None:
-        weight = dwc.weight.detach().flatten(1).float()  # (d, k * k)
-        bias = None if dwc.bias is None else dwc.bias.detach().float()  # (d,)
+        weight = dwc.weight.detach().flatten(1)  # (d, k * k), a view: cast in the kernel, no launch here
+        bias = None if dwc.bias is None else dwc.bias.detach()  # (d,)
     return _linear_attention_op(q, k, v, weight, bias, heads, height, width, eps)
 
 
@@ -173,7 +174,7 @@ def _linear_attention_op(
     width: int,
     eps: float,
 ) -> torch.Tensor:
-    """The two launches, as one operator that torch.compile keeps whole. `weight`: (d, k * k) float32 or None."""
+    """The two launches, as one operator that torch.compile keeps whole. `weight`: (d, k * k) or None."""
     batch, tokens, dim = q.shape
     head_dim = dim // heads
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
