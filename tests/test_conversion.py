@@ -361,3 +361,23 @@ def test_push_to_hub_uploads_the_finished_folder(tmp_path, monkeypatch):
     out = convert_to_lit(save_dit_pipeline(tmp_path / "dit"), tmp_path / "lit", push_to_hub="someone/lit-tiny")
     assert uploads[0]["repo_id"] == "someone/lit-tiny" and Path(uploads[0]["folder_path"]) == out
     assert 'LiTPipeline.from_pretrained("someone/lit-tiny")' in (out / "README.md").read_text()
+
+
+def test_the_copy_verification_catches_a_tensor_changed_after_the_copy(monkeypatch):
+    """convert_transformer compares every copied tensor with its source after loading: a copy that went wrong
+    (here: one weight nudged inside load_state_dict) is refused, not saved."""
+    dit = tiny_dit()
+    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
+    source = SourceCheckpoint("tiny", "dit", config, dit.state_dict())
+    convert_transformer(source)  # the honest copy passes
+    load = LiTTransformer2DModel.load_state_dict
+
+    def corrupting_load(self, state_dict, *args, **kwargs):
+        result = load(self, state_dict, *args, **kwargs)
+        with torch.no_grad():
+            self.proj_out_2.weight.view(-1)[0] += 1e-3
+        return result
+
+    monkeypatch.setattr(LiTTransformer2DModel, "load_state_dict", corrupting_load)
+    with pytest.raises(RuntimeError, match="proj_out_2.weight differs from its source"):
+        convert_transformer(source)

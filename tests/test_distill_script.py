@@ -211,3 +211,28 @@ def test_example_accelerate_configs_parse():
     assert fsdp.distributed_type == DistributedType.FSDP
     assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LiTTransformerBlock"
     assert load_config_from_file(str(folder / "deepspeed_zero2.yaml")).distributed_type == DistributedType.DEEPSPEED
+
+
+def test_each_step_draws_its_own_noise_timesteps_and_dropout(class_setup, monkeypatch):
+    """The loop's random draws come from (seed, step, process): they differ from step to step, and equal those of
+    `step_generator` for the same triple (a generator that ignored the step would train on one draw forever)."""
+    from diffusers_lit.training import loop, step_generator
+
+    seen = []
+    loss = loop.hybrid_distillation_loss
+
+    def recording_loss(student_output, teacher_output, noise, x_start, x_t, timesteps, *args, **kwargs):
+        seen.append({"noise": noise.clone(), "timesteps": timesteps.clone()})
+        return loss(student_output, teacher_output, noise, x_start, x_t, timesteps, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "hybrid_distillation_loss", recording_loss)
+    run(*common(class_setup, class_setup["root"] / "draws", steps=3), "--student", class_setup["student"],
+        "--seed", 5, "--checkpointing_steps", 10)  # fmt: skip
+    assert len(seen) == 3
+    for step, draws in enumerate(seen):
+        generator = step_generator(5, step, 0)  # as the loop draws: timesteps, then noise
+        timesteps = torch.randint(0, 1000, (2,), generator=generator)
+        noise = torch.randn(draws["noise"].shape, generator=generator)
+        assert torch.equal(draws["timesteps"], timesteps) and torch.equal(draws["noise"], noise)
+    assert not torch.equal(seen[0]["noise"], seen[1]["noise"]) and not torch.equal(seen[1]["noise"], seen[2]["noise"])
+    assert step_generator(5, 1, 0).initial_seed() != step_generator(5, 1, 1).initial_seed()  # and per process

@@ -338,3 +338,55 @@ def test_text_pipeline_bad_inputs(tmp_path):
         LiTTextToImagePipeline(
             pipe.tokenizer, pipe.text_encoder, pipe.vae, tiny_text_transformer(caption_channels=32), pipe.scheduler
         )
+
+
+# Guidance against an independent computation of the guided noise
+
+
+def capture_scheduler_inputs(pipe) -> list[dict]:
+    """Record what every scheduler step receives: the (guided) model output, the timestep and the sample."""
+    calls, step = [], pipe.scheduler.step
+
+    def recording_step(model_output, timestep, sample, *args, **kwargs):
+        calls.append({"model_output": model_output.clone(), "timestep": timestep, "sample": sample.clone()})
+        return step(model_output, timestep, sample, *args, **kwargs)
+
+    pipe.scheduler.step = recording_step
+    return calls
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_class_guidance_equals_uncond_plus_scale_times_the_difference(scale):
+    pipe = class_pipeline()
+    pipe.scheduler = DDIMScheduler()  # takes the noise channels only
+    calls = capture_scheduler_inputs(pipe)
+    labels = [2, 0]
+    pipe(labels, guidance_scale=scale, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    model, null = pipe.transformer, pipe.transformer.config.num_embeds_ada_norm
+    for call in calls:
+        x, t = call["sample"], torch.full((2,), int(call["timestep"]))
+        with torch.no_grad():
+            cond = model(x, timestep=t, class_labels=torch.tensor(labels)).sample[:, :1].double()
+            uncond = model(x, timestep=t, class_labels=torch.tensor([null, null])).sample[:, :1].double()
+        assert (cond - uncond).abs().max() > 1e-3  # the two differ, so a swapped formula is seen
+        torch.testing.assert_close(call["model_output"].double(), uncond + scale * (cond - uncond), atol=1e-5, rtol=0)
+
+
+def test_text_guidance_equals_uncond_plus_scale_times_the_difference(tmp_path):
+    pipe = text_pipeline(tmp_path)
+    calls = capture_scheduler_inputs(pipe)
+    scale, kwargs = 4.5, dict(use_resolution_binning=False, max_sequence_length=16)
+    pipe("a red cat", negative_prompt="sky", guidance_scale=scale, num_inference_steps=2,
+         generator=torch.Generator().manual_seed(0), **kwargs)  # fmt: skip
+    embeds, mask, negative, negative_mask = pipe.encode_prompt("a red cat", negative_prompt="sky", **kwargs)
+    model = pipe.transformer
+    for call in calls:
+        x, t = call["sample"], torch.full((1,), int(call["timestep"]))
+        with torch.no_grad():
+            cond, uncond = (
+                model(x, timestep=t, encoder_hidden_states=e, encoder_attention_mask=m,
+                      added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample[:, :4].double()
+                for e, m in ((embeds, mask), (negative, negative_mask))
+            )  # fmt: skip
+        assert (cond - uncond).abs().max() > 1e-3
+        torch.testing.assert_close(call["model_output"].double(), uncond + scale * (cond - uncond), atol=1e-5, rtol=0)

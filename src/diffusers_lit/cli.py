@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .conversion import INHERIT
 from .models.linear_attention import BACKENDS, check_backend
 
 
@@ -46,7 +47,7 @@ def sample(args: argparse.Namespace) -> None:
         if args.prompt is None:
             raise SystemExit(f"{args.model} is a text-to-image pipeline: give --prompt, not --class-labels.")
         images = pipe(list(args.prompt), num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-                      generator=generator, **size).images  # fmt: skip
+                      generator=generator, **{key: value for key, value in size.items() if value}).images  # fmt: skip
         labels = list(args.prompt)
     else:
         if args.class_labels is None:
@@ -57,7 +58,9 @@ def sample(args: argparse.Namespace) -> None:
         labels = [str(label) for label in class_labels]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, labels).save(output)
+    small = max(images[0].size) < 128
+    image_grid(images, labels, columns=1 if isinstance(pipe, LiTTextToImagePipeline) else None,
+               scale=4 if small else 1).save(output)  # fmt: skip
     print(f"Wrote {len(images)} images to {output}")
 
 
@@ -67,7 +70,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output_dir", help="the LiT pipeline folder to write")
     parser.add_argument("--linear-attention-heads", type=int, help="default: max(2, teacher heads // 4)")
     parser.add_argument("--dwc-kernel-size", type=int, default=5)
-    parser.add_argument("--inherit", choices=["none", "v", "kv", "qkv", "qkvo"], default="none",
+    parser.add_argument("--inherit", choices=list(INHERIT), default="none",
                         help="self-attention projections to copy instead of starting fresh")  # fmt: skip
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: the source's")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
@@ -96,13 +99,28 @@ def convert(args: argparse.Namespace) -> None:
     )
 
 
-def _sample(args: argparse.Namespace, num_samples: int) -> tuple[torch.Tensor, list[int], dict]:
-    """Sample `args.model` (class-conditional) as `generate` / `evaluate` ask: 8-bit images, labels, and the
-    settings, model and class names."""
+def _prompts(source: str, count: int) -> list[str]:
+    """`count` prompts: the captions of the test scenes ("scenes"), or the lines of a text file."""
+    if source == "scenes":
+        from .scenes import scene_prompts
+
+        return scene_prompts(count)
+    path = Path(source)
+    if not path.is_file():
+        raise SystemExit(f"error: --prompts {source}: no such file (give 'scenes' or a text file, one prompt a line).")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise SystemExit(f"error: --prompts {source} holds no prompts: write one prompt per line.")
+    return [prompts[i % len(prompts)] for i in range(count)]  # repeated in turn up to the sample count
+
+
+def _sample(args: argparse.Namespace, num_samples: int) -> tuple[torch.Tensor, list, dict]:
+    """Sample `args.model` as `generate` / `evaluate` ask: 8-bit images, labels (class ids, or the scene items
+    of the prompts), and the settings, model, class names or prompts."""
     import diffusers
 
     from .evaluation import quantize, sample_for_evaluation
-    from .pipelines import LiTPipeline
+    from .pipelines import LiTPipeline, LiTTextToImagePipeline
 
     check_backend(args.linear_attention_backend, args.device)
     pipe = LiTPipeline.from_pretrained(args.model)
@@ -113,15 +131,19 @@ def _sample(args: argparse.Namespace, num_samples: int) -> tuple[torch.Tensor, l
             raise SystemExit(f"--linear-attention-backend needs a LiT transformer; {args.model} has a "
                              f"{type(pipe.transformer).__name__}.")  # fmt: skip
         pipe.transformer.set_linear_attention_backend(args.linear_attention_backend)
+    text_to_image = isinstance(pipe, LiTTextToImagePipeline)
+    prompts = _prompts(args.prompts, num_samples) if text_to_image else None
     images, labels, info = sample_for_evaluation(pipe.to(args.device), num_samples, steps=args.steps,
                                                  guidance_scale=args.guidance_scale, batch_size=args.batch_size,
-                                                 seed=args.seed)  # fmt: skip
+                                                 seed=args.seed, prompts=prompts)  # fmt: skip
     info = {"model": args.model, **info, "linear_attention_backend": args.linear_attention_backend}
-    return quantize(images), labels, {**info, "id2label": pipe.config.id2label}
+    if not text_to_image:
+        info["id2label"] = pipe.config.id2label
+    return quantize(images), labels, info
 
 
 def generate(args: argparse.Namespace) -> None:
-    """Sample a class-conditional pipeline into a .npz file (8-bit images, labels, settings), to score later."""
+    """Sample a pipeline into a .npz file (8-bit images, labels, settings and prompts), to score later."""
     from .evaluation import save_samples
 
     if not args.output.endswith(".npz"):
@@ -132,7 +154,8 @@ def generate(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    """Score a class-conditional pipeline's samples, or a samples file of `generate`: FID, precision, recall."""
+    """Score a pipeline's samples, or a samples file of `generate`: FID, precision, recall; for text-to-image
+    samples of scene prompts also scene and object accuracy (prompt adherence)."""
     from .evaluation import load_samples, score_images
 
     if args.model.endswith(".npz"):
@@ -141,11 +164,23 @@ def evaluate(args: argparse.Namespace) -> None:
             if args.num_samples > len(images):
                 raise SystemExit(f"{args.model} holds {len(images)} samples, under --num-samples {args.num_samples}.")
             images, labels = images[: args.num_samples], labels[: args.num_samples]
+            if "prompts" in info:
+                info["prompts"] = info["prompts"][: args.num_samples]
     else:
         images, labels, info = _sample(args, args.num_samples or 1000)
-    results = score_images(images, reference=args.reference, split=args.split, fid_at=args.fid_at or (),
+    text_to_image = "prompts" in info
+    reference = args.reference or ("fashion-mnist-scenes" if text_to_image else "fashion-mnist")
+    results = score_images(images, reference=reference, split=args.split, fid_at=args.fid_at or (),
                            cache_dir=args.cache_dir, device=args.device)  # fmt: skip
+    if text_to_image:
+        from .adherence import load_classifier, scene_adherence
+
+        scored = [i for i, (left, _) in enumerate(labels) if left >= 0]
+        if scored:
+            left, right = (torch.tensor([labels[i][side] for i in scored]) for side in (0, 1))
+            results.update(scene_adherence(load_classifier(args.classifier), images[scored], left, right))
     names = info.pop("id2label", None) or {}
+    prompts = info.pop("prompts", None)
     results.update(info)
     print(json.dumps(results, indent=2))
     if args.output:
@@ -154,8 +189,8 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.grid:
         from .evaluation import image_grid, tensor_to_pil
 
-        captions = [names.get(str(label), str(label)) for label in labels[:64]]
-        image_grid(tensor_to_pil(images[:64].float() / 255), captions).save(args.grid)
+        captions = prompts[:64] if prompts else [names.get(str(label), str(label)) for label in labels[:64]]
+        image_grid(tensor_to_pil(images[:64].float() / 255), captions, scale=4 if prompts else 1).save(args.grid)
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,6 +201,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--prompts", default="scenes", help="text-to-image: 'scenes' (the test scenes' captions) "
+                        "or a text file, one prompt a line")  # fmt: skip
     parser.add_argument("--linear-attention-backend", choices=BACKENDS, default="torch",
                         help="LiT's self-attention: PyTorch operations, or fused Triton kernels (CUDA)")  # fmt: skip
 
@@ -198,16 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="replace the pipeline's scheduler")
     p.set_defaults(func=sample)
 
-    p = commands.add_parser("generate", help="sample a class-conditional pipeline into a .npz file, to score later")
+    p = commands.add_parser("generate", help="sample a pipeline into a .npz file, to score later")
     p.add_argument("model", help="a LiT (or DiT) pipeline folder or Hub repo id")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--output", required=True, help="the .npz file to write (8-bit images, labels, settings)")
     add_sampling_arguments(p)
     p.set_defaults(func=generate)
 
-    p = commands.add_parser("evaluate", help="FID, precision and recall of a class-conditional pipeline's samples")
+    p = commands.add_parser("evaluate", help="FID, precision and recall of a pipeline's samples; scene adherence")
     p.add_argument("model", help="a LiT (or DiT) pipeline folder or Hub repo id, or a .npz file of `generate`")
-    p.add_argument("--reference", default="fashion-mnist", help="'fashion-mnist', or a dataset name / folder")
+    p.add_argument("--reference", help="'fashion-mnist' (default for classes), 'fashion-mnist-scenes' (default for "
+                   "text), or a dataset name / folder")  # fmt: skip
+    p.add_argument("--classifier", help="text-to-image: the scene classifier (default assets/fmnist-classifier)")
     p.add_argument("--split", default="test")
     p.add_argument("--num-samples", type=int, help="generated images and reference images (default 1000, or all "
                    "of a .npz file)")  # fmt: skip

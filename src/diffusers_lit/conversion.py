@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .hub import read_card_info, resolve_pretrained_folder, write_atomically
 from .models import LiTTransformer2DModel
 from .pipelines import LiTPipeline, LiTTextToImagePipeline
+from .text_encoders import load_text_encoder
 
 INHERIT = {  # the paper's ablation: which self-attention projections to copy instead of starting fresh
     "none": (),
@@ -33,6 +34,7 @@ INHERIT = {  # the paper's ablation: which self-attention projections to copy in
     "kv": ("to_k", "to_v"),
     "qkv": ("to_q", "to_k", "to_v"),
     "qkvo": ("to_q", "to_k", "to_v", "to_out.0"),
+    "o": ("to_out.0",),  # what the paper's text-to-image code inherits by accident: the output projection
 }
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 KNOWN_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}  # DiT S, B, L, XL and PixArt-XL widths -> heads
@@ -403,11 +405,14 @@ def convert_transformer(
 # Writing a LiT pipeline folder
 
 
-def _default_scheduler(layout: str):
+def default_scheduler(layout: str, latent: bool = True):
+    """The sampler of a pipeline whose source names none: for "dit", DiT's DDPM with the learned variance (1000
+    linear betas), which clips the predicted x_0 to [-1, 1] only in pixel space (DiT samples latents with
+    clip_denoised=False); for PixArt layouts, PixArt's DPM-Solver++ (same betas)."""
     from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
-    if layout == "dit":  # DiT's sampler: DDPM with the learned variance, linear betas, 1000 steps
-        return DDPMScheduler(beta_schedule="linear", variance_type="learned_range")
+    if layout == "dit":
+        return DDPMScheduler(beta_schedule="linear", variance_type="learned_range", clip_sample=not latent)
     return DPMSolverMultistepScheduler()
 
 
@@ -497,7 +502,7 @@ def convert_to_lit(
                 shutil.copytree(folder / name, tmp / name)
                 index[name] = model_index[name]
             elif name == "scheduler":
-                scheduler = _default_scheduler(checkpoint.layout)
+                scheduler = default_scheduler(checkpoint.layout, latent=lit.config.in_channels not in (1, 3))
                 scheduler.save_pretrained(tmp / name)
                 index[name] = ["diffusers", type(scheduler).__name__]
             elif name == "vae" or pipeline_class is LiTTextToImagePipeline:
@@ -505,6 +510,9 @@ def convert_to_lit(
         index["transformer"] = [LiTTransformer2DModel.__module__, LiTTransformer2DModel.__name__]
         if pipeline_class is LiTPipeline:
             index["id2label"] = model_index.get("id2label")
+        else:  # a text encoder referenced by name, the trained caption length and image size travel with it
+            for key in ("text_encoder_id", "max_sequence_length", "image_size"):
+                index[key] = model_index.get(key)
         write_atomically(tmp / "model_index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
         report["components"] = {name: index.get(name) for name in COMPONENTS}
         write_atomically(tmp / "conversion_report.json", json.dumps(report, indent=2) + "\n")
@@ -556,6 +564,9 @@ class SourceModel:
     transformer: torch.nn.Module
     components: dict[str, Any]
     id2label: dict[int, str] | None
+    text_encoder_id: str | None = None
+    max_sequence_length: int | None = None
+    image_size: list[int] | None = None
 
 
 def load_source(
@@ -582,6 +593,9 @@ def load_source(
         if checkpoint.folder is not None and isinstance(entry, list) and entry[0] is not None:
             component_class = getattr(importlib.import_module(entry[0]), entry[1])
             components[name] = component_class.from_pretrained(checkpoint.folder / name)
+    text_encoder_id = checkpoint.model_index.get("text_encoder_id")
+    if text_encoder_id and "text_encoder" not in components:
+        components["tokenizer"], components["text_encoder"] = load_text_encoder(text_encoder_id)
     id2label = checkpoint.model_index.get("id2label")
     return SourceModel(
         name=checkpoint.name,
@@ -589,4 +603,7 @@ def load_source(
         transformer=transformer,
         components=components,
         id2label={int(key): value for key, value in id2label.items()} if id2label else None,
+        text_encoder_id=text_encoder_id,
+        max_sequence_length=checkpoint.model_index.get("max_sequence_length"),
+        image_size=checkpoint.model_index.get("image_size"),
     )

@@ -57,7 +57,7 @@ def run_demo(
                "--dataset", "fashion-mnist", "--output_dir", str(student_dir),
                "--cache_dir", str(output_dir / "cache"),
                "--max_train_steps", str(distill_steps), "--train_batch_size", str(batch_size), "--seed", str(seed),
-               "--learning_rate", str(learning_rate),
+               "--learning_rate", str(learning_rate), "--max_grad_norm", "1.0",  # as the recorded demo runs
                "--checkpointing_steps", str(max(distill_steps, 1)), "--checkpoints_total_limit", "1",
                "--report_to", "tensorboard"]  # fmt: skip
     if student_dir.exists():  # a fresh student each run

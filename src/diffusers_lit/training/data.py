@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from ..scenes import SCENES_DATASET
+
 CACHE_VERSION = 1
 
 
@@ -33,7 +35,8 @@ def load_image_dataset(
     """
     A `datasets.Dataset` from a folder saved with `save_to_disk`, a local image folder (labels from
     sub-folders, captions from a metadata.jsonl, as datasets' "imagefolder"), a Hub dataset name, or
-    "fashion-mnist" (the embedded default: Debian's files offline, else the Hub copy).
+    "fashion-mnist" (the embedded default: Debian's files offline, else the Hub copy), or "fashion-mnist-scenes"
+    (two items and a caption per image, `diffusers_lit.scenes`).
     """
     import datasets
 
@@ -41,6 +44,10 @@ def load_image_dataset(
         from ..fashion_mnist import load_fashion_mnist
 
         return load_fashion_mnist(split)
+    if str(dataset) == SCENES_DATASET:
+        from ..scenes import load_scenes
+
+        return load_scenes(split)
     path = Path(dataset)
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
@@ -83,26 +90,41 @@ def dataset_class_names(dataset, label_column: str) -> list[str] | None:
     return list(feature.names) if hasattr(feature, "names") else None
 
 
+def parse_resolution(value: str) -> int | tuple[int, int]:
+    """A training size from the command line: "32" (square) or "32x64" (height x width)."""
+    try:
+        sides = tuple(int(side) for side in str(value).lower().split("x"))
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise ValueError(f"A resolution is a positive size or HEIGHTxWIDTH in pixels (e.g. 32 or 32x64): {value!r}.")
+    return sides[0] if len(sides) == 1 or sides[0] == sides[1] else sides
+
+
 def preprocess_image(
-    image: Image.Image, resolution: int, *, center_crop: bool = True, channels: int = 3, rng=None
+    image: Image.Image, resolution: int | tuple[int, int], *, center_crop: bool = True, channels: int = 3, rng=None
 ) -> torch.Tensor:
-    """PIL image -> (channels, resolution, resolution) float32 in [-1, 1]: shorter side resized (bilinear),
-    then a center crop or a random crop drawn from `rng` (a `numpy.random.Generator`)."""
+    """PIL image -> (channels, height, width) float32 in [-1, 1], `resolution` an int (square) or (height, width):
+    resized (bilinear) to cover that size with its aspect ratio kept, then a center crop or a random crop drawn from
+    `rng` (a `numpy.random.Generator`)."""
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise ValueError(f"Images can be read with 1 or 3 channels, not {channels}.")
+    target_height, target_width = (resolution, resolution) if isinstance(resolution, int) else resolution
     image = image.convert(mode)
     width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    image = image.resize(size, resample=Image.BILINEAR)
+    scale = max(target_width / width, target_height / height)
+    size = (max(target_width, round(width * scale)), max(target_height, round(height * scale)))
+    if size != (width, height):
+        image = image.resize(size, resample=Image.BILINEAR)
     if center_crop:
-        left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+        left, top = (size[0] - target_width) // 2, (size[1] - target_height) // 2
     else:
         rng = rng if rng is not None else np.random.default_rng()
-        left, top = int(rng.integers(0, size[0] - resolution + 1)), int(rng.integers(0, size[1] - resolution + 1))
-    image = image.crop((left, top, left + resolution, top + resolution))
-    array = np.asarray(image, dtype=np.float32).reshape(resolution, resolution, channels)
+        left = int(rng.integers(0, size[0] - target_width + 1))
+        top = int(rng.integers(0, size[1] - target_height + 1))
+    image = image.crop((left, top, left + target_width, top + target_height))
+    array = np.asarray(image, dtype=np.float32).reshape(target_height, target_width, channels)
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
 
 
@@ -219,7 +241,7 @@ def build_training_data(
     image_column: str = "image",
     label_column: str | None = None,
     caption_column: str | None = None,
-    resolution: int,
+    resolution: int | tuple[int, int],
     channels: int,
     center_crop: bool = True,
     random_flip: bool = False,

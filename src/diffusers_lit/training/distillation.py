@@ -18,6 +18,9 @@ class Teacher:
     id2label: dict[int, str] | None = None
     name: str = "teacher"
     layout: str = "dit"
+    text_encoder_id: str | None = None  # a text encoder referenced by name (not saved with the pipeline)
+    max_sequence_length: int | None = None  # the caption length the teacher was trained with, if recorded
+    image_size: list[int] | None = None  # (height, width) in pixels of a teacher trained on non-square images
 
     @property
     def is_text_to_image(self) -> bool:
@@ -40,7 +43,10 @@ def load_teacher(
     from ..conversion import load_source
 
     loaded = load_source(str(source), revision=revision, token=token, cache_dir=cache_dir)
-    teacher = Teacher(loaded.transformer, dict(loaded.components), loaded.id2label, loaded.name, loaded.layout)
+    teacher = Teacher(
+        loaded.transformer, dict(loaded.components), loaded.id2label, loaded.name, loaded.layout,
+        loaded.text_encoder_id, loaded.max_sequence_length, loaded.image_size,
+    )  # fmt: skip
     if components is not None:
         extra = load_source(str(components), revision=revision, token=token, cache_dir=cache_dir)
         teacher.components = {**extra.components, **teacher.components}

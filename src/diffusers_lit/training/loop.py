@@ -18,12 +18,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
-from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
+from ..conversion import default_scheduler
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
 from .checkpointing import (
     check_output_dir_writable,
@@ -39,6 +39,7 @@ from .data import (
     global_batch_indices,
     load_image_dataset,
     module_fingerprint,
+    parse_resolution,
     step_generator,
 )
 from .distillation import (
@@ -60,6 +61,14 @@ from .validation import log_validation_grid, save_validation_grid, validation_gr
 
 logger = get_logger(__name__, log_level="INFO")
 LOSS_TERMS = ("loss", "mse", "vlb", "noise_kd", "variance_kd")
+EMA_SCHEDULES = ("constant", "warmup")
+
+
+def ema_text(decay: float, schedule: str) -> str:
+    """How a model card states the EMA weights."""
+    if schedule == "constant":
+        return f", EMA weights (constant decay {decay})"
+    return f", EMA weights (diffusers' warmup: decay min((1 + s) / (10 + s), {decay}) at step s)"
 
 
 def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,7 +91,11 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--label_column", default="label", help="Class ids (class-conditional teachers).")
     parser.add_argument("--caption_column", default="text", help="Captions (text-to-image teachers).")
-    parser.add_argument("--resolution", type=int, default=None, help="Training size in pixels; default the model's.")
+    parser.add_argument(
+        "--resolution", type=parse_resolution, default=None,
+        help="Training size in pixels, N or HEIGHTxWIDTH (e.g. 32x64); default the teacher's image size, else the "
+        "model's square size.",
+    )  # fmt: skip
     parser.add_argument("--center_crop", action="store_true", help="Center crop (default: a random crop per image).")
     parser.add_argument("--random_flip", action="store_true", help="Mirror half the examples, drawn per step.")
     parser.add_argument("--max_sequence_length", type=int, default=None, help="Caption tokens; default min(300, max).")
@@ -105,9 +118,18 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adam_beta2", type=float, default=0.999)
     parser.add_argument("--adam_weight_decay", type=float, default=0.0)
     parser.add_argument("--adam_epsilon", type=float, default=1e-8)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument(
+        "--max_grad_norm", type=float, default=None,
+        help="Clip the gradient norm (0: off). Default: off for class-conditional (DiT) runs, as DiT trains; 1.0 "
+        "for text-to-image runs.",
+    )  # fmt: skip
     parser.add_argument("--use_ema", action="store_true")
     parser.add_argument("--ema_decay", type=float, default=0.9999)
+    parser.add_argument(
+        "--ema_schedule", choices=EMA_SCHEDULES, default="constant",
+        help="constant: the decay at every step from the second on, as DiT and PixArt; warmup: diffusers' "
+        "EMAModel default, decay min((1 + s) / (10 + s), --ema_decay) at step s.",
+    )  # fmt: skip
     parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
     parser.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls and convolutions on Ampere+ GPUs.")
     parser.add_argument("--seed", type=int, default=0)
@@ -140,6 +162,10 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be at least 1.")
     if not 0.0 <= args.cfg_dropout_prob < 1.0:
         parser.error("--cfg_dropout_prob must be in [0, 1).")
+    if args.max_grad_norm is not None and args.max_grad_norm < 0:
+        parser.error("--max_grad_norm must be 0 (off) or positive.")
+    if not 0.0 < args.ema_decay < 1.0:
+        parser.error("--ema_decay must be in (0, 1).")
     return args
 
 
@@ -196,20 +222,20 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             "--teacher_components with a pipeline that has its VAE (e.g. facebook/DiT-XL-2-256)."
         )
     # DiT and PixArt train on DDPM's 1000 linear betas (diffusers' defaults) when the teacher names no scheduler.
-    teacher_scheduler = teacher.components.get("scheduler") or DDPMScheduler(
-        variance_type="fixed_small" if teacher.is_text_to_image else "learned_range"
+    teacher_scheduler = teacher.components.get("scheduler") or default_scheduler(
+        "pixart" if text_to_image else "dit", latent=vae is not None
     )
     scheduler = student_components.get("scheduler") or teacher_scheduler  # the saved pipeline's sampler
     schedule = DiffusionSchedule.from_scheduler(teacher_scheduler)
     if text_to_image and (tokenizer is None or text_encoder is None):
         raise ValueError(f"The text-to-image teacher {args.teacher} has no tokenizer / text encoder.")
-    if text_to_image and vae is None:
-        raise ValueError(f"The text-to-image teacher {args.teacher} has no VAE.")
 
     vae_scale = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
-    resolution = args.resolution or student.config.sample_size * vae_scale
-    if resolution % (vae_scale * student.config.patch_size):
-        raise ValueError(f"--resolution {resolution} must be a multiple of {vae_scale * student.config.patch_size}.")
+    resolution = args.resolution or (tuple(teacher.image_size) if teacher.image_size else None)
+    resolution = resolution or student.config.sample_size * vae_scale
+    multiple = vae_scale * student.config.patch_size
+    if any(side % multiple for side in ((resolution,) if isinstance(resolution, int) else resolution)):
+        raise ValueError(f"--resolution {resolution} must be a multiple of {multiple} (VAE scale x patch size).")
     channels = vae.config.in_channels if vae is not None else student.config.in_channels
     learning_rate = args.learning_rate or (2e-5 if text_to_image else 1e-4)
 
@@ -244,7 +270,8 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     for module in (vae, text_encoder):
         if module is not None:
             module.requires_grad_(False).eval().to(device, dtype=torch.float32)  # the cache is computed in float32
-    max_sequence_length = args.max_sequence_length or (min(300, tokenizer.model_max_length) if tokenizer else None)
+    max_sequence_length = args.max_sequence_length or teacher.max_sequence_length
+    max_sequence_length = max_sequence_length or (min(300, tokenizer.model_max_length) if tokenizer else None)
     key_settings = {
         "image_column": args.image_column, "label_column": label_column, "caption_column": caption_column,
         "resolution": resolution, "channels": channels, "center_crop": args.center_crop,
@@ -261,6 +288,10 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             text_encoder=text_encoder, max_sequence_length=max_sequence_length, seed=args.seed, device=device,
         )  # fmt: skip
     logger.info(f"{'Read' if from_cache else 'Cached'} {len(data)} examples ({data.kind}) in {cache_folder}")
+    text_settings = None
+    if text_to_image:  # what the saved pipeline records of this training: caption length, non-square size
+        size = None if isinstance(resolution, int) else tuple(resolution)
+        text_settings = {"max_sequence_length": max_sequence_length, "image_size": size}
     if data.labels is not None and int(data.labels.max()) >= student.config.num_embeds_ada_norm:
         raise ValueError(
             f"The dataset has class ids up to {int(data.labels.max())}, but the models have "
@@ -286,11 +317,14 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=max_train_steps * accelerator.num_processes,
     )  # fmt: skip
+    max_grad_norm = args.max_grad_norm if args.max_grad_norm is not None else (1.0 if text_to_image else 0.0)
     ema = None
     if args.use_ema:
+        min_decay = args.ema_decay if args.ema_schedule == "constant" else 0.0  # EMAModel clamps its decay to this
         ema = EMAModel(
-            student.parameters(), decay=args.ema_decay, model_cls=type(student), model_config=student.config
-        )
+            student.parameters(), decay=args.ema_decay, min_decay=min_decay, model_cls=type(student),
+            model_config=student.config,
+        )  # fmt: skip
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
     student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
@@ -375,8 +409,8 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
                 accelerator.backward(terms["loss"])
                 if accelerator.sync_gradients:
                     sum_shared_gradients(embedder_copies)  # a DiT's per-block embedder copies train as one
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+                if accelerator.sync_gradients and max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(student.parameters(), max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -408,8 +442,8 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             _save_checkpoint(accelerator, output_dir, global_step, args, signature, run_record)
         if args.validation_steps and (global_step % args.validation_steps == 0 or global_step == max_train_steps):
             if accelerator.is_main_process and validation_items:
-                _run_validation(accelerator, args, student, ema, teacher, scheduler, id2label, validation_items,
-                               global_step, output_dir)  # fmt: skip
+                _run_validation(accelerator, args, student, ema, teacher, scheduler, id2label, text_settings,
+                                validation_items, global_step, output_dir)  # fmt: skip
             accelerator.wait_for_everyone()
     progress.close()
 
@@ -425,10 +459,11 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         final.load_state_dict(state_dict)
         if ema is not None:
             ema.copy_to(final.parameters())
-        pipe = _output_pipeline(final, teacher, scheduler, id2label, dtype=torch.float32)
+        pipe = _output_pipeline(final, teacher, scheduler, id2label, text_settings, dtype=torch.float32)
         schedule_text = (
             f"{max_train_steps} steps of {global_batch} examples, AdamW lr {learning_rate} ({args.lr_scheduler})"
-            f"{', EMA weights (decay ' + str(args.ema_decay) + ')' if ema is not None else ''}"
+            f"{ema_text(args.ema_decay, args.ema_schedule) if ema is not None else ''}, "
+            f"{'gradient norm clipped at ' + str(max_grad_norm) if max_grad_norm > 0 else 'no gradient clipping'}"
         )
         if from_scratch:
             how_made = (f"Trained from scratch with diffusers_lit's `examples/train_dit.py` (DiT's loss: MSE + "
@@ -483,8 +518,9 @@ def _validation_inputs(args, data, dataset, text_to_image, id2label, student) ->
     return list(range(min(8, getattr(student, "module", student).config.num_embeds_ada_norm)))
 
 
-def _output_pipeline(transformer, teacher, scheduler, id2label, dtype=None):
-    """A LiT pipeline of the student with the teacher's VAE (and text encoder)."""
+def _output_pipeline(transformer, teacher, scheduler, id2label, text_settings=None, dtype=None):
+    """A LiT pipeline of the student with the teacher's VAE (and text encoder; `text_settings`: the trained
+    caption length and image size)."""
     components = dict(teacher.components)
     if dtype is not None:
         for name in ("vae", "text_encoder"):
@@ -492,13 +528,16 @@ def _output_pipeline(transformer, teacher, scheduler, id2label, dtype=None):
                 components[name] = components[name].to(dtype)
     if teacher.is_text_to_image:
         return LiTTextToImagePipeline(
-            tokenizer=components["tokenizer"], text_encoder=components["text_encoder"], vae=components["vae"],
-            transformer=transformer, scheduler=scheduler,
+            tokenizer=components["tokenizer"], text_encoder=components["text_encoder"], vae=components.get("vae"),
+            transformer=transformer, scheduler=scheduler, text_encoder_id=teacher.text_encoder_id,
+            **(text_settings or {}),
         )  # fmt: skip
     return LiTPipeline(transformer=transformer, scheduler=scheduler, vae=components.get("vae"), id2label=id2label)
 
 
-def _run_validation(accelerator, args, student, ema, teacher, scheduler, id2label, items, step, output_dir) -> None:
+def _run_validation(
+    accelerator, args, student, ema, teacher, scheduler, id2label, text_settings, items, step, output_dir
+) -> None:
     """Sample the grid with the student (EMA weights when used), write it to disk and to the trackers."""
     model = accelerator.unwrap_model(student)
     if ema is not None:
@@ -506,7 +545,9 @@ def _run_validation(accelerator, args, student, ema, teacher, scheduler, id2labe
         ema.copy_to(model.parameters())
     model.eval()
     try:
-        pipe = _output_pipeline(model, teacher, scheduler.__class__.from_config(scheduler.config), id2label)
+        pipe = _output_pipeline(
+            model, teacher, scheduler.__class__.from_config(scheduler.config), id2label, text_settings
+        )
         kwargs = {"prompts": items} if teacher.is_text_to_image else {"class_labels": items}
         with accelerator.autocast():
             grid = validation_grid(

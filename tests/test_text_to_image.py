@@ -1,0 +1,234 @@
+"""Text-to-image on Fashion-MNIST scenes: the scenes, the real MiniLM text encoder, pixel-space text pipelines,
+prompt adherence, and the chain (PixArt teacher from scratch -> LiT -> distilled -> scored) in a reduced form."""
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
+
+from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
+from diffusers_lit.adherence import FashionClassifier, classify, load_classifier, place_items, scene_adherence
+from diffusers_lit.cli import main as cli
+from diffusers_lit.evaluation import load_samples
+from diffusers_lit.scenes import (
+    PHRASINGS,
+    SCENE_HEIGHT,
+    SCENE_WIDTH,
+    build_scenes,
+    compose_scene,
+    parse_scene_caption,
+    scene_caption,
+)
+from diffusers_lit.text_encoders import MINILM, load_text_encoder, text_encoder_folder
+from diffusers_lit.training import parse_resolution, preprocess_image, train_dit
+from diffusers_lit.training.loop import distill, parse_distill_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_text_encoder(MINILM)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """24 test-split scenes, saved where `--dataset` can read them."""
+    folder = tmp_path_factory.mktemp("scenes") / "scenes"
+    build_scenes("test", 24, seed=3).save_to_disk(str(folder))
+    return folder
+
+
+def tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
+    torch.manual_seed(seed)
+    return PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2, num_layers=2, sample_size=16,
+        patch_size=4, caption_channels=384, cross_attention_dim=16, use_additional_conditions=False,
+    )  # fmt: skip
+
+
+def pixel_pipeline(minilm, transformer=None) -> LiTTextToImagePipeline:
+    tokenizer, encoder = minilm
+    pipe = LiTTextToImagePipeline(
+        tokenizer, encoder, None, transformer or tiny_pixart(), DPMSolverMultistepScheduler(),
+        text_encoder_id=MINILM, max_sequence_length=16, image_size=(16, 32),
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_captions_name_both_items_and_parse_back_in_every_phrasing():
+    assert scene_caption(7, 8, 0) == "a sneaker on the left and a bag on the right"
+    assert scene_caption(7, 8, 2) == "a bag to the right of a sneaker"
+    captions = set()
+    for left, right, phrasing in itertools.product(range(10), range(10), range(len(PHRASINGS))):
+        caption = scene_caption(left, right, phrasing)
+        captions.add(caption)
+        assert parse_scene_caption(caption.upper() + " ") == (left, right)
+    assert len(captions) == 10 * 10 * len(PHRASINGS)  # no two scenes or phrasings share a caption
+    assert parse_scene_caption("a bag") is None
+    with pytest.raises(ValueError, match="classes 0 to 9"):
+        scene_caption(10, 0)
+
+
+def test_scenes_are_deterministic_and_hold_their_items_in_their_halves():
+    item = np.full((28, 28), 200, dtype=np.uint8)
+    canvas = compose_scene(item, item // 2, np.array([[0, 4], [3, 1]]))
+    assert canvas.shape == (SCENE_HEIGHT, SCENE_WIDTH)
+    assert canvas[0:28, 4:32].min() == 200 and canvas[:, :4].max() == 0 and canvas[28:, :32].max() == 0
+    assert canvas[3:31, 33:61].min() == 100 and canvas[:3, 32:].max() == 0 and canvas[:, 61:].max() == 0
+
+    first, again, other = build_scenes("test", 6, seed=5), build_scenes("test", 6, seed=5), build_scenes("test", 6, 6)
+    assert first["text"] == again["text"] and first["text"] != other["text"]
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first["image"], again["image"], strict=True)
+    )
+    assert first.column_names == ["image", "text", "left_label", "right_label", "phrasing"]
+    for row in first:
+        assert row["image"].size == (SCENE_WIDTH, SCENE_HEIGHT)
+        assert parse_scene_caption(row["text"]) == (row["left_label"], row["right_label"])
+
+
+def test_resolutions_and_non_square_preprocessing():
+    assert parse_resolution("32") == 32 and parse_resolution("32x64") == (32, 64) and parse_resolution("8x8") == 8
+    for bad in ("0", "32x", "x", "-4x8", "a"):
+        with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
+            parse_resolution(bad)
+    from PIL import Image
+
+    image = Image.fromarray(np.arange(32 * 64, dtype=np.uint32).reshape(32, 64).astype(np.uint8))
+    pixels = preprocess_image(image, (32, 64), channels=1)
+    assert pixels.shape == (1, 32, 64)
+    torch.testing.assert_close(pixels[0], torch.from_numpy(np.asarray(image, dtype=np.float32)) / 127.5 - 1)
+
+
+def test_the_minilm_encoder_loads_offline_and_tells_captions_apart(minilm):
+    tokenizer, encoder = minilm
+    assert Path(text_encoder_folder(MINILM)).is_dir() and encoder.config.hidden_size == 384
+    tokens = tokenizer([scene_caption(7, 8), scene_caption(8, 7)], padding="max_length", max_length=16,
+                       return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        states = encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
+    assert states.shape == (2, 16, 384)
+    # The same words in another order: the token states differ, so the places can be read.
+    assert (states[0] - states[1]).abs().max() > 0.1
+
+
+def test_pixel_space_text_pipeline_references_its_encoder_and_round_trips(minilm, tmp_path):
+    pipe = pixel_pipeline(minilm)
+    prompts = [scene_caption(0, 1), scene_caption(2, 3)]
+    generators = [torch.Generator().manual_seed(i) for i in range(2)]
+    images = pipe(prompts, num_inference_steps=3, generator=generators, output_type="pt").images
+    assert images.shape == (2, 1, 16, 32) and 0 <= images.min() and images.max() <= 1  # image_size, pixels
+
+    pipe.save_pretrained(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert (
+        index["text_encoder"] == [None, None] and index["tokenizer"] == [None, None] and index["vae"] == [None, None]
+    )
+    assert (
+        index["text_encoder_id"] == MINILM and index["max_sequence_length"] == 16 and index["image_size"] == [16, 32]
+    )
+    assert not (tmp_path / "pipe" / "text_encoder").exists()  # referenced, not copied
+
+    loaded = LiTPipeline.from_pretrained(tmp_path / "pipe")
+    assert isinstance(loaded, LiTTextToImagePipeline) and loaded.text_encoder.config.hidden_size == 384
+    loaded.set_progress_bar_config(disable=True)
+    generators = [torch.Generator().manual_seed(i) for i in range(2)]
+    again = loaded(prompts, num_inference_steps=3, generator=generators, output_type="pt").images
+    torch.testing.assert_close(again, images)
+
+
+def test_pixel_space_text_pipeline_refuses_nonsense(minilm):
+    pipe = pixel_pipeline(minilm)
+    with pytest.raises(ValueError, match="at least 1"):
+        pipe("a bag", num_inference_steps=0)
+    with pytest.raises(ValueError, match="binning"):
+        pipe("a bag", num_inference_steps=1, use_resolution_binning=True)
+    with pytest.raises(ValueError, match="one negative prompt per prompt"):
+        pipe(["a bag", "a coat"], negative_prompt=["", "", ""], num_inference_steps=1)
+    tokenizer, encoder = minilm
+    torch.manual_seed(0)
+    narrow = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2,
+                                      num_layers=1, sample_size=16, patch_size=4, caption_channels=24,
+                                      cross_attention_dim=16, use_additional_conditions=False)  # fmt: skip
+    with pytest.raises(ValueError, match="hidden size 384 does not match the transformer's caption_channels 24"):
+        LiTTextToImagePipeline(tokenizer, encoder, None, narrow, DPMSolverMultistepScheduler())
+
+
+def test_adherence_counts_items_in_their_named_halves():
+    class Oracle(FashionClassifier):  # "recognises" an item by its brightness: class = mean value * 10
+        def forward(self, images):
+            return torch.nn.functional.one_hot((images.mean(dim=(1, 2, 3)) * 10).long().clamp(0, 9), 10).float()
+
+    halves = torch.stack([torch.full((1, 32, 32), (label + 0.5) / 10) for label in range(4)])  # classes 0..3
+    scenes = torch.cat([halves[[0, 1, 2, 3]], halves[[1, 1, 3, 0]]], dim=-1)  # (4, 1, 32, 64)
+    result = scene_adherence(Oracle(), scenes, torch.tensor([0, 1, 2, 0]), torch.tensor([1, 0, 3, 0]))
+    # Scene 0: both right; 1: left right, right wrong; 2: both right; 3: left wrong, right right.
+    assert result == {"scene_accuracy": 0.5, "object_accuracy": 6 / 8, "num_scenes": 4}
+    with pytest.raises(ValueError, match=r"\(N, 1, 32, 64\)"):
+        scene_adherence(Oracle(), scenes[..., :32], torch.zeros(4), torch.zeros(4))
+    with pytest.raises(ValueError, match="4 scenes for 3"):
+        scene_adherence(Oracle(), scenes, torch.zeros(3), torch.zeros(4))
+
+
+def test_shipped_classifier_recognises_real_scene_halves():
+    from diffusers_lit.fashion_mnist import load_fashion_mnist
+
+    model = load_classifier()
+    data = load_fashion_mnist("test").select(range(500)).with_format("numpy")
+    items = torch.from_numpy(np.asarray(data["image"], dtype=np.float32) / 255)[:, None]
+    halves = place_items(items, torch.Generator().manual_seed(0))
+    accuracy = (classify(model, halves) == torch.from_numpy(np.asarray(data["label"]))).double().mean().item()
+    assert accuracy >= 0.9
+    assert sum(p.numel() for p in model.parameters()) * 4 < 2e6  # under 2 MB
+
+
+def reset_accelerate() -> None:
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def test_text_chain_teacher_from_scratch_convert_distill_and_score(scenes, tmp_path, capsys):
+    """The text-to-image chain with the real MiniLM encoder, reduced: a pixel PixArt teacher trained from scratch
+    on scenes (two steps), a LiT converted and distilled from it (two steps), and both scored."""
+    reset_accelerate()
+    common = ["--dataset", str(scenes), "--train_batch_size", "4", "--max_train_steps", "2", "--report_to", "none",
+              "--cache_dir", str(tmp_path / "cache"), "--checkpointing_steps", "100"]  # fmt: skip
+    teacher = train_dit([
+        *common, "--output_dir", str(tmp_path / "teacher"), "--text_encoder", MINILM, "--caption_length", "16",
+        "--resolution", "32x64", "--patch_size", "4", "--width", "16", "--depth", "2", "--heads", "2",
+    ])  # fmt: skip
+    index = json.loads((teacher / "model_index.json").read_text())
+    assert index["transformer"] == ["diffusers", "PixArtTransformer2DModel"] and index["image_size"] == [32, 64]
+    assert index["max_sequence_length"] == 16 and index["text_encoder_id"] == MINILM
+
+    reset_accelerate()
+    student = distill(parse_distill_args([
+        *common, "--teacher", str(teacher), "--output_dir", str(tmp_path / "student"),
+        "--lambda_noise", "1.0", "--lambda_var", "0.05", "--inherit", "qkvo",
+    ]))  # fmt: skip
+    pipe = LiTPipeline.from_pretrained(student)
+    assert type(pipe.transformer).__name__ == "LiTTransformer2DModel" and pipe.config.image_size == [32, 64]
+    metrics = [json.loads(line) for line in (student / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and all(m["noise_kd"] > 0 and m["variance_kd"] > 0 for m in metrics)
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"{scene_caption(7, 8)}\n{scene_caption(0, 9, 3)}\n")
+    samples = tmp_path / "samples.npz"
+    cli(["generate", str(student), "--num-samples", "3", "--steps", "2", "--batch-size", "2", "--prompts",
+         str(prompts), "--guidance-scale", "2", "--output", str(samples), "--device", "cpu"])  # fmt: skip
+    images, labels, info = load_samples(samples)
+    assert images.shape == (3, 1, 32, 64) and labels == [[7, 8], [0, 9], [7, 8]]
+    assert info["prompts"][2] == scene_caption(7, 8)
+    capsys.readouterr()
+    cli(["evaluate", str(samples), "--cache-dir", str(tmp_path / "fid"), "--device", "cpu"])
+    results = json.loads(capsys.readouterr().out)
+    assert results["num_scenes"] == 3 and 0 <= results["scene_accuracy"] <= results["object_accuracy"] <= 1
+    assert results["reference"] == "fashion-mnist-scenes:test" and results["fid"] > 0
