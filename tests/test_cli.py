@@ -19,7 +19,7 @@ def test_sample_prompt(tmp_path):
     output = tmp_path / "grid.png"
     main(["sample", str(tmp_path / "pipe"), "--prompt", "a cat", "--steps", "1", "--output", str(output),
           "--height", "16", "--width", "16"])  # fmt: skip
-    assert Image.open(output).size == (16, 16 + 12)
+    assert Image.open(output).size == (4 * 16, 4 * 16 + 12)  # small images enlarged 4x under their prompt
 
 
 def test_sample_needs_the_right_condition(tmp_path):
@@ -47,3 +47,13 @@ def test_python_dash_m_runs_the_command_line():
 
     out = subprocess.run([sys.executable, "-m", "diffusers_lit", "--help"], capture_output=True, text=True, check=True)
     assert "generate" in out.stdout and "evaluate" in out.stdout
+
+
+def test_a_users_mistake_prints_error_and_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["sample", str(tmp_path / "missing"), "--class-labels", "0"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing" in err and "Traceback" not in err
+    with pytest.raises(OSError):  # --debug: the error itself, with its traceback
+        main(["--debug", "sample", str(tmp_path / "missing"), "--class-labels", "0"])

@@ -177,9 +177,13 @@ def test_pixart_pipeline_folder(tmp_path, sigma):
 
 def test_transformer_folder_and_repo_id_in_the_cache(tmp_path):
     tiny_dit().save_pretrained(tmp_path / "transformer_only")
-    from_folder = convert_to_lit(tmp_path / "transformer_only", tmp_path / "a")
-    assert json.loads((from_folder / "model_index.json").read_text())["vae"] == [None, None]
-    put_in_hf_cache(save_dit_pipeline(tmp_path / "dit"), "lit-tests/tiny-dit")
+    with pytest.raises(ValueError, match="4-channel latents and comes without a VAE"):  # it could not be sampled
+        convert_to_lit(tmp_path / "transformer_only", tmp_path / "a")
+    dit_pipeline = save_dit_pipeline(tmp_path / "dit")
+    from_folder = convert_to_lit(tmp_path / "transformer_only", tmp_path / "a", components=dit_pipeline)
+    assert json.loads((from_folder / "model_index.json").read_text())["vae"] == ["diffusers", "AutoencoderKL"]
+    assert LiTPipeline.from_pretrained(from_folder).vae is not None
+    put_in_hf_cache(dit_pipeline, "lit-tests/tiny-dit")
     from_hub = convert_to_lit("lit-tests/tiny-dit", tmp_path / "b")
     for key, value in lit_tensors(from_folder).items():
         assert torch.equal(value, lit_tensors(from_hub)[key]), key  # same seed: fresh weights equal too
@@ -191,8 +195,12 @@ def test_original_dit_checkpoint_equals_the_diffusers_version(tmp_path, suffix):
     original = diffusers_to_original_dit(tiny_dit())
     path = tmp_path / f"DiT-tiny{suffix}"
     torch.save(original, path) if suffix == ".pt" else save_file(original, path)
-    out = convert_to_lit(path, tmp_path / "from_original", num_attention_heads=4)
-    expected = convert_to_lit(save_dit_pipeline(tmp_path / "dit"), tmp_path / "from_diffusers")
+    with pytest.raises(ValueError, match="4-channel latents and comes without a VAE: pass `components`"):
+        convert_to_lit(path, tmp_path / "from_original", num_attention_heads=4)  # it would sample latents as pixels
+    assert not (tmp_path / "from_original").exists()
+    dit_pipeline = save_dit_pipeline(tmp_path / "dit")
+    out = convert_to_lit(path, tmp_path / "from_original", num_attention_heads=4, components=dit_pipeline)
+    expected = convert_to_lit(dit_pipeline, tmp_path / "from_diffusers")
     got, want = lit_tensors(out), lit_tensors(expected)
     assert got.keys() == want.keys()
     for key in want:
@@ -313,8 +321,10 @@ def test_bad_sources(tmp_path):
     torch.save(bad_shape, tmp_path / "bad_shape.pt")
     with pytest.raises(ValueError, match="does not fit the LiT built from its config"):
         convert_to_lit(tmp_path / "bad_shape.pt", tmp_path / "out", num_attention_heads=4)
-    with pytest.raises(ValueError, match="Cannot infer the attention heads .* 32 wide"):
-        convert_to_lit(good, tmp_path / "out")
+    with pytest.raises(ValueError, match="Cannot infer the attention heads .* 32 wide .* does not record them"):
+        convert_to_lit(good, tmp_path / "out")  # 32 is a multiple of neither 64 nor a known width: never guessed
+    with pytest.raises(ValueError, match="`num_attention_heads` 3 does not divide the transformer's width 32"):
+        convert_to_lit(good, tmp_path / "out", num_attention_heads=3)
     assert not (tmp_path / "out").exists()
 
 
@@ -381,3 +391,11 @@ def test_the_copy_verification_catches_a_tensor_changed_after_the_copy(monkeypat
     monkeypatch.setattr(LiTTransformer2DModel, "load_state_dict", corrupting_load)
     with pytest.raises(RuntimeError, match="proj_out_2.weight differs from its source"):
         convert_transformer(source)
+
+
+def test_zero_linear_attention_heads_is_refused_not_defaulted():
+    dit = tiny_dit()
+    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
+    with pytest.raises(ValueError, match="`linear_attention_heads` must be at least 1, got 0"):
+        lit_config(config, 0, 5)
+    assert lit_config(config, None, 5)["linear_attention_heads"] == 2  # None: the default, max(2, heads // 4)

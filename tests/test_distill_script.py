@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -81,8 +82,11 @@ def test_class_conditional_end_to_end(class_setup):
 
     # The final pipeline: the EMA weights, a model card that says where it came from; it loads and samples.
     pipe = LiTPipeline.from_pretrained(out)
-    ema = torch.load(out / "checkpoint-4" / "custom_checkpoint_0.pkl", map_location="cpu", weights_only=False)
-    ema = ema["shadow_params"]
+    assert not list(out.glob("checkpoint-4/*.pkl")) or all(
+        path.name.startswith("random_states") for path in out.glob("checkpoint-4/*.pkl")
+    )  # the EMA is no pickle
+    shadow = load_file(out / "checkpoint-4" / "ema.safetensors")
+    ema = [shadow[f"shadow.{index}"] for index in range(len(shadow))]
     assert all(torch.equal(p, e) for p, e in zip(pipe.transformer.parameters(), ema, strict=True))
     assert f"Distilled from `{class_setup['teacher']}`" in (out / "README.md").read_text()
     pipe.set_progress_bar_config(disable=True)
@@ -230,9 +234,98 @@ def test_each_step_draws_its_own_noise_timesteps_and_dropout(class_setup, monkey
         "--seed", 5, "--checkpointing_steps", 10)  # fmt: skip
     assert len(seen) == 3
     for step, draws in enumerate(seen):
-        generator = step_generator(5, step, 0)  # as the loop draws: timesteps, then noise
+        generator = step_generator(5, step, 0)  # as the loop draws: the flips (--random_flip), timesteps, noise
+        torch.rand(2, generator=generator)
         timesteps = torch.randint(0, 1000, (2,), generator=generator)
         noise = torch.randn(draws["noise"].shape, generator=generator)
         assert torch.equal(draws["timesteps"], timesteps) and torch.equal(draws["noise"], noise)
     assert not torch.equal(seen[0]["noise"], seen[1]["noise"]) and not torch.equal(seen[1]["noise"], seen[2]["noise"])
     assert step_generator(5, 1, 0).initial_seed() != step_generator(5, 1, 1).initial_seed()  # and per process
+
+
+# Bad input and safety (issue 15)
+
+
+def test_resume_never_unpickles_and_refuses_a_malformed_ema(class_setup):
+    out = class_setup["root"] / "no-pickle"
+
+    def args(steps: int) -> list:
+        return [*common(class_setup, out, steps=steps), "--student", class_setup["student"], "--checkpointing_steps",
+                1, "--use_ema", "--ema_decay", 0.5]  # fmt: skip
+
+    run(*args(2))
+    checkpoint = out / "checkpoint-2"
+    assert (checkpoint / "ema.safetensors").is_file() and not list(checkpoint.glob("custom_checkpoint_*"))
+    # A doctored pickle where an older checkpoint kept its EMA: it is never read, so its code never runs.
+    marker = class_setup["root"] / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (checkpoint / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match=r"pickled objects \(custom_checkpoint_0.pkl\), which are never loaded"):
+        run(*args(3), "--resume_from_checkpoint", "latest")
+    assert not marker.exists()
+    (checkpoint / "custom_checkpoint_0.pkl").unlink()
+    (checkpoint / "ema.safetensors").unlink()
+    with pytest.raises(ValueError, match="has no EMA weights"):
+        run(*args(3), "--resume_from_checkpoint", "latest")
+    (checkpoint / "ema.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="ema.safetensors is not a readable safetensors file"):
+        run(*args(3), "--resume_from_checkpoint", "latest")
+    (checkpoint / "ema.json").write_text("{")
+    with pytest.raises(ValueError, match="ema.json is not an EMA state"):
+        run(*args(3), "--resume_from_checkpoint", "latest")
+
+
+def test_no_secret_is_written_and_no_run_is_overwritten(class_setup):
+    out = class_setup["root"] / "secret"
+    token = "hf_doNotWriteMe1234567890"
+    args = [*common(class_setup, out, steps=2), "--student", class_setup["student"], "--checkpointing_steps", 1,
+            "--report_to", "tensorboard"]  # fmt: skip
+    run(*args, "--hub_token", token)
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert any(path.name == "training_state.json" for path in files) and any("tfevents" in p.name for p in files)
+    assert not [path for path in files if token.encode() in path.read_bytes()]
+
+    with pytest.raises(ValueError, match="holds an earlier run.*--resume_from_checkpoint latest.*--overwrite"):
+        run(*args)
+    run(*args, "--overwrite_output_dir")
+    steps = [json.loads(line)["step"] for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # the new run alone, not mixed with the earlier one
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max_train_steps", "-5"], "--max_train_steps must be at least 1"),
+        (["--num_train_epochs", "0"], "--num_train_epochs must be positive"),
+        (["--learning_rate", "0"], "--learning_rate must be positive"),
+        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be at least 1"),
+        (["--ema_decay", "1.5"], "--ema_decay must be in"),
+    ],
+)
+def test_nonsense_flags_are_refused_before_any_work(flags, message, capsys):
+    base = ["--teacher", "t", "--dataset", "d", "--output_dir", "o", "--max_train_steps", "1"]
+    with pytest.raises(SystemExit):
+        parse_distill_args([*base, *flags])
+    assert message in capsys.readouterr().err
+
+
+def test_defaults_follow_dit_clipping_and_ema(class_setup, monkeypatch):
+    """DiT-layout runs do not clip gradients by default (DiT does not), and EMA decays at a constant rate."""
+    from accelerate import Accelerator
+
+    clipped = []
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", lambda self, params, norm: clipped.append(norm))
+    out = class_setup["root"] / "defaults"
+    run(*common(class_setup, out, steps=2), "--student", class_setup["student"], "--use_ema", "--ema_decay", 0.9,
+        "--checkpointing_steps", 1)  # fmt: skip
+    assert clipped == []
+    state = json.loads((out / "checkpoint-2" / "ema.json").read_text())
+    assert state["min_decay"] == state["decay"] == 0.9  # EMAModel then uses 0.9 at every step after the first
+    assert "EMA weights (constant decay 0.9), no gradient clipping" in (out / "README.md").read_text()
+    run(*common(class_setup, class_setup["root"] / "clipped", steps=1), "--student", class_setup["student"],
+        "--max_grad_norm", 1.0)  # fmt: skip
+    assert clipped == [1.0]

@@ -160,7 +160,7 @@ def test_generate_then_evaluate_scores_as_evaluating_the_model(fashion_images, t
     with pytest.raises(SystemExit, match="holds 6 samples"):
         main(["evaluate", str(tmp_path / "s.npz"), "--num-samples", "7", *cache])
     with pytest.raises(ValueError, match=r"`fid_at` counts must lie in \[2, 6\]"):
-        main(["evaluate", str(tmp_path / "s.npz"), "--fid-at", "9", *cache])
+        main(["--debug", "evaluate", str(tmp_path / "s.npz"), "--fid-at", "9", *cache])
     with pytest.raises(SystemExit, match="must name a .npz file"):
         main(["generate", str(tmp_path / "pipe"), "--output", str(tmp_path / "s.png")])
 
@@ -183,9 +183,10 @@ def test_generate_with_the_fused_kernels(tmp_path, monkeypatch):
     assert (info["linear_attention_backend"], fused_info["linear_attention_backend"]) == ("torch", "triton")
     assert fused_labels == labels and (fused.int() - images.int()).abs().max() <= 1
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    no_file = tmp_path / "no.npz"
     with pytest.raises(ValueError, match="runs on CUDA tensors; got cpu"):
-        main(["generate", *common, "--linear-attention-backend", "triton", "--output", str(tmp_path / "no.npz")])
-    assert not (tmp_path / "no.npz").exists()
+        main(["--debug", "generate", *common, "--linear-attention-backend", "triton", "--output", str(no_file)])
+    assert not no_file.exists()
 
 
 def test_samples_files_round_trip_and_bad_input(tmp_path):
@@ -203,3 +204,12 @@ def test_samples_files_round_trip_and_bad_input(tmp_path):
     np.savez(tmp_path / "other.npz", images=np.zeros(3))
     with pytest.raises(ValueError, match=r"lacks \['info', 'labels'\]"):
         load_samples(tmp_path / "other.npz")
+
+
+def test_samples_file_with_float_images_is_refused(tmp_path):
+    from diffusers_lit.evaluation import load_samples
+
+    path = tmp_path / "floats.npz"
+    np.savez(path, images=np.full((2, 1, 8, 8), 200.0, dtype=np.float32), labels=np.zeros(2), info=np.asarray("{}"))
+    with pytest.raises(ValueError, match="float32 images .* 8-bit images"):
+        load_samples(path)

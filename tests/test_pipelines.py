@@ -260,6 +260,12 @@ def test_bad_inputs():
         generate(pipe, height=9)
     with pytest.raises(ValueError, match="`num_inference_steps` must be at least 1"):
         generate(pipe, num_inference_steps=0)
+    with pytest.raises(ValueError, match="must be positive multiples of 2 .*got 0x8"):
+        generate(pipe, height=0)  # not the default size
+    with pytest.raises(ValueError, match=r"class ids \(int\) or names \(str\), got \[1.7\]"):
+        generate(pipe, class_labels=[1.7])
+    with pytest.raises(ValueError, match="an integer tensor"):
+        generate(pipe, class_labels=torch.tensor([1.0]))
     with pytest.raises(ValueError, match="`output_type` must be one of"):
         generate(pipe, output_type="jpeg")
     with pytest.raises(ValueError, match="3 generators for 2 class labels"):
@@ -390,3 +396,29 @@ def test_text_guidance_equals_uncond_plus_scale_times_the_difference(tmp_path):
             )  # fmt: skip
         assert (cond - uncond).abs().max() > 1e-3
         torch.testing.assert_close(call["model_output"].double(), uncond + scale * (cond - uncond), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++", "euler"])
+def test_every_cli_scheduler_on_1_3_and_4_channel_models(name, channels):
+    """Each scheduler the command line offers, swapped in from DiT's DDPM learned-range config, samples a model of
+    any channel count into latents of that many channels, and the same each time."""
+    from diffusers_lit.pipelines import scheduler_from_name
+
+    pipe = class_pipeline(vae=channels == 4)
+    if channels == 3:
+        from helpers import tiny_class_transformer
+
+        pipe = LiTPipeline(tiny_class_transformer(in_channels=3), DDPMScheduler(variance_type="learned_range"))
+        pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = scheduler_from_name(name, pipe.scheduler.config)
+    latents = generate(pipe, num_inference_steps=3, output_type="latent")
+    assert tuple(latents.shape) == (3, channels, 8, 8) and torch.isfinite(latents).all()
+    torch.testing.assert_close(latents, generate(pipe, num_inference_steps=3, output_type="latent"))
+
+
+def test_a_scheduler_that_would_drop_channels_is_refused():
+    pipe = class_pipeline()  # 1 channel, learned sigma
+    pipe.scheduler = DPMSolverMultistepScheduler(variance_type="learned_range")  # keeps output channels 0..2
+    with pytest.raises(ValueError, match="keeps only 3 channels of the model output; this model has 1"):
+        generate(pipe, num_inference_steps=2)

@@ -232,3 +232,13 @@ def test_text_chain_teacher_from_scratch_convert_distill_and_score(scenes, tmp_p
     results = json.loads(capsys.readouterr().out)
     assert results["num_scenes"] == 3 and 0 <= results["scene_accuracy"] <= results["object_accuracy"] <= 1
     assert results["reference"] == "fashion-mnist-scenes:test" and results["fid"] > 0
+
+
+def test_long_captions_are_truncated_with_a_warning(minilm, caplog):
+    from diffusers_lit.training.data import encode_captions
+
+    tokenizer, encoder = minilm
+    with caplog.at_level("WARNING"):
+        embeds, masks = encode_captions([scene_caption(9, 9), "a bag"], tokenizer, encoder, max_sequence_length=6)
+    assert embeds.shape == (2, 6, 384) and masks[1].sum() == 4  # [CLS] a bag [SEP]
+    assert "1 of 2 captions are longer than 6 tokens" in caplog.text

@@ -263,8 +263,11 @@ def test_checkpoint_listing_limit_and_resume_checks(tmp_path):
     assert resolve_checkpoint(tmp_path, "checkpoint-10").name == "checkpoint-10"
     with pytest.raises(ValueError, match="no checkpoint"):
         resolve_checkpoint(tmp_path, "checkpoint-40")
-    assert [path.name for path in prune_checkpoints(tmp_path, 2)] == ["checkpoint-2", "checkpoint-10"]
+    # Pruned after the newest is complete: the limit counts it; the incomplete checkpoint-40 is left alone.
+    assert [path.name for path in prune_checkpoints(tmp_path, 2)] == ["checkpoint-2"]
+    assert [path.name for path in prune_checkpoints(tmp_path, 1)] == ["checkpoint-10"]
     assert [path.name for path in list_checkpoints(tmp_path)] == ["checkpoint-30"]
+    assert (tmp_path / "checkpoint-40").is_dir()
 
     assert check_resume_compatible(tmp_path / "checkpoint-30", signature)["step"] == 30
     other = {**signature, "student": config_signature(tiny_lit(num_classes=5))}

@@ -9,6 +9,7 @@ import torch
 
 from .conversion import INHERIT
 from .models.linear_attention import BACKENDS, check_backend
+from .pipelines import SCHEDULERS
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -20,27 +21,18 @@ def demo(args: argparse.Namespace) -> None:
              seed=args.seed)  # fmt: skip
 
 
-SCHEDULERS = {
-    "ddpm": "DDPMScheduler",
-    "ddim": "DDIMScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-}
 
 
 def sample(args: argparse.Namespace) -> None:
     """Generate images with a LiT pipeline and write them as a labelled grid."""
-    import diffusers
-
     from .evaluation import image_grid
-    from .pipelines import LiTPipeline, LiTTextToImagePipeline
+    from .pipelines import LiTPipeline, LiTTextToImagePipeline, scheduler_from_name
 
     if (args.class_labels is None) == (args.prompt is None):
         raise SystemExit("diffusers-lit sample: give either --class-labels or --prompt (one of them).")
     pipe = LiTPipeline.from_pretrained(args.model)
     if args.scheduler:
-        scheduler_class = getattr(diffusers, SCHEDULERS[args.scheduler])
-        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+        pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     generator = torch.Generator().manual_seed(args.seed)
     size = {"height": args.height, "width": args.width}
     if isinstance(pipe, LiTTextToImagePipeline):
@@ -58,9 +50,11 @@ def sample(args: argparse.Namespace) -> None:
         labels = [str(label) for label in class_labels]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    small = max(images[0].size) < 128
-    image_grid(images, labels, columns=1 if isinstance(pipe, LiTTextToImagePipeline) else None,
-               scale=4 if small else 1).save(output)  # fmt: skip
+    if isinstance(pipe, LiTTextToImagePipeline):  # one prompt a row, enlarged so that the prompt fits above it
+        grid = image_grid(images, labels, columns=1, scale=4 if max(images[0].size) < 128 else 1)
+    else:
+        grid = image_grid(images, labels)
+    grid.save(output)
     print(f"Wrote {len(images)} images to {output}")
 
 
@@ -117,15 +111,13 @@ def _prompts(source: str, count: int) -> list[str]:
 def _sample(args: argparse.Namespace, num_samples: int) -> tuple[torch.Tensor, list, dict]:
     """Sample `args.model` as `generate` / `evaluate` ask: 8-bit images, labels (class ids, or the scene items
     of the prompts), and the settings, model, class names or prompts."""
-    import diffusers
-
     from .evaluation import quantize, sample_for_evaluation
-    from .pipelines import LiTPipeline, LiTTextToImagePipeline
+    from .pipelines import LiTPipeline, LiTTextToImagePipeline, scheduler_from_name
 
     check_backend(args.linear_attention_backend, args.device)
     pipe = LiTPipeline.from_pretrained(args.model)
     if args.scheduler:
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
+        pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     if args.linear_attention_backend != "torch":
         if not hasattr(pipe.transformer, "set_linear_attention_backend"):
             raise SystemExit(f"--linear-attention-backend needs a LiT transformer; {args.model} has a "
@@ -209,6 +201,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffusers-lit", description="LiT: a simple linear diffusion transformer")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("demo", help="run the whole chain on the embedded default, offline")
@@ -270,5 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    """Run a command. A user's mistake (a bad value, a missing file or model, a refused input) prints
+    `error: ...` and exits with status 2; `--debug` shows the traceback instead."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        if args.debug:
+            raise
+        parser.exit(2, f"error: {error}\n")

@@ -151,11 +151,15 @@ def read_source(
 
 
 def _heads(width: int, heads: int | None) -> int:
-    heads = heads or KNOWN_HEADS.get(width) or (width // 64 if width % 64 == 0 else None)
-    if heads is None or width % heads:
+    """The heads of an original checkpoint: given, or known for DiT / PixArt widths; never guessed (the tensors do
+    not hold the head count, and a wrong one computes another function)."""
+    if heads is not None and (heads < 1 or width % heads):
+        raise ValueError(f"`num_attention_heads` {heads} does not divide the transformer's width {width}.")
+    heads = heads or KNOWN_HEADS.get(width)
+    if heads is None:
         raise ValueError(
-            f"Cannot infer the attention heads of a transformer {width} wide (not a DiT / PixArt size): pass "
-            "`num_attention_heads` (--num-attention-heads)."
+            f"Cannot infer the attention heads of a transformer {width} wide (not a DiT / PixArt size; the "
+            "checkpoint does not record them): pass `num_attention_heads` (--num-attention-heads)."
         )
     return heads
 
@@ -296,7 +300,10 @@ def lit_config(source_config: dict[str, Any], linear_attention_heads: int | None
     if config["norm_type"] == "ada_norm_zero":
         config.update(cross_attention_dim=None, caption_channels=None)
     config["out_channels"] = config.get("out_channels") or config["in_channels"]
-    config["linear_attention_heads"] = linear_attention_heads or default_linear_heads(config["num_attention_heads"])
+    if linear_attention_heads is not None and linear_attention_heads < 1:
+        raise ValueError(f"`linear_attention_heads` must be at least 1, got {linear_attention_heads}.")
+    heads = linear_attention_heads or default_linear_heads(config["num_attention_heads"])
+    config["linear_attention_heads"] = heads
     config["dwc_kernel_size"] = dwc_kernel_size
     return config
 
@@ -490,6 +497,12 @@ def convert_to_lit(
     if folder is None and components is not None:
         folder = resolve_pretrained_folder(components, revision=revision, token=token, cache_dir=cache_dir)
         model_index = json.loads((folder / "model_index.json").read_text())
+    has_vae = isinstance(model_index.get("vae"), list) and model_index["vae"][0] is not None
+    if not has_vae and lit.config.in_channels not in (1, 3):
+        raise ValueError(
+            f"{source} works on {lit.config.in_channels}-channel latents and comes without a VAE: pass `components` "
+            "(--components) with a pipeline that has its VAE (e.g. facebook/DiT-XL-2-256 or a PixArt pipeline)."
+        )
     pipeline_class = LiTPipeline if checkpoint.layout == "dit" else LiTTextToImagePipeline
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)

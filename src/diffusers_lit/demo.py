@@ -38,12 +38,9 @@ def run_demo(
     Writes into `output_dir`: lit-init/ (the converted student), lit/ (the distilled one), side_by_side.png and
     results.json; returns the results.
     """
-    import diffusers
-
-    from .cli import SCHEDULERS
     from .conversion import convert_to_lit
     from .evaluation import image_grid, load_inception, sample_for_evaluation, score_images, tensor_to_pil
-    from .pipelines import LiTPipeline
+    from .pipelines import LiTPipeline, scheduler_from_name
 
     output_dir = Path(output_dir)
     if not DISTILL_SCRIPT.is_file():
@@ -69,7 +66,7 @@ def run_demo(
     images = {}
     for name, path in (("teacher", teacher), ("student", student_dir)):
         pipe = LiTPipeline.from_pretrained(path)
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)
+        pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
         images[name], labels, info = sample_for_evaluation(pipe, num_samples, steps=sample_steps, seed=seed)
         results[name] = {"model": str(path), "transformer": type(pipe.transformer).__name__,
                          "parameters": _count(pipe.transformer),

@@ -325,7 +325,13 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, list, dict]:
         missing = {"images", "labels", "info"} - set(data.files)
         if missing:
             raise ValueError(f"{path} is not a samples file of `diffusers-lit generate`: it lacks {sorted(missing)}.")
-        return torch.from_numpy(data["images"]), data["labels"].tolist(), json.loads(str(data["info"]))
+        images = data["images"]
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"{path} holds {images.dtype} images of shape {images.shape}: a samples file holds 8-bit images "
+                "(N, C, H, W), as `diffusers-lit generate` writes them (floats in 0..255 or 0..1 are not guessed)."
+            )
+        return torch.from_numpy(images), data["labels"].tolist(), json.loads(str(data["info"]))
 
 
 def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:

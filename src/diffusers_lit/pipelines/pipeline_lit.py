@@ -12,9 +12,18 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..hub import LiTHubMixin
 from ..models import LiTTransformer2DModel
+from .schedulers import SAMPLES_WITH_VARIANCE, uses_learned_variance
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-LEARNED_VARIANCE = ("learned", "learned_range")  # the schedulers' variance types that take the model's variance
+
+
+def check_pixel_space(transformer, vae) -> None:
+    """Without a VAE a pipeline samples pixels: refuse a transformer of latent channels (it would decode nothing)."""
+    if vae is None and transformer.config.in_channels not in (1, 3):
+        raise ValueError(
+            f"Without a VAE the transformer works on pixels, but it takes {transformer.config.in_channels} channels "
+            "(latents): pass the `vae` its latents come from."
+        )
 
 
 class LiTPipeline(LiTHubMixin, DiffusionPipeline):
@@ -50,6 +59,7 @@ class LiTPipeline(LiTHubMixin, DiffusionPipeline):
                 f"LiTPipeline needs a class-conditional transformer (norm_type='ada_norm_zero'), got one with "
                 f"norm_type={norm_type!r}: use LiTTextToImagePipeline for prompts."
             )
+        check_pixel_space(transformer, vae)
         self.register_modules(transformer=transformer, scheduler=scheduler, vae=vae)
         id2label = {int(key): value for key, value in (id2label or {}).items()}
         self.register_to_config(id2label={str(key): value for key, value in sorted(id2label.items())} or None)
@@ -84,9 +94,14 @@ class LiTPipeline(LiTHubMixin, DiffusionPipeline):
     def _label_tensor(self, class_labels: int | str | list[int | str] | torch.Tensor) -> torch.Tensor:
         num_classes = self.transformer.config.num_embeds_ada_norm
         if isinstance(class_labels, torch.Tensor):
+            if torch.is_floating_point(class_labels):
+                raise ValueError(f"`class_labels` must hold class ids (an integer tensor), got {class_labels.dtype}.")
             class_labels = class_labels.reshape(-1).tolist()
         elif isinstance(class_labels, int | str):
             class_labels = [class_labels]
+        bad = [label for label in class_labels if not isinstance(label, str | int) or isinstance(label, bool)]
+        if bad:
+            raise ValueError(f"`class_labels` must be class ids (int) or names (str), got {bad[:3]}.")
         ids = [self.get_label_ids(label)[0] if isinstance(label, str) else int(label) for label in class_labels]
         if not ids:
             raise ValueError("`class_labels` is empty: give at least one class id or name.")
@@ -109,9 +124,7 @@ class LiTPipeline(LiTHubMixin, DiffusionPipeline):
 
     def scheduler_uses_learned_variance(self) -> bool:
         """Whether the scheduler takes the model's variance (e.g. DDPM with variance_type="learned_range")."""
-        # A config converted from another scheduler may carry a `variance_type` its new class ignores.
-        takes_variance = "variance_type" in inspect.signature(type(self.scheduler).__init__).parameters
-        return takes_variance and self.scheduler.config.get("variance_type") in LEARNED_VARIANCE
+        return uses_learned_variance(self.scheduler)
 
     @torch.no_grad()
     def __call__(
@@ -146,7 +159,7 @@ class LiTPipeline(LiTHubMixin, DiffusionPipeline):
             callback_on_step_end_tensor_inputs: The tensors passed to the callback (from `["latents"]`).
         """
         sample_size = self.transformer.config.sample_size * self.vae_scale_factor
-        height, width = height or sample_size, width or sample_size
+        height, width = sample_size if height is None else height, sample_size if width is None else width
         self.check_inputs(height, width, num_inference_steps, output_type)
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         if not set(tensor_inputs) <= set(self._callback_tensor_inputs):
@@ -171,6 +184,12 @@ class LiTPipeline(LiTHubMixin, DiffusionPipeline):
         model_labels = torch.cat([labels, null]) if guided else labels  # (B,) or (2B,)
         learned_sigma = self.transformer.out_channels == 2 * channels
         keep_variance = learned_sigma and self.scheduler_uses_learned_variance()
+        if keep_variance and type(self.scheduler).__name__ not in SAMPLES_WITH_VARIANCE and channels != 3:
+            raise ValueError(
+                f"{type(self.scheduler).__name__} with variance_type={self.scheduler.config.variance_type!r} keeps "
+                f"only 3 channels of the model output; this model has {channels}: build it with variance_type=None "
+                "(diffusers_lit.pipelines.scheduler_from_name does), or use DDPM for the learned variance."
+            )
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         step_kwargs = (

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..hub import LiTHubMixin
 from ..models import LiTTransformer2DModel
 from ..text_encoders import load_text_encoder
+from .pipeline_lit import check_pixel_space
 
 BINNED_SAMPLE_SIZES = (32, 64, 128, 256)  # latent sizes of PixArt's aspect-ratio tables (256 to 2048 px)
 
@@ -64,6 +65,7 @@ class LiTTextToImagePipeline(LiTHubMixin, PixArtSigmaPipeline):
                 "This transformer is conditioned on resolution and aspect ratio (PixArt-alpha at 1024 px), which "
                 "the PixArt-Sigma sampling loop does not pass: use diffusers' PixArtAlphaPipeline with it."
             )
+        check_pixel_space(transformer, vae)
         if max_sequence_length is not None and max_sequence_length < 1:
             raise ValueError(f"`max_sequence_length` must be at least 1, got {max_sequence_length}.")
         if text_encoder_id is not None and (tokenizer is None or text_encoder is None):

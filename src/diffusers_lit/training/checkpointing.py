@@ -10,6 +10,10 @@ from typing import Any
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "training_state.json"
+EMA_WEIGHTS, EMA_STATE = "ema.safetensors", "ema.json"
+# What a run writes into its output folder besides checkpoints: the final pipeline and the logs.
+RUN_OUTPUTS = ("model_index.json", "README.md", "transformer", "scheduler", "vae", "tokenizer", "text_encoder",
+               "logs", "validation")  # fmt: skip
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
@@ -54,24 +58,101 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from: str | None) -
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None) -> list[Path]:
-    """Before saving a new checkpoint, remove the oldest so that at most `total_limit` remain after it."""
+    """After a new checkpoint is complete, remove the oldest complete ones so that `total_limit` remain: a run
+    killed at any moment keeps its newest complete checkpoint."""
     if total_limit is None:
         return []
     if total_limit < 1:
         raise ValueError("--checkpoints_total_limit must be at least 1.")
     checkpoints = list_checkpoints(output_dir)
-    removed = checkpoints[: max(0, len(checkpoints) - total_limit + 1)]
+    removed = checkpoints[: max(0, len(checkpoints) - total_limit)]
     for path in removed:
         shutil.rmtree(path)
     return removed
 
 
+def previous_run(output_dir: str | os.PathLike) -> list[str]:
+    """What an earlier run left in `output_dir`: its checkpoints, final pipeline and metrics (empty if none)."""
+    folder = Path(output_dir)
+    found = [path.name for path in list_checkpoints(folder)]
+    found += [name for name in ("model_index.json", "logs/metrics.jsonl") if (folder / name).is_file()]
+    return found
+
+
+def clear_previous_run(output_dir: str | os.PathLike) -> None:
+    """Remove an earlier run's checkpoints, final pipeline and logs from `output_dir` (what `--overwrite_output_dir`
+    asks for); other files stay."""
+    folder = Path(output_dir)
+    for path in folder.iterdir():
+        is_run = path.name.startswith(CHECKPOINT_PREFIX) or path.name in RUN_OUTPUTS
+        if is_run:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def save_ema(ema, checkpoint_dir: str | os.PathLike) -> None:
+    """The EMA weights as safetensors and its step counter as JSON (never a pickle, so reading runs no code)."""
+    from safetensors.torch import save_file
+
+    folder = Path(checkpoint_dir)
+    tensors = {f"shadow.{index}": param.detach().cpu().contiguous() for index, param in enumerate(ema.shadow_params)}
+    tmp = folder / f".{EMA_WEIGHTS}.tmp-{os.getpid()}"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, folder / EMA_WEIGHTS)
+    state = {"optimization_step": int(ema.optimization_step), "decay": ema.decay, "min_decay": ema.min_decay,
+             "num_tensors": len(tensors)}  # fmt: skip
+    write_json(folder / EMA_STATE, state)
+
+
+def check_no_pickled_objects(checkpoint_dir: str | os.PathLike) -> None:
+    """Refuse a checkpoint holding accelerate's pickles of registered objects (`custom_checkpoint_*.pkl`: an older
+    run's EMA, or a doctored file): unpickling runs code, so they are never loaded."""
+    found = sorted(path.name for path in Path(checkpoint_dir).glob("custom_checkpoint_*.pkl"))
+    if found:
+        raise ValueError(
+            f"{checkpoint_dir} holds pickled objects ({', '.join(found)}), which are never loaded (unpickling can run "
+            "code): resume a checkpoint written by this version, or start a new run."
+        )
+
+
+def load_ema(ema, checkpoint_dir: str | os.PathLike) -> None:
+    """Restore `ema` from `save_ema`'s files, refusing (with the file's name) anything that does not fit it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(checkpoint_dir)
+    weights, state_file = folder / EMA_WEIGHTS, folder / EMA_STATE
+    if not weights.is_file() or not state_file.is_file():
+        raise ValueError(
+            f"{folder} has no EMA weights ({EMA_WEIGHTS}, {EMA_STATE}): resume it without --use_ema, or start a "
+            "new run."
+        )
+    try:
+        state = json.loads(state_file.read_text())
+        step = int(state["optimization_step"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{state_file} is not an EMA state of distill_lit.py: {error}") from error
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{weights} is not a readable safetensors file: {error}") from error
+    expected = {f"shadow.{index}": param for index, param in enumerate(ema.shadow_params)}
+    if set(tensors) != set(expected) or any(tensors[key].shape != expected[key].shape for key in expected):
+        raise ValueError(f"{weights} holds EMA weights of another model ({len(tensors)} tensors for {len(expected)}).")
+    for key, param in expected.items():
+        param.data.copy_(tensors[key].to(param.dtype))
+    ema.optimization_step = step
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON to a temporary file beside `path`, then rename it into place."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        json.dump(data, tmp, indent=2, sort_keys=True, default=str)
+    os.replace(tmp.name, path)
+
+
 def write_training_state(checkpoint_dir: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write the run's record into a checkpoint, last, so that its presence marks the checkpoint complete."""
-    path = Path(checkpoint_dir) / STATE_FILE
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{STATE_FILE}.", delete=False) as tmp:
-        json.dump(state, tmp, indent=2, sort_keys=True, default=str)
-    os.replace(tmp.name, path)
+    write_json(Path(checkpoint_dir) / STATE_FILE, state)
 
 
 def read_training_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:

@@ -8,6 +8,7 @@ a run resumed from a checkpoint therefore sees exactly the data and noise of an 
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from ..scenes import SCENES_DATASET
 
 CACHE_VERSION = 1
+logger = logging.getLogger(__name__)
 
 
 def load_image_dataset(
@@ -210,6 +212,13 @@ def encode_captions(
     """Captions -> text-encoder states (B, L, D) float32 and keep masks (B, L), as PixArt's pipeline encodes
     prompts (lower-cased, padded to `max_sequence_length`)."""
     text = [caption.lower().strip() for caption in captions]
+    lengths = [len(ids) for ids in tokenizer(text, add_special_tokens=True).input_ids]
+    too_long = sum(length > max_sequence_length for length in lengths)
+    if too_long:
+        logger.warning(
+            f"{too_long} of {len(text)} captions are longer than {max_sequence_length} tokens (up to {max(lengths)}) "
+            "and are truncated: raise --max_sequence_length to keep them whole."
+        )
     tokens = tokenizer(
         text, padding="max_length", max_length=max_sequence_length, truncation=True, add_special_tokens=True,
         return_tensors="pt",

@@ -3,6 +3,7 @@ teacher) or, with a text encoder, diffusers' `PixArtTransformer2DModel` in the P
 text-to-image teacher), both with learned sigma, trained with DiT's loss by the distillation loop with no teacher."""
 
 import argparse
+import shutil
 from pathlib import Path
 
 import torch
@@ -88,8 +89,10 @@ def train_dit(argv: list[str] | None = None) -> Path:
     The fresh model is written once to OUTPUT_DIR/init_pipeline."""
     model_args, rest = parse_dit_args(argv)
     args = parse_distill_args([*rest, "--teacher", "unused", "--lambda_noise", "0", "--lambda_var", "0"])
-    init = initial_dit_pipeline(model_args, args.dataset, args.label_column, Path(args.output_dir) / "init_pipeline",
-                                args.seed)  # fmt: skip
+    init_folder = Path(args.output_dir) / "init_pipeline"
+    if args.overwrite_output_dir and init_folder.is_dir():  # a new run: a new model, not the earlier run's
+        shutil.rmtree(init_folder)
+    init = initial_dit_pipeline(model_args, args.dataset, args.label_column, init_folder, args.seed)
     args.teacher = args.student = str(init)
     args.resolution = model_args.resolution
     if model_args.text_encoder is not None:

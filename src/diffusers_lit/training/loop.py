@@ -26,10 +26,15 @@ from tqdm.auto import tqdm
 from ..conversion import default_scheduler
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
 from .checkpointing import (
+    check_no_pickled_objects,
     check_output_dir_writable,
     check_resume_compatible,
+    clear_previous_run,
+    load_ema,
+    previous_run,
     prune_checkpoints,
     resolve_checkpoint,
+    save_ema,
     write_training_state,
 )
 from .data import (
@@ -61,6 +66,7 @@ from .validation import log_validation_grid, save_validation_grid, validation_gr
 
 logger = get_logger(__name__, log_level="INFO")
 LOSS_TERMS = ("loss", "mse", "vlb", "noise_kd", "variance_kd")
+SECRET_ARGS = ("hub_token",)  # never written to a checkpoint, a tracker or a log
 EMA_SCHEDULES = ("constant", "warmup")
 
 
@@ -135,6 +141,11 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     # Output, checkpoints, logging.
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument(
+        "--overwrite_output_dir", action="store_true",
+        help="Remove an earlier run's checkpoints, final pipeline and logs from --output_dir first (without it, a "
+        "folder holding a run is refused unless --resume_from_checkpoint is given).",
+    )  # fmt: skip
     parser.add_argument("--checkpointing_steps", type=int, default=500)
     parser.add_argument("--checkpoints_total_limit", type=int, default=None)
     parser.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder.')
@@ -162,6 +173,16 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be at least 1.")
     if not 0.0 <= args.cfg_dropout_prob < 1.0:
         parser.error("--cfg_dropout_prob must be in [0, 1).")
+    if args.max_train_steps is not None and args.max_train_steps < 1:
+        parser.error(f"--max_train_steps must be at least 1, got {args.max_train_steps}.")
+    if args.num_train_epochs is not None and args.num_train_epochs <= 0:
+        parser.error(f"--num_train_epochs must be positive, got {args.num_train_epochs}.")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        parser.error(f"--learning_rate must be positive, got {args.learning_rate}.")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        parser.error("--checkpoints_total_limit must be at least 1 (leave it out to keep every checkpoint).")
+    if args.resume_from_checkpoint and args.overwrite_output_dir:
+        parser.error("--resume_from_checkpoint and --overwrite_output_dir contradict each other: choose one.")
     if args.max_grad_norm is not None and args.max_grad_norm < 0:
         parser.error("--max_grad_norm must be 0 (off) or positive.")
     if not 0.0 < args.ema_decay < 1.0:
@@ -176,6 +197,13 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     if from_scratch and (args.lambda_noise != 0 or args.lambda_var != 0):
         raise ValueError("Training from scratch has no teacher to distil from: lambda_noise and lambda_var must be 0.")
     output_dir = check_output_dir_writable(args.output_dir)  # refused before anything is loaded
+    earlier = previous_run(output_dir)
+    if earlier and not args.resume_from_checkpoint and not args.overwrite_output_dir:
+        raise ValueError(
+            f"--output_dir {output_dir} holds an earlier run ({', '.join(earlier[:4])}): pass "
+            "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or choose "
+            "another folder."
+        )
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -237,7 +265,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     if any(side % multiple for side in ((resolution,) if isinstance(resolution, int) else resolution)):
         raise ValueError(f"--resolution {resolution} must be a multiple of {multiple} (VAE scale x patch size).")
     channels = vae.config.in_channels if vae is not None else student.config.in_channels
-    learning_rate = args.learning_rate or (2e-5 if text_to_image else 1e-4)
+    learning_rate = args.learning_rate if args.learning_rate is not None else (2e-5 if text_to_image else 1e-4)
 
     # Dataset: columns checked before any work.
     dataset = load_image_dataset(args.dataset, split=args.dataset_split, config_name=args.dataset_config_name)
@@ -326,18 +354,23 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             model_config=student.config,
         )  # fmt: skip
         ema.to(device)
-        accelerator.register_for_checkpointing(ema)
     student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
 
+    if args.overwrite_output_dir and accelerator.is_main_process:
+        clear_previous_run(output_dir)
+    accelerator.wait_for_everyone()
+    run_record = {key: value for key, value in vars(args).items() if key not in SECRET_ARGS}  # never a token
     if accelerator.is_main_process:
-        config = {key: value for key, value in vars(args).items() if isinstance(value, int | float | str | bool)}
+        config = {key: value for key, value in run_record.items() if isinstance(value, int | float | str | bool)}
         accelerator.init_trackers("distill_lit", config=config)
 
     global_step = 0
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        check_no_pickled_objects(checkpoint)
         if ema is not None:
+            load_ema(ema, checkpoint)  # checked before accelerate's state is touched
             ema.to(device)
+        accelerator.load_state(str(checkpoint))
         global_step = int(checkpoint.name.split("-")[-1])
         logger.info(f"Resumed from {checkpoint} at step {global_step}")
 
@@ -349,7 +382,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     validation_items = _validation_inputs(args, data, dataset, text_to_image, id2label, student)
     logs_dir = output_dir / args.logging_dir
     logs_dir.mkdir(parents=True, exist_ok=True)
-    run_record = {**vars(args), "num_processes": accelerator.num_processes, "max_train_steps": max_train_steps}
+    run_record = {**run_record, "num_processes": accelerator.num_processes, "max_train_steps": max_train_steps}
 
     logger.info(
         f"Training {max_train_steps} steps of {global_batch} examples ({accelerator.num_processes} processes x "
@@ -439,7 +472,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
                 file.write(json.dumps({"step": global_step, **logs}) + "\n")
 
         if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-            _save_checkpoint(accelerator, output_dir, global_step, args, signature, run_record)
+            _save_checkpoint(accelerator, output_dir, global_step, args, signature, run_record, ema)
         if args.validation_steps and (global_step % args.validation_steps == 0 or global_step == max_train_steps):
             if accelerator.is_main_process and validation_items:
                 _run_validation(accelerator, args, student, ema, teacher, scheduler, id2label, text_settings,
@@ -493,18 +526,20 @@ def weights_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _save_checkpoint(accelerator, output_dir, global_step, args, signature, run_record) -> None:
-    """`checkpoint-<step>`: accelerate's state (student, optimizer, scheduler, EMA, RNG) and the run's record."""
-    if accelerator.is_main_process:
-        for removed in prune_checkpoints(output_dir, args.checkpoints_total_limit):
-            logger.info(f"Removed {removed} (--checkpoints_total_limit {args.checkpoints_total_limit})")
-    accelerator.wait_for_everyone()
+def _save_checkpoint(accelerator, output_dir, global_step, args, signature, run_record, ema) -> None:
+    """`checkpoint-<step>`: accelerate's state (student, optimizer, scheduler, RNG), the EMA weights and, last, the
+    run's record, which marks it complete; only then are older checkpoints beyond the total limit removed."""
     path = output_dir / f"checkpoint-{global_step}"
     accelerator.save_state(str(path))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if ema is not None:
+            save_ema(ema, path)
         write_training_state(path, {"step": global_step, "signature": signature, "run": run_record})
         logger.info(f"Saved {path}")
+        for removed in prune_checkpoints(output_dir, args.checkpoints_total_limit):
+            logger.info(f"Removed {removed} (--checkpoints_total_limit {args.checkpoints_total_limit})")
+    accelerator.wait_for_everyone()
 
 
 def _validation_inputs(args, data, dataset, text_to_image, id2label, student) -> list | None:
