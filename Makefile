@@ -50,7 +50,7 @@ teacher: $(STAMP) fashion-mnist jemalloc
 		--max_train_steps 4000 --resume_from_checkpoint latest
 
 # The text-to-image teacher of Fashion-MNIST scenes (assets/scenes-pixart): diffusers' PixArt-Sigma layout in
-# pixels, all-MiniLM-L6-v2 captions, 3,000 steps of 64 scenes, about 80 minutes on 2 quiet cores with bf16 and
+# pixels, all-MiniLM-L6-v2 captions, 2,500 steps of 64 scenes, about 75 minutes on 2 quiet cores with bf16 and
 # jemalloc (docs/results.md, "Text-to-image"). Resumable: run it again after a stop.
 T2I_TEACHER_DIR ?= runs/scenes-pixart-cpu
 teacher-t2i: $(STAMP) fashion-mnist jemalloc
@@ -58,7 +58,7 @@ teacher-t2i: $(STAMP) fashion-mnist jemalloc
 		--text_encoder sentence-transformers/all-MiniLM-L6-v2 --caption_length 32 --resolution 32x64 --patch_size 4 \
 		--width 192 --depth 6 --heads 3 --train_batch_size 64 --learning_rate 3e-4 --use_ema --ema_decay 0.999 \
 		--ema_schedule warmup --max_grad_norm 1.0 --mixed_precision $(MIXED_PRECISION) --checkpointing_steps 250 \
-		--max_train_steps 3000 --validation_steps 1000 --resume_from_checkpoint latest
+		--max_train_steps 2500 --validation_steps 500 --resume_from_checkpoint latest
 
 # The scene classifier that scores prompt adherence (assets/fmnist-classifier), a few minutes on a CPU.
 CLASSIFIER_DIR ?= runs/fmnist-classifier

@@ -128,9 +128,8 @@ def test_bench_cli_with_the_triton_backend(tmp_path, monkeypatch):
     assert "LiT's linear attention by its 'triton' backend" in (tmp_path / "results.md").read_text()
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="runs on CUDA tensors; got cpu"):
-        main(
-            ["bench", "--device", "cpu", "--linear-attention-backend", "triton", "--output-dir", str(tmp_path / "no")]
-        )
+        main(["--debug", "bench", "--device", "cpu", "--linear-attention-backend", "triton", "--output-dir",
+              str(tmp_path / "no")])  # fmt: skip
     with pytest.raises(ValueError, match="Unknown linear-attention backend 'flash'"):
         run_benchmark(linear_attention_backend="flash")
     assert not (tmp_path / "no").exists()

@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -399,3 +400,36 @@ def test_zero_linear_attention_heads_is_refused_not_defaulted():
     with pytest.raises(ValueError, match="`linear_attention_heads` must be at least 1, got 0"):
         lit_config(config, 0, 5)
     assert lit_config(config, None, 5)["linear_attention_heads"] == 2  # None: the default, max(2, heads // 4)
+
+
+def test_an_original_dit_keeps_dits_timestep_frequencies(tmp_path):
+    """facebookresearch/DiT's TimestepEmbedder: freqs exp(-ln(10000) i / half), [cos, sin], MLP. A converted LiT and
+    the teacher as the project loads it (load_source) embed timesteps with exactly that formula, not diffusers'
+    DiT frequencies (which divide by half - 1); a diffusers DiT folder keeps diffusers' own."""
+    original = diffusers_to_original_dit(tiny_dit())
+    path = tmp_path / "DiT-tiny.pt"
+    torch.save(original, path)
+    t = torch.tensor([0.0, 100.0, 500.0, 999.0], dtype=torch.float64)
+    half = 128
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / half)
+    args = t[:, None] * freqs[None]
+    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    w1, b1, w2, b2 = (original[f"t_embedder.mlp.{i}.{p}"].double() for i in (0, 2) for p in ("weight", "bias"))
+    expected = torch.nn.functional.silu(embedding @ w1.T + b1) @ w2.T + b2  # (4, width)
+
+    def embed(embedder) -> torch.Tensor:
+        with torch.no_grad():
+            return embedder.timestep_embedder(embedder.time_proj(t.float())).double()
+
+    dit_pipeline = save_dit_pipeline(tmp_path / "dit")
+    lit = LiTPipeline.from_pretrained(convert_to_lit(path, tmp_path / "lit", num_attention_heads=4,
+                                                     components=dit_pipeline)).transformer  # fmt: skip
+    assert lit.config.timestep_freq_shift == 0
+    torch.testing.assert_close(embed(lit.time_class_embed), expected, rtol=0, atol=1e-5)
+    teacher = load_source(str(path), num_attention_heads=4).transformer  # a diffusers DiT, DiT's frequencies
+    for block in teacher.transformer_blocks:
+        torch.testing.assert_close(embed(block.norm1.emb), expected, rtol=0, atol=1e-5)
+    from_diffusers = convert_to_lit(dit_pipeline, tmp_path / "lit-from-diffusers")
+    diffusers_lit = LiTPipeline.from_pretrained(from_diffusers).transformer
+    assert diffusers_lit.config.timestep_freq_shift is None  # diffusers' DiT: its own frequencies, as trained
+    assert (embed(diffusers_lit.time_class_embed) - expected).abs().max() > 1e-2

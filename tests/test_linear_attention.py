@@ -264,3 +264,54 @@ def test_nan_inputs_give_nan_outputs(backend):
         else:
             out = _linear_attention_tokens(q, k, v, 2, attn.eps)
     assert torch.isnan(out[..., :32]).all() and not torch.isnan(out[..., 32:]).any()
+
+
+# diffusers' attention machinery
+
+
+def test_diffusers_sees_every_attention_and_swaps_processors_without_touching_weights():
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    from diffusers_lit import LiTLinearAttnProcessor, LiTTransformer2DModel
+
+    torch.manual_seed(0)
+    model = LiTTransformer2DModel(
+        norm_type="ada_norm_single", num_attention_heads=2, attention_head_dim=8, in_channels=1, num_layers=2,
+        sample_size=8, patch_size=2, cross_attention_dim=16, caption_channels=12, linear_attention_heads=2,
+    ).eval()  # fmt: skip
+    processors = model.attn_processors
+    assert sorted(processors) == [f"transformer_blocks.{i}.attn{j}.processor" for i in (0, 1) for j in (1, 2)]
+    assert all(isinstance(processors[f"transformer_blocks.{i}.attn1.processor"], LiTLinearAttnProcessor)
+               for i in (0, 1))  # fmt: skip
+    x, text = torch.randn(2, 1, 8, 12), torch.randn(2, 5, 12)
+    kwargs = dict(timestep=torch.tensor([3, 900]), encoder_hidden_states=text,
+                  added_cond_kwargs={"resolution": None, "aspect_ratio": None})  # fmt: skip
+    with torch.no_grad():
+        before = model(x, **kwargs).sample
+        keys = set(model.state_dict())
+        model.set_attn_processor({
+            name: LiTLinearAttnProcessor() if "attn1" in name else AttnProcessor() for name in processors
+        })  # fmt: skip
+        torch.testing.assert_close(model(x, **kwargs).sample, before, rtol=1e-5, atol=1e-6)
+        model.set_default_attn_processor()
+        assert isinstance(model.attn_processors["transformer_blocks.0.attn2.processor"], AttnProcessor2_0)
+        model.fuse_qkv_projections()
+        torch.testing.assert_close(model(x, **kwargs).sample, before, rtol=1e-5, atol=1e-5)
+        model.unfuse_qkv_projections()
+        assert set(model.state_dict()) == keys  # the same weights, the same keys
+        torch.testing.assert_close(model(x, **kwargs).sample, before, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="number of processors 1 does not match the number of attention layers: 4"):
+        model.set_attn_processor({"transformer_blocks.0.attn1.processor": LiTLinearAttnProcessor()})
+    with pytest.raises(ValueError, match="LiTLinearAttention runs .* not AttnProcessor2_0"):
+        model.set_attn_processor(AttnProcessor2_0())  # one softmax processor for every layer
+
+
+def test_fused_projections_train_like_separate_ones():
+    attn = LiTLinearAttention(16, 2)
+    x = torch.randn(2, 12, 16, requires_grad=True)
+    attn(x, 3, 4).square().sum().backward()
+    grad = x.grad.clone()
+    x.grad = None
+    attn.fuse_projections()
+    attn(x, 3, 4).square().sum().backward()
+    torch.testing.assert_close(x.grad, grad, rtol=1e-5, atol=1e-6)

@@ -241,9 +241,11 @@ def test_presets():
         lit_preset("LiT-XXL/2")
 
 
-def test_attention_mixin_finds_the_cross_attention():
-    assert len(text_model().attn_processors) == 2  # attn2 of each block; attn1 has no processor to swap
-    assert class_model().attn_processors == {}
+def test_attention_mixin_finds_every_attention():
+    text, classes = text_model().attn_processors, class_model().attn_processors
+    assert len(text) == 4 and sum(name.endswith("attn1.processor") for name in text) == 2  # attn1 and attn2
+    assert all(name.endswith("attn1.processor") for name in classes)
+    assert len(classes) == len(class_model().transformer_blocks)
 
 
 def test_bad_configs():

@@ -18,7 +18,7 @@ def demo(args: argparse.Namespace) -> None:
 
     run_demo(args.output_dir, distill_steps=args.distill_steps, batch_size=args.batch_size, learning_rate=args.lr,
              num_samples=args.num_samples, sample_steps=args.sample_steps, scheduler=args.scheduler,
-             seed=args.seed)  # fmt: skip
+             seed=args.seed, num_prompts=args.num_prompts)  # fmt: skip
 
 
 
@@ -71,6 +71,8 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the finished folder")
     parser.add_argument("--components", help="pipeline to take VAE, scheduler and text encoder from (for .pt files)")
     parser.add_argument("--num-attention-heads", type=int, help="teacher heads, for .pt files of unusual widths")
+    parser.add_argument("--timestep-freq-shift", type=float, help="timestep embedding frequency shift (default: the "
+                        "source's; 0 for original DiT .pt files, 1 for diffusers DiT folders)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh self-attention")
     parser.add_argument("--revision")
 
@@ -83,7 +85,7 @@ def convert(args: argparse.Namespace) -> None:
         args.source, args.output_dir, linear_attention_heads=args.linear_attention_heads,
         dwc_kernel_size=args.dwc_kernel_size, inherit=args.inherit, dtype=args.dtype, overwrite=args.overwrite,
         push_to_hub=args.push_to_hub, components=args.components, num_attention_heads=args.num_attention_heads,
-        seed=args.seed, revision=args.revision,
+        timestep_freq_shift=args.timestep_freq_shift, seed=args.seed, revision=args.revision,
     )  # fmt: skip
     report = json.loads((output / "conversion_report.json").read_text())
     print(
@@ -213,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-steps", type=int, default=25)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddim")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-prompts", type=int, default=100, help="text-to-image prompts per model (and real scenes)")
     p.set_defaults(func=demo)
 
     p = commands.add_parser("sample", help="generate a labelled grid of images with a LiT pipeline")

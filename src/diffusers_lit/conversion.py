@@ -217,8 +217,9 @@ def original_to_diffusers(
 
     if layout == "dit":
         config.update(
-            norm_type="ada_norm_zero", num_embeds_ada_norm=state["y_embedder.embedding_table.weight"].shape[0] - 1
-        )
+            norm_type="ada_norm_zero", num_embeds_ada_norm=state["y_embedder.embedding_table.weight"].shape[0] - 1,
+            timestep_freq_shift=0,  # DiT's TimestepEmbedder divides by half; diffusers' DiT by half - 1
+        )  # fmt: skip
         embedder = {
             "timestep_embedder.linear_1.weight": _take(state, "t_embedder.mlp.0.weight"),
             "timestep_embedder.linear_1.bias": _take(state, "t_embedder.mlp.0.bias"),
@@ -446,6 +447,7 @@ def convert_to_lit(
     push_to_hub: str | None = None,
     components: str | os.PathLike | None = None,
     num_attention_heads: int | None = None,
+    timestep_freq_shift: float | None = None,
     seed: int = 0,
     revision: str | None = None,
     token: str | bool | None = None,
@@ -466,6 +468,8 @@ def convert_to_lit(
         components: A diffusers pipeline (folder or repo id) to take the VAE, scheduler, tokenizer and text
             encoder from when `source` has none (an original checkpoint file).
         num_attention_heads: The teacher's heads, for original checkpoints of non-DiT / PixArt widths.
+        timestep_freq_shift: The timestep embedding's frequency shift (`LiTTransformer2DModel`); default the
+            source's: 0 for original DiT checkpoints (DiT's own), else the diffusers model's.
         seed: Seed of the fresh self-attention weights.
         revision, token, cache_dir: Where and how to fetch Hub repo ids.
 
@@ -483,6 +487,8 @@ def convert_to_lit(
     checkpoint = read_source(
         source, revision=revision, token=token, cache_dir=cache_dir, num_attention_heads=num_attention_heads
     )
+    if timestep_freq_shift is not None:
+        checkpoint.config["timestep_freq_shift"] = timestep_freq_shift
     source_dtype = next(iter(checkpoint.state_dict.values())).dtype
     lit, report = convert_transformer(
         checkpoint, linear_attention_heads=linear_attention_heads, dwc_kernel_size=dwc_kernel_size,
@@ -588,17 +594,28 @@ def load_source(
     revision: str | None = None,
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
+    num_attention_heads: int | None = None,
 ) -> SourceModel:
-    """Load a DiT / PixArt source (Hub id, diffusers folder or original checkpoint) as diffusers models."""
+    """Load a DiT / PixArt source (Hub id, diffusers folder or original checkpoint) as diffusers models.
+    `num_attention_heads`: for original checkpoints of widths other than DiT's / PixArt's."""
     import importlib
 
     from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
+    from diffusers.models.embeddings import Timesteps
 
-    checkpoint = read_source(source, revision=revision, token=token, cache_dir=cache_dir)
+    checkpoint = read_source(
+        source, revision=revision, token=token, cache_dir=cache_dir, num_attention_heads=num_attention_heads
+    )
     model_class = DiTTransformer2DModel if checkpoint.layout == "dit" else PixArtTransformer2DModel
     accepted = inspect.signature(model_class.__init__).parameters
     transformer = model_class(**{key: value for key, value in checkpoint.config.items() if key in accepted})
     transformer.load_state_dict(checkpoint.state_dict, strict=True)
+    shift = checkpoint.config.get("timestep_freq_shift")
+    if shift is not None:  # an original DiT: the diffusers model computes it with DiT's own frequencies
+        for module in transformer.modules():
+            if isinstance(module, Timesteps):
+                module.downscale_freq_shift = shift
+        transformer.register_to_config(timestep_freq_shift=shift)  # and a LiT converted from it keeps them
     transformer.to(next(iter(checkpoint.state_dict.values())).dtype).eval()
     components = {}
     for name in COMPONENTS:

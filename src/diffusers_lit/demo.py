@@ -13,6 +13,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 TEACHER = REPO / "assets" / "fmnist-dit"
+TEXT_TEACHER = REPO / "assets" / "scenes-pixart"  # the text-to-image teacher (make teacher-t2i)
+TEXT_STUDENT = REPO / "assets" / "scenes-lit"  # its LiT student, distilled by benchmarks/text_to_image.sh
 DISTILL_SCRIPT = REPO / "examples" / "distill_lit.py"
 
 
@@ -31,12 +33,17 @@ def run_demo(
     sample_steps: int = 25,
     scheduler: str = "ddim",
     seed: int = 0,
+    num_prompts: int = 100,
+    text_teacher: str | Path = TEXT_TEACHER,
+    text_student: str | Path = TEXT_STUDENT,
 ) -> dict[str, Any]:
-    """Convert `teacher` to LiT, distil it for `distill_steps`, then sample and score teacher and student alike.
+    """Convert `teacher` to LiT, distil it for `distill_steps`, then sample and score teacher and student alike;
+    then text-to-image: the shipped scene teacher and its distilled LiT student draw `num_prompts` test-scene
+    prompts (DPM-Solver++, 20 steps, guidance 4, same seeds), scored for prompt adherence and FID.
     `learning_rate` 1e-3: the best of the sweep at this scale (docs/results.md), 5x the teacher's.
 
-    Writes into `output_dir`: lit-init/ (the converted student), lit/ (the distilled one), side_by_side.png and
-    results.json; returns the results.
+    Writes into `output_dir`: lit-init/ (the converted student), lit/ (the distilled one), side_by_side.png,
+    side_by_side_t2i.png and results.json; returns the results.
     """
     from .conversion import convert_to_lit
     from .evaluation import image_grid, load_inception, sample_for_evaluation, score_images, tensor_to_pil
@@ -45,10 +52,10 @@ def run_demo(
     output_dir = Path(output_dir)
     if not DISTILL_SCRIPT.is_file():
         raise FileNotFoundError(f"The demo runs {DISTILL_SCRIPT}: run it from a checkout of the repository.")
-    print(f"1/4 Converting the teacher {teacher} into a LiT student (self-attention fresh)")
+    print(f"1/5 Converting the teacher {teacher} into a LiT student (self-attention fresh)")
     init = convert_to_lit(teacher, output_dir / "lit-init", overwrite=True, seed=seed)
 
-    print(f"2/4 Hybrid knowledge distillation: {distill_steps} steps of {batch_size} images")
+    print(f"2/5 Hybrid knowledge distillation: {distill_steps} steps of {batch_size} images")
     student_dir = output_dir / "lit"
     command = [sys.executable, str(DISTILL_SCRIPT), "--teacher", str(teacher), "--student", str(init),
                "--dataset", "fashion-mnist", "--output_dir", str(student_dir),
@@ -61,7 +68,7 @@ def run_demo(
         shutil.rmtree(student_dir)
     subprocess.run(command, check=True)
 
-    print(f"3/4 Sampling teacher and student: {num_samples} images each, {scheduler} {sample_steps} steps, same seeds")
+    print(f"3/5 Sampling teacher and student: {num_samples} images each, {scheduler} {sample_steps} steps, same seeds")
     results: dict[str, Any] = {}
     images = {}
     for name, path in (("teacher", teacher), ("student", student_dir)):
@@ -75,7 +82,7 @@ def run_demo(
     results["teacher"]["training_steps"] = _steps_from_card(teacher_card)
     results["student"]["training_steps"] = distill_steps
 
-    print("4/4 FID against Fashion-MNIST's test images (Inception-v3)")
+    print("4/5 FID against Fashion-MNIST's test images (Inception-v3)")
     inception = load_inception()
     for name in ("teacher", "student"):
         scores = score_images(images[name], inception=inception)
@@ -90,9 +97,45 @@ def run_demo(
     grid = image_grid(tensor_to_pil(torch.cat([images["teacher"][:shown], images["student"][:shown]])), captions,
                       columns=shown // 2 if shown >= 10 else shown)  # fmt: skip
     grid.save(output_dir / "side_by_side.png")
+
+    print(f"5/5 Text-to-image: {num_prompts} test-scene prompts, teacher {text_teacher} and student {text_student}")
+    results["text_to_image"] = text_to_image_demo(text_teacher, text_student, output_dir, num_prompts, seed)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
-    print(f"Wrote {output_dir / 'side_by_side.png'} (T: teacher, S: student, same seeds) and results.json")
+    print(f"Wrote {output_dir / 'side_by_side.png'}, side_by_side_t2i.png (T: teacher, S: student, same seeds) and "
+          "results.json")  # fmt: skip
+    return results
+
+
+def text_to_image_demo(
+    teacher: str | Path, student: str | Path, output_dir: Path, num_prompts: int, seed: int = 0
+) -> dict[str, Any]:
+    """Sample the scene teacher and its LiT student on the first `num_prompts` test-scene captions with the same
+    sampler and seeds; score both (scene / object accuracy, FID against as many real test scenes); write a grid
+    of the first prompts, teacher row then student row."""
+    from .adherence import load_classifier, scene_adherence
+    from .evaluation import image_grid, quantize, sample_for_evaluation, score_images, tensor_to_pil
+    from .pipelines import LiTPipeline
+    from .scenes import scene_prompts
+
+    prompts = scene_prompts(num_prompts)
+    classifier, results, images = load_classifier(), {}, {}
+    for name, path in (("teacher", teacher), ("student", student)):
+        pipe = LiTPipeline.from_pretrained(path)
+        images[name], labels, info = sample_for_evaluation(pipe, num_prompts, steps=20, guidance_scale=4.0,
+                                                           batch_size=100, seed=seed, prompts=prompts)  # fmt: skip
+        left, right = (torch.tensor([pair[side] for pair in labels]) for side in (0, 1))
+        scores = scene_adherence(classifier, quantize(images[name]), left, right)
+        fid = score_images(images[name], reference="fashion-mnist-scenes")["fid"]
+        results[name] = {"model": str(path), "transformer": type(pipe.transformer).__name__,
+                         "parameters": _count(pipe.transformer), "seconds_per_image": info["seconds_per_image"],
+                         "fid": fid, **scores}  # fmt: skip
+    shown = min(num_prompts, 4)
+    captions = [f"{who}: {prompt}" for who in ("T", "S") for prompt in prompts[:shown]]
+    pictures = tensor_to_pil(torch.cat([images["teacher"][:shown], images["student"][:shown]]))
+    image_grid(pictures, captions, columns=shown, scale=4).save(output_dir / "side_by_side_t2i.png")
+    results["settings"] = {"num_prompts": num_prompts, "sampler": "dpm++", "sample_steps": 20, "guidance_scale": 4.0,
+                           "seed": seed}  # fmt: skip
     return results
 
 
@@ -110,4 +153,13 @@ def format_table(results: dict[str, Any]) -> str:
         r = results[name]
         rows.append(f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {str(r['training_steps']):>11} "
                     f"{r['seconds_per_image']:>10.4f} {r['fid']:>10.2f}")  # fmt: skip
+    text = results.get("text_to_image")
+    if text:
+        rows.append(f"text-to-image, {text['settings']['num_prompts']} test-scene prompts (guidance 4):")
+        rows.append(f"{'model':<9} {'transformer':<22} {'params':>10} {'scene acc':>9} {'object acc':>10} "
+                    f"{'s / image':>10} {'FID':>8}")  # fmt: skip
+        for name in ("teacher", "student"):
+            r = text[name]
+            rows.append(f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {r['scene_accuracy']:>9.3f} "
+                        f"{r['object_accuracy']:>10.3f} {r['seconds_per_image']:>10.4f} {r['fid']:>8.2f}")  # fmt: skip
     return "\n".join(rows)

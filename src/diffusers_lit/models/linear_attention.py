@@ -10,18 +10,63 @@ Means instead of sums keep S and z in range; both, and the division, are compute
 input dtype. The DWC is one depth-wise `Conv2d` over a head's channels, shared by all heads (heads are
 folded into the batch), applied to V laid out on the 2-D token grid.
 
-Two backends compute the same function: "torch" (the default: any device, trainable) and "triton" (two fused
-kernels for CUDA inference, `linear_attention_triton.py`), chosen per module with `set_backend`.
+The module takes part in diffusers' attention system (`AttentionModuleMixin`, as diffusers' `FluxAttention`):
+its weights live on the module, the computation in a processor, so `model.attn_processors` lists it and
+`set_attn_processor` swaps it without touching a weight. Two processors compute the same function:
+`LiTLinearAttnProcessor` ("torch", the default: any device, trainable) and `LiTLinearAttnTritonProcessor`
+("triton": two fused kernels for CUDA inference, `linear_attention_triton.py`).
 """
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention import AttentionModuleMixin
 from torch import nn
 
-BACKENDS = ("torch", "triton")
+
+class LiTLinearAttnProcessor:
+    """LiT's linear attention in PyTorch operations: any device, any dtype, trainable (the reference path)."""
+
+    backend = "torch"
+
+    def __call__(self, attn: "LiTLinearAttention", hidden_states: torch.Tensor, height: int, width: int):
+        batch, tokens, dim = hidden_states.shape
+        q, k, v = attn.project_qkv(hidden_states)  # (B, N, D) each, heads side by side: (B, N, h, d)
+        # The DWC of all heads at once: (B, N, D) read as a channels-last (B, D, H, W) grid costs no copy, and the
+        # head-shared kernel repeated over the heads makes one depth-wise conv over D channels.
+        dwc = None
+        if attn.dwc is not None:
+            v_grid = v.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last strides
+            weight = attn.dwc.weight.repeat(attn.heads, 1, 1, 1).to(v.dtype)  # (D, 1, k, k)
+            bias = None if attn.dwc.bias is None else attn.dwc.bias.repeat(attn.heads).to(v.dtype)
+            dwc = F.conv2d(v_grid, weight, bias, padding=attn.dwc.padding, groups=dim)  # (B, D, H, W)
+            dwc = dwc.permute(0, 2, 3, 1).reshape(batch, tokens, dim)  # (B, N, D); a view when channels-last
+        # q and k are this call's own: ReLU may overwrite them (the projections do not keep their outputs).
+        out = _linear_attention_tokens(q, k, v, attn.heads, attn.eps, residual=dwc, owns_qk=True)  # (B, N, D)
+        return attn.to_out[1](attn.to_out[0](out.to(v.dtype)))
 
 
-class LiTLinearAttention(nn.Module):
+class LiTLinearAttnTritonProcessor:
+    """The same function in two fused Triton kernels, for inference on CUDA (float32, float16, bfloat16); needs
+    the `triton` package (shipped with CUDA builds of PyTorch)."""
+
+    backend = "triton"
+
+    def __init__(self):
+        check_backend("triton")
+
+    def __call__(self, attn: "LiTLinearAttention", hidden_states: torch.Tensor, height: int, width: int):
+        from .linear_attention_triton import fused_linear_attention
+
+        q, k, v = attn.project_qkv(hidden_states)
+        out = fused_linear_attention(q, k, v, attn.heads, height, width, attn.eps, attn.dwc)  # (B, N, D)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+PROCESSORS = {processor.backend: processor for processor in (LiTLinearAttnProcessor, LiTLinearAttnTritonProcessor)}
+BACKENDS = tuple(PROCESSORS)
+
+
+class LiTLinearAttention(nn.Module, AttentionModuleMixin):
     r"""
     ReLU linear self-attention with a depth-wise convolution (DWC) on the values.
 
@@ -33,7 +78,12 @@ class LiTLinearAttention(nn.Module):
         out_bias (`bool`, defaults to `True`): Bias of the output projection.
         dropout (`float`, defaults to 0.0): Dropout after the output projection.
         eps (`float`, defaults to 1e-6): Added to the normaliser `phi(q)^T z`.
+        processor (*optional*): A `LiTLinearAttnProcessor` (default) or `LiTLinearAttnTritonProcessor`.
     """
+
+    _default_processor_cls = LiTLinearAttnProcessor
+    _available_processors = [LiTLinearAttnProcessor, LiTLinearAttnTritonProcessor]
+    is_cross_attention = False
 
     def __init__(
         self,
@@ -44,6 +94,7 @@ class LiTLinearAttention(nn.Module):
         out_bias: bool = True,
         dropout: float = 0.0,
         eps: float = 1e-6,
+        processor=None,
     ):
         super().__init__()
         if heads < 1 or dim % heads != 0:
@@ -56,6 +107,7 @@ class LiTLinearAttention(nn.Module):
         self.heads = heads
         self.head_dim = dim // heads
         self.eps = eps
+        self.use_bias = bias  # read by diffusers' fuse_projections
 
         self.to_q = nn.Linear(dim, dim, bias=bias)
         self.to_k = nn.Linear(dim, dim, bias=bias)
@@ -66,16 +118,28 @@ class LiTLinearAttention(nn.Module):
                 self.head_dim, self.head_dim, kernel_size, padding=kernel_size // 2, groups=self.head_dim
             )
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=out_bias), nn.Dropout(dropout)])
-        self.backend = "torch"
+        self.set_processor(processor or self._default_processor_cls())
         self.reset_parameters()
 
+    def set_processor(self, processor) -> None:
+        """Use `processor` (one of `_available_processors`) for the computation; the weights stay where they are."""
+        if not isinstance(processor, tuple(self._available_processors)):
+            names = ", ".join(cls.__name__ for cls in self._available_processors)
+            raise ValueError(
+                f"LiTLinearAttention runs {names}, not {type(processor).__name__}: a softmax attention processor "
+                "cannot compute linear attention (set processors per layer with a dict to change only attn2)."
+            )
+        super().set_processor(processor)
+
+    @property
+    def backend(self) -> str:
+        """The processor's name: "torch" or "triton"."""
+        return self.processor.backend
+
     def set_backend(self, backend: str) -> None:
-        """
-        "torch": PyTorch operations, any device, trainable. "triton": two fused Triton kernels, for inference on
-        CUDA (float32, float16, bfloat16); needs the `triton` package (shipped with CUDA builds of PyTorch).
-        """
+        """Pick the processor by name: "torch" (`LiTLinearAttnProcessor`) or "triton" (the Triton one)."""
         check_backend(backend)
-        self.backend = backend
+        self.set_processor(PROCESSORS[backend]())
 
     def reset_parameters(self) -> None:
         """Fresh weights as LiT starts them: Xavier-uniform projections, zero biases, PyTorch's default DWC."""
@@ -86,33 +150,20 @@ class LiTLinearAttention(nn.Module):
         if self.dwc is not None:
             self.dwc.reset_parameters()
 
+    def project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values (B, N, D) of tokens (B, N, D): one fused matmul after `fuse_projections`."""
+        if self.fused_projections:  # three tensors of their own, so that ReLU may overwrite q and k in place
+            q, k, v = self.to_qkv(hidden_states).chunk(3, dim=-1)
+            return q.contiguous(), k.contiguous(), v.contiguous()
+        return self.to_q(hidden_states), self.to_k(hidden_states), self.to_v(hidden_states)
+
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, N, D) tokens of an `height x width` grid (N = height * width) -> (B, N, D)."""
-        batch, tokens, dim = hidden_states.shape
-        if tokens != height * width:
-            raise ValueError(f"Got {tokens} tokens for a {height}x{width} grid; they must be equal in number.")
-        q = self.to_q(hidden_states)  # (B, N, D), heads side by side: (B, N, h, d)
-        k = self.to_k(hidden_states)
-        v = self.to_v(hidden_states)
-        if self.backend == "triton":
-            from .linear_attention_triton import fused_linear_attention
-
-            out = fused_linear_attention(q, k, v, self.heads, height, width, self.eps, self.dwc)  # (B, N, D)
-            return self.to_out[1](self.to_out[0](out))
-
-        # The DWC of all heads at once: (B, N, D) read as a channels-last (B, D, H, W) grid costs no copy, and the
-        # head-shared kernel repeated over the heads makes one depth-wise conv over D channels.
-        dwc = None
-        if self.dwc is not None:
-            v_grid = v.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last strides
-            weight = self.dwc.weight.repeat(self.heads, 1, 1, 1)  # (D, 1, k, k)
-            bias = None if self.dwc.bias is None else self.dwc.bias.repeat(self.heads)
-            dwc = F.conv2d(v_grid, weight, bias, padding=self.dwc.padding, groups=dim)  # (B, D, H, W)
-            dwc = dwc.permute(0, 2, 3, 1).reshape(batch, tokens, dim)  # (B, N, D); a view when channels-last
-
-        # q and k are this module's own: ReLU may overwrite them (the projections do not keep their outputs).
-        out = _linear_attention_tokens(q, k, v, self.heads, self.eps, residual=dwc, owns_qk=True)  # (B, N, D)
-        return self.to_out[1](self.to_out[0](out.to(v.dtype)))
+        if hidden_states.shape[1] != height * width:
+            raise ValueError(
+                f"Got {hidden_states.shape[1]} tokens for a {height}x{width} grid; they must be equal in number."
+            )
+        return self.processor(self, hidden_states, height, width)
 
 
 def check_backend(backend: str, device: torch.device | str | None = None) -> None:

@@ -22,7 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormSingle, AdaLayerNormZero
 from torch import nn
 
-from .linear_attention import LiTLinearAttention
+from .linear_attention import PROCESSORS, LiTLinearAttention, LiTLinearAttnProcessor, check_backend
 
 NORM_TYPES = ("ada_norm_zero", "ada_norm_single")
 
@@ -142,6 +142,9 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin):
         caption_channels (`int`, *optional*): Width of the text encoder's output, projected to the model width.
         linear_attention_heads (`int`, defaults to 4): Heads of the linear self-attention (LiT: 2 S, 3 B, 4 L/XL).
         dwc_kernel_size (`int`, defaults to 5): Kernel of the depth-wise convolution on the values; 0: none.
+        timestep_freq_shift (`float`, *optional*): The sinusoidal timestep embedding's frequencies are
+            exp(-ln(10000) i / (half - shift)). `None`: the layout's diffusers value (DiT: 1, PixArt: 0). An original
+            facebookresearch/DiT checkpoint was trained with 0, and conversion sets it so.
     """
 
     _supports_gradient_checkpointing = True
@@ -172,6 +175,7 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin):
         caption_channels: int | None = None,
         linear_attention_heads: int = 4,
         dwc_kernel_size: int = 5,
+        timestep_freq_shift: float | None = None,
     ):
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
@@ -218,14 +222,19 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin):
             # One timestep + class embedder for all blocks (DiT); the extra row is the null class.
             self.time_class_embed = CombinedTimestepLabelEmbeddings(num_embeds_ada_norm, inner_dim)
             self.time_class_embed.class_embedder.dropout_prob = 0.0  # label dropout belongs to the training loop
+            time_proj = self.time_class_embed.time_proj
         else:
             if use_additional_conditions is None:
                 use_additional_conditions = sample_size == 128
             self.use_additional_conditions = use_additional_conditions
             self.adaln_single = AdaLayerNormSingle(inner_dim, use_additional_conditions=use_additional_conditions)
+            time_proj = self.adaln_single.emb.time_proj
             self.caption_projection = None
             if caption_channels is not None:
                 self.caption_projection = PixArtAlphaTextProjection(caption_channels, hidden_size=inner_dim)
+
+        if timestep_freq_shift is not None:
+            time_proj.downscale_freq_shift = timestep_freq_shift
 
         self.transformer_blocks = nn.ModuleList(
             [
@@ -258,12 +267,29 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin):
 
     def set_linear_attention_backend(self, backend: str) -> None:
         """
-        Compute every block's linear self-attention with `backend`: "torch" (the default: any device, trainable)
-        or "triton" (two fused kernels, CUDA inference only). Not saved with the model.
+        Compute every block's linear self-attention (`attn1`) with `backend`: "torch" (`LiTLinearAttnProcessor`, the
+        default: any device, trainable) or "triton" (`LiTLinearAttnTritonProcessor`: two fused kernels, CUDA
+        inference only), through diffusers' `set_attn_processor`; the cross-attention keeps its processor. Not saved
+        with the model.
         """
-        for module in self.modules():
-            if isinstance(module, LiTLinearAttention):
-                module.set_backend(backend)
+        check_backend(backend)
+        self.set_attn_processor(
+            {
+                name: PROCESSORS[backend]() if name.endswith("attn1.processor") else processor
+                for name, processor in self.attn_processors.items()
+            }
+        )
+
+    def set_default_attn_processor(self) -> None:
+        """The default processors: `LiTLinearAttnProcessor` for attn1, diffusers' `AttnProcessor2_0` for attn2."""
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.set_attn_processor(
+            {
+                name: LiTLinearAttnProcessor() if name.endswith("attn1.processor") else AttnProcessor2_0()
+                for name in self.attn_processors
+            }
+        )
 
     def forward(
         self,
