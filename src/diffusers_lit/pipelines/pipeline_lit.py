@@ -12,6 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..hub import LiTHubMixin
 from ..models import LiTTransformer2DModel
+from .lora import LiTLoraLoaderMixin
 from .schedulers import SAMPLES_WITH_VARIANCE, uses_learned_variance
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -26,7 +27,7 @@ def check_pixel_space(transformer, vae) -> None:
         )
 
 
-class LiTPipeline(LiTHubMixin, DiffusionPipeline):
+class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
     r"""
     Class-conditional image generation with a LiT transformer (or a diffusers `DiTTransformer2DModel`).
 

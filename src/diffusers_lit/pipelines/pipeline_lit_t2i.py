@@ -11,12 +11,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..hub import LiTHubMixin
 from ..models import LiTTransformer2DModel
 from ..text_encoders import load_text_encoder
+from .lora import LiTLoraLoaderMixin
 from .pipeline_lit import check_pixel_space
 
 BINNED_SAMPLE_SIZES = (32, 64, 128, 256)  # latent sizes of PixArt's aspect-ratio tables (256 to 2048 px)
 
 
-class LiTTextToImagePipeline(LiTHubMixin, PixArtSigmaPipeline):
+class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipeline):
     r"""
     Text-to-image generation with a LiT transformer in the PixArt layout, used as diffusers' PixArt-Sigma pipeline:
     prompts and negative prompts, `prompt_embeds` / `negative_prompt_embeds` with their attention masks,

@@ -13,7 +13,7 @@ STATE_FILE = "training_state.json"
 EMA_WEIGHTS, EMA_STATE = "ema.safetensors", "ema.json"
 # What a run writes into its output folder besides checkpoints: the final pipeline and the logs.
 RUN_OUTPUTS = ("model_index.json", "README.md", "transformer", "scheduler", "vae", "tokenizer", "text_encoder",
-               "logs", "validation")  # fmt: skip
+               "logs", "validation", "pytorch_lora_weights.safetensors")  # fmt: skip
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
@@ -75,7 +75,8 @@ def previous_run(output_dir: str | os.PathLike) -> list[str]:
     """What an earlier run left in `output_dir`: its checkpoints, final pipeline and metrics (empty if none)."""
     folder = Path(output_dir)
     found = [path.name for path in list_checkpoints(folder)]
-    found += [name for name in ("model_index.json", "logs/metrics.jsonl") if (folder / name).is_file()]
+    outputs = ("model_index.json", "pytorch_lora_weights.safetensors", "logs/metrics.jsonl")
+    found += [name for name in outputs if (folder / name).is_file()]
     return found
 
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..conversion import default_scheduler
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
+from ..pipelines.lora import LORA_TARGET_MODULES
 from .checkpointing import (
     check_no_pickled_objects,
     check_output_dir_writable,
@@ -117,6 +118,13 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_train_epochs", type=int, default=None, help="Used when --max_train_steps is not.")
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
     parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument(
+        "--lora_rank", type=int, default=None,
+        help="Train LoRA adapters of this rank on a frozen student (attention projections) instead of the whole "
+        "student; saves pytorch_lora_weights.safetensors (diffusers' LoRA format). With --lambda_noise 0 "
+        "--lambda_var 0: plain LoRA fine-tuning.",
+    )  # fmt: skip
+    parser.add_argument("--lora_alpha", type=float, default=None, help="LoRA scale numerator; default the rank.")
     parser.add_argument("--learning_rate", type=float, default=None, help="AdamW; default 1e-4 (class), 2e-5 (text).")
     parser.add_argument("--lr_scheduler", default="constant", help="diffusers' get_scheduler names.")
     parser.add_argument("--lr_warmup_steps", type=int, default=0)
@@ -181,6 +189,10 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}.")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         parser.error("--checkpoints_total_limit must be at least 1 (leave it out to keep every checkpoint).")
+    if args.lora_rank is not None and args.lora_rank < 1:
+        parser.error(f"--lora_rank must be at least 1, got {args.lora_rank}.")
+    if args.lora_rank and (args.use_ema or args.push_to_hub):
+        parser.error("--lora_rank trains adapters only: --use_ema and --push_to_hub do not apply to them.")
     if args.resume_from_checkpoint and args.overwrite_output_dir:
         parser.error("--resume_from_checkpoint and --overwrite_output_dir contradict each other: choose one.")
     if args.max_grad_norm is not None and args.max_grad_norm < 0:
@@ -337,8 +349,15 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     student.train()
     if args.gradient_checkpointing:
         student.enable_gradient_checkpointing()
+    if args.lora_rank:  # adapters on a frozen student
+        from peft import LoraConfig
+
+        student.requires_grad_(False)
+        student.add_adapter(LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha or args.lora_rank,
+                                       target_modules=list(LORA_TARGET_MODULES)))  # fmt: skip
+    trained = [param for param in student.parameters() if param.requires_grad]
     optimizer = torch.optim.AdamW(
-        student.parameters(), lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        trained, lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
     )  # fmt: skip
     lr_scheduler = get_scheduler(
@@ -487,7 +506,14 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
                   "weights_sha256": weights_hash(accelerator.unwrap_model(student))}  # fmt: skip
         (logs_dir / f"final-rank{accelerator.process_index}.json").write_text(json.dumps(record))
     state_dict = accelerator.get_state_dict(student)  # the full weights, also when FSDP / ZeRO-3 shard them
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and args.lora_rank:
+        from peft.utils import get_peft_model_state_dict
+
+        pipeline_class = LiTTextToImagePipeline if text_to_image else LiTPipeline
+        layers = get_peft_model_state_dict(accelerator.unwrap_model(student))
+        pipeline_class.save_lora_weights(output_dir, transformer_lora_layers=layers)
+        logger.info(f"Saved the LoRA adapters to {output_dir} (load them with pipe.load_lora_weights)")
+    elif accelerator.is_main_process:
         final = type(accelerator.unwrap_model(student)).from_config(accelerator.unwrap_model(student).config)
         final.load_state_dict(state_dict)
         if ema is not None:
