@@ -281,3 +281,35 @@ def test_bad_inputs():
         lit_text(**dict(text, encoder_hidden_states=torch.randn(2, 7, 32)))
     with pytest.raises(ValueError, match="pass `encoder_hidden_states`"):
         lit_text(text["hidden_states"], text["timestep"])
+
+
+# diffusers' model hooks on LiT
+
+
+@pytest.mark.parametrize("layout", ["class", "text"])
+def test_layerwise_casting_stores_float8_and_computes_in_bf16(layout):
+    model = (class_model if layout == "class" else text_model)().eval()
+    inputs = class_inputs() if layout == "class" else text_inputs()
+    with torch.no_grad():
+        reference = model(**inputs).sample
+        model.to(torch.bfloat16)  # as diffusers documents it: a bf16 model, its layers then stored in float8
+        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+        attn = model.transformer_blocks[0].attn1
+        assert attn.to_q.weight.dtype == attn.dwc.weight.dtype == torch.float8_e4m3fn  # the DWC is cast too
+        cast = model(**{k: v.to(torch.bfloat16) if torch.is_floating_point(v) else v for k, v in inputs.items()})
+    error = (cast.sample.float() - reference).norm() / reference.norm()
+    assert error < 0.15  # float8 weights: a coarse but faithful copy of the function
+
+
+def test_group_offload_and_repeated_block_compile_keep_the_function():
+    model = class_model().eval()
+    inputs = class_inputs()
+    with torch.no_grad():
+        reference = model(**inputs).sample
+        model.enable_group_offload(torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1)
+        torch.testing.assert_close(model(**inputs).sample, reference)
+    compiled = class_model().eval()
+    assert compiled._repeated_blocks == ["LiTTransformerBlock"]
+    compiled.compile_repeated_blocks(backend="eager")  # the block compiled once, used by every block
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(**inputs).sample, reference)

@@ -150,6 +150,7 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["LiTTransformerBlock", "PatchEmbed"]
+    _repeated_blocks = ["LiTTransformerBlock"]  # compile_repeated_blocks compiles one block, used by all
     _skip_layerwise_casting_patterns = ["pos_embed", "norm", "adaln_single", "time_class_embed"]
 
     @register_to_config
