@@ -16,27 +16,45 @@ WORDS = "a an the cat dog bird red blue green photo of small large on grass sky"
 def tiny_class_transformer(in_channels: int = 1, sample_size: int = 8, num_classes: int = 3, seed: int = 0):
     torch.manual_seed(seed)
     return LiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=in_channels, num_layers=2,
-        sample_size=sample_size, num_embeds_ada_norm=num_classes, linear_attention_heads=2,
-    )  # fmt: skip
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=in_channels,
+        num_layers=2,
+        sample_size=sample_size,
+        num_embeds_ada_norm=num_classes,
+        linear_attention_heads=2,
+    )
 
 
 def tiny_text_transformer(sample_size: int = 8, caption_channels: int = 24, seed: int = 0):
     torch.manual_seed(seed)
     return LiTTransformer2DModel(
-        norm_type="ada_norm_single", num_attention_heads=2, attention_head_dim=8, in_channels=4, num_layers=2,
-        sample_size=sample_size, cross_attention_dim=16, caption_channels=caption_channels, norm_eps=1e-6,
+        norm_type="ada_norm_single",
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        num_layers=2,
+        sample_size=sample_size,
+        cross_attention_dim=16,
+        caption_channels=caption_channels,
+        norm_eps=1e-6,
         linear_attention_heads=2,
-    )  # fmt: skip
+    )
 
 
 def tiny_vae(in_channels: int = 3, seed: int = 0) -> AutoencoderKL:
     torch.manual_seed(seed)
     return AutoencoderKL(
-        in_channels=in_channels, out_channels=in_channels, latent_channels=4, block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, norm_num_groups=8, sample_size=16,
-    )  # fmt: skip
+        in_channels=in_channels,
+        out_channels=in_channels,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=16,
+    )
 
 
 def tiny_text_encoder(tmp_path: Path, hidden_size: int = 24, seed: int = 0):
@@ -46,9 +64,13 @@ def tiny_text_encoder(tmp_path: Path, hidden_size: int = 24, seed: int = 0):
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), model_max_length=32)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(WORDS) + 5, hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64,
-    )  # fmt: skip
+        vocab_size=len(WORDS) + 5,
+        hidden_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     return tokenizer, BertModel(config).eval()
 
 

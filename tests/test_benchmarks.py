@@ -80,8 +80,28 @@ def test_peak_memory_counts_tensor_bytes_on_cpu():
 
 def test_bench_cli_writes_results(tmp_path):
     out = tmp_path / "bench"
-    main(["bench", "--sizes", "tiny", "--archs", "lit", "dit", "--resolutions", "64", "128", "--repeats", "2",
-          "--warmup", "0", "--whole-model-max-tokens", "16", "--output-dir", str(out), "--no-plots"])  # fmt: skip
+    main(
+        [
+            "bench",
+            "--sizes",
+            "tiny",
+            "--archs",
+            "lit",
+            "dit",
+            "--resolutions",
+            "64",
+            "128",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--whole-model-max-tokens",
+            "16",
+            "--output-dir",
+            str(out),
+            "--no-plots",
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
     assert [(r["arch"], r["scope"], r["tokens"]) for r in rows] == [
@@ -101,8 +121,24 @@ def test_bench_cli_writes_results(tmp_path):
 
 
 def test_bench_cli_interleaved(tmp_path):
-    main(["bench", "--sizes", "tiny", "--archs", "lit", "dit-attn", "--resolutions", "64", "--repeats", "3",
-          "--interleave", "--output-dir", str(tmp_path), "--no-plots"])  # fmt: skip
+    main(
+        [
+            "bench",
+            "--sizes",
+            "tiny",
+            "--archs",
+            "lit",
+            "dit-attn",
+            "--resolutions",
+            "64",
+            "--repeats",
+            "3",
+            "--interleave",
+            "--output-dir",
+            str(tmp_path),
+            "--no-plots",
+        ]
+    )
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [(r["arch"], r["scope"], len(r["times_s"])) for r in rows] == [
         ("lit", "block", 3),
@@ -115,9 +151,27 @@ def test_bench_cli_interleaved(tmp_path):
 
 def test_bench_cli_with_the_triton_backend(tmp_path, monkeypatch):
     pytest.importorskip("triton")  # interpreted on a CPU (tests/conftest.py)
-    main(["bench", "--sizes", "tiny", "--archs", "lit", "lit-attn", "--resolutions", "64", "--repeats", "1",
-          "--warmup", "0", "--linear-attention-backend", "triton", "--output-dir", str(tmp_path),
-          "--no-plots"])  # fmt: skip
+    main(
+        [
+            "bench",
+            "--sizes",
+            "tiny",
+            "--archs",
+            "lit",
+            "lit-attn",
+            "--resolutions",
+            "64",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--linear-attention-backend",
+            "triton",
+            "--output-dir",
+            str(tmp_path),
+            "--no-plots",
+        ]
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["meta"]["linear_attention_backend"] == "triton"
     assert [(r["arch"], r["scope"]) for r in results["rows"]] == [
@@ -128,8 +182,18 @@ def test_bench_cli_with_the_triton_backend(tmp_path, monkeypatch):
     assert "LiT's linear attention by its 'triton' backend" in (tmp_path / "results.md").read_text()
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="runs on CUDA tensors; got cpu"):
-        main(["--debug", "bench", "--device", "cpu", "--linear-attention-backend", "triton", "--output-dir",
-              str(tmp_path / "no")])  # fmt: skip
+        main(
+            [
+                "--debug",
+                "bench",
+                "--device",
+                "cpu",
+                "--linear-attention-backend",
+                "triton",
+                "--output-dir",
+                str(tmp_path / "no"),
+            ]
+        )
     with pytest.raises(ValueError, match="Unknown linear-attention backend 'flash'"):
         run_benchmark(linear_attention_backend="flash")
     assert not (tmp_path / "no").exists()
@@ -150,8 +214,16 @@ def test_pipeline_throughput_of_lit_and_dit():
         assert timing["denoising_seconds"] == timing["seconds_per_image"] - timing["vae_decode_seconds"]
         assert timing["seconds_per_step"] == pytest.approx(timing["denoising_seconds"] / 2)
         rows.append({"size": "small", "resolution": 32, "arch": arch, "mode": "eager", **timing})
-    table = pipeline_results_markdown({"command": "cmd", "machine": {"device_name": "cpu"}, "dtype": "fp32",
-                                       "steps": 2, "guidance_scale": 4.0, "rows": rows})  # fmt: skip
+    table = pipeline_results_markdown(
+        {
+            "command": "cmd",
+            "machine": {"device_name": "cpu"},
+            "dtype": "fp32",
+            "steps": 2,
+            "guidance_scale": 4.0,
+            "rows": rows,
+        }
+    )
     ratio = rows[1]["seconds_per_image"] / rows[0]["seconds_per_image"]
     assert f"| small | 32 | eager | {rows[0]['seconds_per_image']:.3f} |" in table and f"{ratio:.2f}x" in table
     with pytest.raises(ValueError, match="'lit' and 'dit'"):
@@ -167,15 +239,21 @@ def test_quality_script_rows(tmp_path):
     spec = f'eval "$(sed -n "/^spec() {{/,/^}}/p" "$1")"; for row in {rows}; do spec $row; done'
     out = subprocess.run(["bash", "-c", spec, "-", str(script)], capture_output=True, text=True, check=True).stdout
     assert [line.strip() for line in out.splitlines()] == [
-        "| 0.5 0.05 |", "fresh | 0.5 0.05 |", "--inherit qkv | 0.5 0.05 | --learning_rate 1e-3",
+        "| 0.5 0.05 |",
+        "fresh | 0.5 0.05 |",
+        "--inherit qkv | 0.5 0.05 | --learning_rate 1e-3",
         "| 0.5 0.05 | --learning_rate 5e-4",
-    ]  # fmt: skip
+    ]
     env = {"PATH": "/usr/bin:/bin", "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"), "ROWS": "bogus"}
     run = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
     assert run.returncode == 2 and "unknown row bogus" in run.stderr and not (tmp_path / "runs").exists()
     # A row whose stage fails stops there and is reported (here: the teacher row with no Python to run it).
-    run = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={**env, "ROWS": "teacher",
-                         "PY": str(tmp_path / "missing-python")})  # fmt: skip
+    run = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        env={**env, "ROWS": "teacher", "PY": str(tmp_path / "missing-python")},
+    )
     assert "== teacher: FAILED" in run.stdout
     assert "== teacher: done" not in (tmp_path / "runs" / "teacher.log").read_text()
 
@@ -188,8 +266,13 @@ def test_quality_script_preloads_jemalloc(tmp_path):
     python = tmp_path / "python"  # a stand-in that records the allocator it was started with, then fails the row
     python.write_text(f'#!/bin/sh\necho "[$LD_PRELOAD] [$MALLOC_CONF]" > {tmp_path}/seen; exit 1\n')
     python.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"), "ROWS": "teacher",
-           "PY": str(python)}  # fmt: skip
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RUNS": str(tmp_path / "runs"),
+        "OUT": str(tmp_path / "out"),
+        "ROWS": "teacher",
+        "PY": str(python),
+    }
     fake = str(tmp_path / "libjemalloc.so.2")  # not a library: the loader warns and ignores it
     subprocess.run(["bash", str(script)], capture_output=True, text=True, env={**env, "JEMALLOC": fake})
     assert (tmp_path / "seen").read_text().split() == [

@@ -9,16 +9,46 @@ from diffusers_lit.evaluation import image_grid
 def test_sample_class_labels(tmp_path):
     class_pipeline().save_pretrained(tmp_path / "pipe")
     output = tmp_path / "grid.png"
-    main(["sample", str(tmp_path / "pipe"), "--class-labels", "cat", "2", "dog", "--steps", "2",
-          "--output", str(output), "--scheduler", "euler", "--width", "16"])  # fmt: skip
+    main(
+        [
+            "sample",
+            str(tmp_path / "pipe"),
+            "--class-labels",
+            "cat",
+            "2",
+            "dog",
+            "--steps",
+            "2",
+            "--output",
+            str(output),
+            "--scheduler",
+            "euler",
+            "--width",
+            "16",
+        ]
+    )
     assert Image.open(output).size == (2 * 16, 2 * (8 + 12))
 
 
 def test_sample_prompt(tmp_path):
     text_pipeline(tmp_path).save_pretrained(tmp_path / "pipe")
     output = tmp_path / "grid.png"
-    main(["sample", str(tmp_path / "pipe"), "--prompt", "a cat", "--steps", "1", "--output", str(output),
-          "--height", "16", "--width", "16"])  # fmt: skip
+    main(
+        [
+            "sample",
+            str(tmp_path / "pipe"),
+            "--prompt",
+            "a cat",
+            "--steps",
+            "1",
+            "--output",
+            str(output),
+            "--height",
+            "16",
+            "--width",
+            "16",
+        ]
+    )
     assert Image.open(output).size == (4 * 16, 4 * 16 + 12)  # small images enlarged 4x under their prompt
 
 

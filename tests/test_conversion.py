@@ -32,12 +32,34 @@ from diffusers_lit.conversion import (
     read_source,
 )
 
-DIT = dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
-           num_embeds_ada_norm=3)  # fmt: skip
-PIXART = dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
-              sample_size=8, cross_attention_dim=32, caption_channels=24, norm_eps=1e-6)  # fmt: skip
-UNET = dict(block_out_channels=(8, 16), norm_num_groups=8, layers_per_block=1, sample_size=8,
-            down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)  # fmt: skip
+DIT = dict(
+    num_attention_heads=4,
+    attention_head_dim=8,
+    in_channels=4,
+    out_channels=8,
+    num_layers=2,
+    sample_size=8,
+    num_embeds_ada_norm=3,
+)
+PIXART = dict(
+    num_attention_heads=4,
+    attention_head_dim=8,
+    in_channels=4,
+    out_channels=8,
+    num_layers=2,
+    sample_size=8,
+    cross_attention_dim=32,
+    caption_channels=24,
+    norm_eps=1e-6,
+)
+UNET = dict(
+    block_out_channels=(8, 16),
+    norm_num_groups=8,
+    layers_per_block=1,
+    sample_size=8,
+    down_block_types=("DownBlock2D",) * 2,
+    up_block_types=("UpBlock2D",) * 2,
+)
 ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 
 
@@ -66,8 +88,13 @@ def save_pixart_pipeline(folder: Path, sigma: bool, tmp_path: Path) -> Path:
     torch.manual_seed(0)
     tokenizer, text_encoder = tiny_text_encoder(tmp_path)
     pipeline_class = PixArtSigmaPipeline if sigma else PixArtAlphaPipeline
-    pipe = pipeline_class(tokenizer=tokenizer, text_encoder=text_encoder, vae=tiny_vae(),
-                          transformer=PixArtTransformer2DModel(**PIXART), scheduler=DDIMScheduler())  # fmt: skip
+    pipe = pipeline_class(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=tiny_vae(),
+        transformer=PixArtTransformer2DModel(**PIXART),
+        scheduler=DDIMScheduler(),
+    )
     pipe.save_pretrained(folder)
     return folder
 
@@ -77,11 +104,13 @@ def diffusers_to_original_dit(dit: DiTTransformer2DModel) -> dict[str, torch.Ten
     s = {key: value.clone() for key, value in dit.state_dict().items()}
     out = {"x_embedder.proj.weight": s["pos_embed.proj.weight"], "x_embedder.proj.bias": s["pos_embed.proj.bias"]}
     emb = "transformer_blocks.0.norm1.emb."
-    out |= {"t_embedder.mlp.0.weight": s[emb + "timestep_embedder.linear_1.weight"],
-            "t_embedder.mlp.0.bias": s[emb + "timestep_embedder.linear_1.bias"],
-            "t_embedder.mlp.2.weight": s[emb + "timestep_embedder.linear_2.weight"],
-            "t_embedder.mlp.2.bias": s[emb + "timestep_embedder.linear_2.bias"],
-            "y_embedder.embedding_table.weight": s[emb + "class_embedder.embedding_table.weight"]}  # fmt: skip
+    out |= {
+        "t_embedder.mlp.0.weight": s[emb + "timestep_embedder.linear_1.weight"],
+        "t_embedder.mlp.0.bias": s[emb + "timestep_embedder.linear_1.bias"],
+        "t_embedder.mlp.2.weight": s[emb + "timestep_embedder.linear_2.weight"],
+        "t_embedder.mlp.2.bias": s[emb + "timestep_embedder.linear_2.bias"],
+        "y_embedder.embedding_table.weight": s[emb + "class_embedder.embedding_table.weight"],
+    }
     grid = dit.config.sample_size // dit.config.patch_size
     out["pos_embed"] = get_2d_sincos_pos_embed(32, grid, output_type="pt").float()[None]
     for i in range(dit.config.num_layers):
@@ -101,10 +130,15 @@ def diffusers_to_original_dit(dit: DiTTransformer2DModel) -> dict[str, torch.Ten
 def diffusers_to_original_pixart(model: PixArtTransformer2DModel, tokens: int) -> dict[str, torch.Tensor]:
     """A diffusers PixArt in PixArt-alpha / Sigma's key layout, wrapped as their .pth files are."""
     s = {key: value.clone() for key, value in model.state_dict().items()}
-    renames = {"pos_embed.proj": "x_embedder.proj", "adaln_single.emb.timestep_embedder.linear_1": "t_embedder.mlp.0",
-               "adaln_single.emb.timestep_embedder.linear_2": "t_embedder.mlp.2", "adaln_single.linear": "t_block.1",
-               "caption_projection.linear_1": "y_embedder.y_proj.fc1",
-               "caption_projection.linear_2": "y_embedder.y_proj.fc2", "proj_out": "final_layer.linear"}  # fmt: skip
+    renames = {
+        "pos_embed.proj": "x_embedder.proj",
+        "adaln_single.emb.timestep_embedder.linear_1": "t_embedder.mlp.0",
+        "adaln_single.emb.timestep_embedder.linear_2": "t_embedder.mlp.2",
+        "adaln_single.linear": "t_block.1",
+        "caption_projection.linear_1": "y_embedder.y_proj.fc1",
+        "caption_projection.linear_2": "y_embedder.y_proj.fc2",
+        "proj_out": "final_layer.linear",
+    }
     out = {f"{new}.{p}": s[f"{old}.{p}"] for old, new in renames.items() for p in ("weight", "bias")}
     out["final_layer.scale_shift_table"] = s["scale_shift_table"]
     out["y_embedder.y_embedding"] = torch.randn(tokens, model.config.caption_channels)
@@ -134,13 +168,19 @@ def test_dit_pipeline_folder(tmp_path, legacy):
     report = json.loads((out / "conversion_report.json").read_text())
     dit, lit = tiny_dit().state_dict(), lit_tensors(out)
     assert report["layout"] == "dit" and report["lit_config"]["linear_attention_heads"] == 2  # max(2, 4 // 4)
-    fresh = {f"transformer_blocks.{i}.attn1.{n}.{p}" for i in range(2) for n in (*ATTENTION, "dwc")
-             for p in ("weight", "bias")}  # fmt: skip
+    fresh = {
+        f"transformer_blocks.{i}.attn1.{n}.{p}"
+        for i in range(2)
+        for n in (*ATTENTION, "dwc")
+        for p in ("weight", "bias")
+    }
     assert set(report["fresh"]["keys"]) == fresh
     for key, source_key in report["copied"]["keys"].items():
         assert torch.equal(lit[key], dit[source_key]), key
-    assert torch.equal(lit["time_class_embed.class_embedder.embedding_table.weight"],
-                       dit["transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight"])  # fmt: skip
+    assert torch.equal(
+        lit["time_class_embed.class_embedder.embedding_table.weight"],
+        dit["transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight"],
+    )
     unused = report["unused"]["keys"]
     assert {key for key, why in unused.items() if "self-attention" in why} == {
         f"transformer_blocks.{i}.attn1.{n}.{p}" for i in range(2) for n in ATTENTION for p in ("weight", "bias")
@@ -243,8 +283,9 @@ PIXART_SIGMA_XL = dict(sample_size=128, caption_channels=4096, interpolation_sca
 def test_full_size_configs_map_every_key_and_shape(name, model_class, config):
     with torch.device("meta"):
         source_model = model_class(**config)
-        source = SourceCheckpoint(name=name, layout="x", config=dict(source_model.config),
-                                  state_dict=source_model.state_dict())  # fmt: skip
+        source = SourceCheckpoint(
+            name=name, layout="x", config=dict(source_model.config), state_dict=source_model.state_dict()
+        )
         lit = LiTTransformer2DModel(**lit_config(source.config, None, 5))
     mapped, _, unused = map_state_dict(source)
     lit_state = lit.state_dict()
@@ -266,8 +307,9 @@ def test_inherit_copies_exactly_the_named_projections(inherit):
     dit = tiny_dit()
     source = SourceCheckpoint(name="tiny", layout="dit", config=dict(dit.config), state_dict=dit.state_dict())
     lit, report = convert_transformer(source, inherit=inherit)
-    named = {"none": (), "v": ("to_v",), "kv": ("to_k", "to_v"), "qkv": ("to_q", "to_k", "to_v"),
-             "qkvo": ATTENTION}[inherit]  # fmt: skip
+    named = {"none": (), "v": ("to_v",), "kv": ("to_k", "to_v"), "qkv": ("to_q", "to_k", "to_v"), "qkvo": ATTENTION}[
+        inherit
+    ]
     for i in range(2):
         for projection in ATTENTION:
             for p in ("weight", "bias"):
@@ -296,8 +338,11 @@ def test_cli_and_example_script(tmp_path, capsys):
     assert "tensors copied" in capsys.readouterr().out
     assert LiTTransformer2DModel.from_pretrained(tmp_path / "cli" / "transformer").config.dwc_kernel_size == 3
     script = Path(__file__).parents[1] / "examples" / "convert_to_lit.py"
-    result = subprocess.run([sys.executable, str(script), str(source), str(tmp_path / "script"),
-                             "--linear-attention-heads", "4"], capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(script), str(source), str(tmp_path / "script"), "--linear-attention-heads", "4"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "script" / "conversion_report.json").read_text())["fresh"]["count"] == 20
 
@@ -422,8 +467,9 @@ def test_an_original_dit_keeps_dits_timestep_frequencies(tmp_path):
             return embedder.timestep_embedder(embedder.time_proj(t.float())).double()
 
     dit_pipeline = save_dit_pipeline(tmp_path / "dit")
-    lit = LiTPipeline.from_pretrained(convert_to_lit(path, tmp_path / "lit", num_attention_heads=4,
-                                                     components=dit_pipeline)).transformer  # fmt: skip
+    lit = LiTPipeline.from_pretrained(
+        convert_to_lit(path, tmp_path / "lit", num_attention_heads=4, components=dit_pipeline)
+    ).transformer
     assert lit.config.timestep_freq_shift == 0
     torch.testing.assert_close(embed(lit.time_class_embed), expected, rtol=0, atol=1e-5)
     teacher = load_source(str(path), num_attention_heads=4).transformer  # a diffusers DiT, DiT's frequencies

@@ -59,18 +59,48 @@ def class_setup(tmp_path_factory):
 
 
 def common(setup, output_dir: Path, steps: int = 4) -> list:
-    return ["--teacher", setup["teacher"], "--dataset", setup["images"], "--output_dir", output_dir,
-            "--cache_dir", setup["cache"], "--max_train_steps", steps, "--train_batch_size", 2, "--report_to", "none",
-            "--random_flip"]  # fmt: skip
+    return [
+        "--teacher",
+        setup["teacher"],
+        "--dataset",
+        setup["images"],
+        "--output_dir",
+        output_dir,
+        "--cache_dir",
+        setup["cache"],
+        "--max_train_steps",
+        steps,
+        "--train_batch_size",
+        2,
+        "--report_to",
+        "none",
+        "--random_flip",
+    ]
 
 
 def test_class_conditional_end_to_end(class_setup):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = class_setup["root"] / "e2e"
-    run(*common(class_setup, out), "--student", class_setup["student"], "--checkpointing_steps", 2,
-        "--checkpoints_total_limit", 1, "--validation_steps", 2, "--validation_inference_steps", 2,
-        "--validation_class_labels", 0, 2, "--use_ema", "--report_to", "tensorboard")  # fmt: skip
+    run(
+        *common(class_setup, out),
+        "--student",
+        class_setup["student"],
+        "--checkpointing_steps",
+        2,
+        "--checkpoints_total_limit",
+        1,
+        "--validation_steps",
+        2,
+        "--validation_inference_steps",
+        2,
+        "--validation_class_labels",
+        0,
+        2,
+        "--use_ema",
+        "--report_to",
+        "tensorboard",
+    )
 
     assert [path.name for path in out.glob("checkpoint-*")] == ["checkpoint-4"]  # the total limit removed step 2
     assert sorted(path.name for path in (out / "validation").iterdir()) == ["step-000002.png", "step-000004.png"]
@@ -99,9 +129,22 @@ def test_resume_continues_exactly(class_setup):
     """Straight: 4 steps (checkpoint at 2). Interrupted: the same, stopped after step 2, resumed from `latest`.
     Same losses, bit-identical final (EMA) weights. The student is converted from the teacher on the fly."""
     out = class_setup["root"] / "resume"
-    args = [*common(class_setup, out), "--checkpointing_steps", 2, "--gradient_accumulation_steps", 2,
-            "--lr_scheduler", "cosine", "--lr_warmup_steps", 1, "--use_ema", "--ema_decay", 0.5,
-            "--linear_attention_heads", 2]  # fmt: skip
+    args = [
+        *common(class_setup, out),
+        "--checkpointing_steps",
+        2,
+        "--gradient_accumulation_steps",
+        2,
+        "--lr_scheduler",
+        "cosine",
+        "--lr_warmup_steps",
+        1,
+        "--use_ema",
+        "--ema_decay",
+        0.5,
+        "--linear_attention_heads",
+        2,
+    ]
     run(*args)
     straight = metrics(out)
     straight_weights = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
@@ -126,10 +169,33 @@ def test_text_to_image_chain(tmp_path):
     student = save_text_pipeline(tiny_lit_text(), tmp_path / "student", tmp_path)
     images = write_imagefolder(tmp_path / "images", per_class=1, captions=True)
     out = tmp_path / "out"
-    run("--teacher", teacher, "--student", student, "--dataset", images, "--output_dir", out, "--cache_dir",
-        tmp_path / "cache", "--max_train_steps", 2, "--train_batch_size", 2, "--report_to", "none",
-        "--max_sequence_length", 8, "--validation_steps", 2, "--validation_inference_steps", 1,
-        "--validation_prompts", "a red cat", "--random_flip")  # fmt: skip
+    run(
+        "--teacher",
+        teacher,
+        "--student",
+        student,
+        "--dataset",
+        images,
+        "--output_dir",
+        out,
+        "--cache_dir",
+        tmp_path / "cache",
+        "--max_train_steps",
+        2,
+        "--train_batch_size",
+        2,
+        "--report_to",
+        "none",
+        "--max_sequence_length",
+        8,
+        "--validation_steps",
+        2,
+        "--validation_inference_steps",
+        1,
+        "--validation_prompts",
+        "a red cat",
+        "--random_flip",
+    )
     logged = metrics(out)
     assert logged[2]["lr"] == 2e-5 and logged[2]["noise_kd"] > 0 and logged[2]["variance_kd"] > 0
     assert (out / "validation" / "step-000002.png").is_file()
@@ -166,8 +232,13 @@ def test_bad_inputs_are_refused_before_the_first_step(class_setup, tmp_path):
     other_heads = save_class_pipeline(tiny_lit(heads=1), root / "heads1")
     run(*common(class_setup, out, steps=1), "--student", other_heads, "--checkpointing_steps", 1)
     with pytest.raises(ValueError, match="another student.*linear_attention_heads: 1 in the checkpoint, 2 now"):
-        run(*common(class_setup, out, steps=2), "--student", class_setup["student"], "--resume_from_checkpoint",
-            "latest")  # fmt: skip
+        run(
+            *common(class_setup, out, steps=2),
+            "--student",
+            class_setup["student"],
+            "--resume_from_checkpoint",
+            "latest",
+        )
     assert sorted(metrics(out)) == [1]
 
 
@@ -182,10 +253,29 @@ def test_two_processes_data_parallel_on_cpu(class_setup, tmp_path):
     pythonpath = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU path, also on a machine with a GPU
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(_free_port()), str(SCRIPT), *map(str, common(class_setup, out, steps=3)), "--student",
-               str(class_setup["student"]), "--log_per_process", "--checkpointing_steps", "3"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(SCRIPT),
+        *map(str, common(class_setup, out, steps=3)),
+        "--student",
+        str(class_setup["student"]),
+        "--log_per_process",
+        "--checkpointing_steps",
+        "3",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -193,8 +283,10 @@ def test_two_processes_data_parallel_on_cpu(class_setup, tmp_path):
     assert [final["num_processes"] for final in finals] == [2, 2]
     assert [final["process_index"] for final in finals] == [0, 1]
     assert finals[0]["weights_sha256"] == finals[1]["weights_sha256"]
-    ranks = [[json.loads(line) for line in (out / "logs" / f"losses-rank{r}.jsonl").read_text().splitlines()]
-             for r in (0, 1)]  # fmt: skip
+    ranks = [
+        [json.loads(line) for line in (out / "logs" / f"losses-rank{r}.jsonl").read_text().splitlines()]
+        for r in (0, 1)
+    ]
     logged = metrics(out)
     for step in (1, 2, 3):
         first, second = ranks[0][step - 1], ranks[1][step - 1]
@@ -230,8 +322,15 @@ def test_each_step_draws_its_own_noise_timesteps_and_dropout(class_setup, monkey
         return loss(student_output, teacher_output, noise, x_start, x_t, timesteps, *args, **kwargs)
 
     monkeypatch.setattr(loop, "hybrid_distillation_loss", recording_loss)
-    run(*common(class_setup, class_setup["root"] / "draws", steps=3), "--student", class_setup["student"],
-        "--seed", 5, "--checkpointing_steps", 10)  # fmt: skip
+    run(
+        *common(class_setup, class_setup["root"] / "draws", steps=3),
+        "--student",
+        class_setup["student"],
+        "--seed",
+        5,
+        "--checkpointing_steps",
+        10,
+    )
     assert len(seen) == 3
     for step, draws in enumerate(seen):
         generator = step_generator(5, step, 0)  # as the loop draws: the flips (--random_flip), timesteps, noise
@@ -250,8 +349,16 @@ def test_resume_never_unpickles_and_refuses_a_malformed_ema(class_setup):
     out = class_setup["root"] / "no-pickle"
 
     def args(steps: int) -> list:
-        return [*common(class_setup, out, steps=steps), "--student", class_setup["student"], "--checkpointing_steps",
-                1, "--use_ema", "--ema_decay", 0.5]  # fmt: skip
+        return [
+            *common(class_setup, out, steps=steps),
+            "--student",
+            class_setup["student"],
+            "--checkpointing_steps",
+            1,
+            "--use_ema",
+            "--ema_decay",
+            0.5,
+        ]
 
     run(*args(2))
     checkpoint = out / "checkpoint-2"
@@ -282,8 +389,15 @@ def test_resume_never_unpickles_and_refuses_a_malformed_ema(class_setup):
 def test_no_secret_is_written_and_no_run_is_overwritten(class_setup):
     out = class_setup["root"] / "secret"
     token = "hf_doNotWriteMe1234567890"
-    args = [*common(class_setup, out, steps=2), "--student", class_setup["student"], "--checkpointing_steps", 1,
-            "--report_to", "tensorboard"]  # fmt: skip
+    args = [
+        *common(class_setup, out, steps=2),
+        "--student",
+        class_setup["student"],
+        "--checkpointing_steps",
+        1,
+        "--report_to",
+        "tensorboard",
+    ]
     run(*args, "--hub_token", token)
     files = [path for path in out.rglob("*") if path.is_file()]
     assert any(path.name == "training_state.json" for path in files) and any("tfevents" in p.name for p in files)
@@ -320,12 +434,25 @@ def test_defaults_follow_dit_clipping_and_ema(class_setup, monkeypatch):
     clipped = []
     monkeypatch.setattr(Accelerator, "clip_grad_norm_", lambda self, params, norm: clipped.append(norm))
     out = class_setup["root"] / "defaults"
-    run(*common(class_setup, out, steps=2), "--student", class_setup["student"], "--use_ema", "--ema_decay", 0.9,
-        "--checkpointing_steps", 1)  # fmt: skip
+    run(
+        *common(class_setup, out, steps=2),
+        "--student",
+        class_setup["student"],
+        "--use_ema",
+        "--ema_decay",
+        0.9,
+        "--checkpointing_steps",
+        1,
+    )
     assert clipped == []
     state = json.loads((out / "checkpoint-2" / "ema.json").read_text())
     assert state["min_decay"] == state["decay"] == 0.9  # EMAModel then uses 0.9 at every step after the first
     assert "EMA weights (constant decay 0.9), no gradient clipping" in (out / "README.md").read_text()
-    run(*common(class_setup, class_setup["root"] / "clipped", steps=1), "--student", class_setup["student"],
-        "--max_grad_norm", 1.0)  # fmt: skip
+    run(
+        *common(class_setup, class_setup["root"] / "clipped", steps=1),
+        "--student",
+        class_setup["student"],
+        "--max_grad_norm",
+        1.0,
+    )
     assert clipped == [1.0]

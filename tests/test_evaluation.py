@@ -119,9 +119,22 @@ def test_evaluate_command(fashion_images, tmp_path, capsys):
     from diffusers_lit.cli import main
 
     class_pipeline().save_pretrained(tmp_path / "pipe")
-    args = ["evaluate", str(tmp_path / "pipe"), "--num-samples", "6", "--steps", "2", "--batch-size", "3",
-            "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "fid.json"),
-            "--grid", str(tmp_path / "grid.png")]  # fmt: skip
+    args = [
+        "evaluate",
+        str(tmp_path / "pipe"),
+        "--num-samples",
+        "6",
+        "--steps",
+        "2",
+        "--batch-size",
+        "3",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output",
+        str(tmp_path / "fid.json"),
+        "--grid",
+        str(tmp_path / "grid.png"),
+    ]
     main(args)
     results = json.loads((tmp_path / "fid.json").read_text())
     assert results["num_samples"] == results["num_reference"] == 6 and results["reference"] == "fashion-mnist:test"
@@ -178,8 +191,9 @@ def test_generate_with_the_fused_kernels(tmp_path, monkeypatch):
         main(
             ["generate", *common, "--linear-attention-backend", backend, "--output", str(tmp_path / f"{backend}.npz")]
         )
-    (images, labels, info), (fused, fused_labels, fused_info) = (load_samples(tmp_path / f"{b}.npz")
-                                                                 for b in ("torch", "triton"))  # fmt: skip
+    (images, labels, info), (fused, fused_labels, fused_info) = (
+        load_samples(tmp_path / f"{b}.npz") for b in ("torch", "triton")
+    )
     assert (info["linear_attention_backend"], fused_info["linear_attention_backend"]) == ("torch", "triton")
     assert fused_labels == labels and (fused.int() - images.int()).abs().max() <= 1
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

@@ -217,8 +217,14 @@ def test_triton_kernels_compile_for_nvidia_gpus():
     run = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     usage = json.loads(run.stdout)
-    assert sorted(usage) == ["output bf16 sm_90", "output fp16 sm_80", "output fp32 sm_90", "state bf16 sm_90",
-                             "state fp16 sm_80", "state fp32 sm_90"]  # fmt: skip
+    assert sorted(usage) == [
+        "output bf16 sm_90",
+        "output fp16 sm_80",
+        "output fp32 sm_90",
+        "state bf16 sm_90",
+        "state fp16 sm_80",
+        "state fp32 sm_90",
+    ]
     bf16 = usage["output bf16 sm_90"]  # None: a Triton without cuobjdump
     if bf16 is not None:  # 227 registers with Triton 3.9 (255 and 216 B spilled with the DWC unrolled)
         assert bf16["STACK"] == 0 and bf16["LOCAL"] == 0 and bf16["REG"] <= 240, bf16
@@ -276,22 +282,34 @@ def test_diffusers_sees_every_attention_and_swaps_processors_without_touching_we
 
     torch.manual_seed(0)
     model = LiTTransformer2DModel(
-        norm_type="ada_norm_single", num_attention_heads=2, attention_head_dim=8, in_channels=1, num_layers=2,
-        sample_size=8, patch_size=2, cross_attention_dim=16, caption_channels=12, linear_attention_heads=2,
-    ).eval()  # fmt: skip
+        norm_type="ada_norm_single",
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=1,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        cross_attention_dim=16,
+        caption_channels=12,
+        linear_attention_heads=2,
+    ).eval()
     processors = model.attn_processors
     assert sorted(processors) == [f"transformer_blocks.{i}.attn{j}.processor" for i in (0, 1) for j in (1, 2)]
-    assert all(isinstance(processors[f"transformer_blocks.{i}.attn1.processor"], LiTLinearAttnProcessor)
-               for i in (0, 1))  # fmt: skip
+    assert all(
+        isinstance(processors[f"transformer_blocks.{i}.attn1.processor"], LiTLinearAttnProcessor) for i in (0, 1)
+    )
     x, text = torch.randn(2, 1, 8, 12), torch.randn(2, 5, 12)
-    kwargs = dict(timestep=torch.tensor([3, 900]), encoder_hidden_states=text,
-                  added_cond_kwargs={"resolution": None, "aspect_ratio": None})  # fmt: skip
+    kwargs = dict(
+        timestep=torch.tensor([3, 900]),
+        encoder_hidden_states=text,
+        added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+    )
     with torch.no_grad():
         before = model(x, **kwargs).sample
         keys = set(model.state_dict())
-        model.set_attn_processor({
-            name: LiTLinearAttnProcessor() if "attn1" in name else AttnProcessor() for name in processors
-        })  # fmt: skip
+        model.set_attn_processor(
+            {name: LiTLinearAttnProcessor() if "attn1" in name else AttnProcessor() for name in processors}
+        )
         torch.testing.assert_close(model(x, **kwargs).sample, before, rtol=1e-5, atol=1e-6)
         model.set_default_attn_processor()
         assert isinstance(model.attn_processors["transformer_blocks.0.attn2.processor"], AttnProcessor2_0)

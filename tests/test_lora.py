@@ -50,16 +50,19 @@ def test_text_pipeline_lora_round_trip(tmp_path):
     kwargs = dict(prompt="a red cat", use_resolution_binning=False, max_sequence_length=16)
     pipe = with_adapter(text_pipeline(tmp_path))
     adapted = draw(pipe, **kwargs)
-    LiTTextToImagePipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=get_peft_model_state_dict(
-        pipe.transformer))  # fmt: skip
+    LiTTextToImagePipeline.save_lora_weights(
+        tmp_path / "lora", transformer_lora_layers=get_peft_model_state_dict(pipe.transformer)
+    )
     fresh = text_pipeline(tmp_path)
     fresh.load_lora_weights(tmp_path / "lora")
     torch.testing.assert_close(draw(fresh, **kwargs), adapted, rtol=0, atol=1e-5)
 
 
 def test_lora_weights_of_another_architecture_are_refused(tmp_path):
-    foreign = {"transformer.down_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 16),
-               "transformer.down_blocks.0.attn.to_q.lora_B.weight": torch.zeros(16, 4)}  # fmt: skip
+    foreign = {
+        "transformer.down_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 16),
+        "transformer.down_blocks.0.attn.to_q.lora_B.weight": torch.zeros(16, 4),
+    }
     with pytest.raises(ValueError, match="adapt layers this LiTTransformer2DModel does not have"):
         class_pipeline().load_lora_weights(foreign)
 
@@ -74,11 +77,32 @@ def test_distillation_trains_lora_adapters_on_a_frozen_student(tmp_path):
 
     teacher, student = save_class_pipeline(tiny_dit(), tmp_path / "t"), save_class_pipeline(tiny_lit(), tmp_path / "s")
     out = tmp_path / "lora"
-    distill(parse_distill_args([
-        "--teacher", str(teacher), "--student", str(student), "--dataset", str(write_imagefolder(tmp_path / "im")),
-        "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--max_train_steps", "2",
-        "--train_batch_size", "2", "--report_to", "none", "--lora_rank", "4", "--learning_rate", "1e-2",
-    ]))  # fmt: skip
+    distill(
+        parse_distill_args(
+            [
+                "--teacher",
+                str(teacher),
+                "--student",
+                str(student),
+                "--dataset",
+                str(write_imagefolder(tmp_path / "im")),
+                "--output_dir",
+                str(out),
+                "--cache_dir",
+                str(tmp_path / "cache"),
+                "--max_train_steps",
+                "2",
+                "--train_batch_size",
+                "2",
+                "--report_to",
+                "none",
+                "--lora_rank",
+                "4",
+                "--learning_rate",
+                "1e-2",
+            ]
+        )
+    )
     trained = load_file(out / "checkpoint-2" / "model.safetensors")  # the whole model: base and adapters
     base = load_file(student / "transformer" / "diffusion_pytorch_model.safetensors")
     lora_keys = [key for key in trained if "lora_" in key]

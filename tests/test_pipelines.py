@@ -148,9 +148,14 @@ def test_callback_on_step_end_can_replace_latents():
 def test_diffusers_dit_runs_through_the_same_pipeline():
     torch.manual_seed(0)
     dit = DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2, num_layers=2, sample_size=8,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=1,
+        out_channels=2,
+        num_layers=2,
+        sample_size=8,
         num_embeds_ada_norm=3,
-    ).eval()  # fmt: skip
+    ).eval()
     pipe = LiTPipeline(dit, DDPMScheduler(variance_type="learned_range"))
     pipe.set_progress_bar_config(disable=True)
     batches = count_transformer_batches(pipe)
@@ -295,9 +300,14 @@ def test_text_pipeline_prompt_embeds_equal_prompts(tmp_path):
     kwargs = dict(num_inference_steps=2, output_type="np", use_resolution_binning=False, max_sequence_length=16)
     embeds, mask, negative_embeds, negative_mask = pipe.encode_prompt("a red cat", max_sequence_length=16)
     from_embeds = pipe(
-        negative_prompt=None, prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative_embeds,
-        negative_prompt_attention_mask=negative_mask, generator=torch.Generator().manual_seed(0), **kwargs,
-    ).images  # fmt: skip
+        negative_prompt=None,
+        prompt_embeds=embeds,
+        prompt_attention_mask=mask,
+        negative_prompt_embeds=negative_embeds,
+        negative_prompt_attention_mask=negative_mask,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    ).images
     from_prompt = pipe("a red cat", generator=torch.Generator().manual_seed(0), **kwargs).images
     np.testing.assert_allclose(from_embeds, from_prompt, atol=1e-6)
 
@@ -331,9 +341,14 @@ def test_text_pipeline_bad_inputs(tmp_path):
         embeds, mask, _, _ = pipe.encode_prompt(["a cat", "a dog"], max_sequence_length=8)
         negative, negative_mask, _, _ = pipe.encode_prompt("sky", False, max_sequence_length=8)
         pipe(
-            negative_prompt=None, prompt_embeds=embeds, prompt_attention_mask=mask, negative_prompt_embeds=negative,
-            negative_prompt_attention_mask=negative_mask, use_resolution_binning=False, num_inference_steps=1,
-        )  # fmt: skip
+            negative_prompt=None,
+            prompt_embeds=embeds,
+            prompt_attention_mask=mask,
+            negative_prompt_embeds=negative,
+            negative_prompt_attention_mask=negative_mask,
+            use_resolution_binning=False,
+            num_inference_steps=1,
+        )
     with pytest.raises(ValueError, match="`prompt` has 2 entries but `negative_prompt` has 1"):
         pipe(["a cat", "a dog"], negative_prompt=["sky"], use_resolution_binning=False, max_sequence_length=8)
     with pytest.raises(ValueError, match="needs a text-to-image transformer"):
@@ -382,18 +397,31 @@ def test_text_guidance_equals_uncond_plus_scale_times_the_difference(tmp_path):
     pipe = text_pipeline(tmp_path)
     calls = capture_scheduler_inputs(pipe)
     scale, kwargs = 4.5, dict(use_resolution_binning=False, max_sequence_length=16)
-    pipe("a red cat", negative_prompt="sky", guidance_scale=scale, num_inference_steps=2,
-         generator=torch.Generator().manual_seed(0), **kwargs)  # fmt: skip
+    pipe(
+        "a red cat",
+        negative_prompt="sky",
+        guidance_scale=scale,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
     embeds, mask, negative, negative_mask = pipe.encode_prompt("a red cat", negative_prompt="sky", **kwargs)
     model = pipe.transformer
     for call in calls:
         x, t = call["sample"], torch.full((1,), int(call["timestep"]))
         with torch.no_grad():
             cond, uncond = (
-                model(x, timestep=t, encoder_hidden_states=e, encoder_attention_mask=m,
-                      added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample[:, :4].double()
+                model(
+                    x,
+                    timestep=t,
+                    encoder_hidden_states=e,
+                    encoder_attention_mask=m,
+                    added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                )
+                .sample[:, :4]
+                .double()
                 for e, m in ((embeds, mask), (negative, negative_mask))
-            )  # fmt: skip
+            )
         assert (cond - uncond).abs().max() > 1e-3
         torch.testing.assert_close(call["model_output"].double(), uncond + scale * (cond - uncond), atol=1e-5, rtol=0)
 

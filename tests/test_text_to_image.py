@@ -46,17 +46,31 @@ def scenes(tmp_path_factory):
 def tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
     torch.manual_seed(seed)
     return PixArtTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2, num_layers=2, sample_size=16,
-        patch_size=4, caption_channels=384, cross_attention_dim=16, use_additional_conditions=False,
-    )  # fmt: skip
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=1,
+        out_channels=2,
+        num_layers=2,
+        sample_size=16,
+        patch_size=4,
+        caption_channels=384,
+        cross_attention_dim=16,
+        use_additional_conditions=False,
+    )
 
 
 def pixel_pipeline(minilm, transformer=None) -> LiTTextToImagePipeline:
     tokenizer, encoder = minilm
     pipe = LiTTextToImagePipeline(
-        tokenizer, encoder, None, transformer or tiny_pixart(), DPMSolverMultistepScheduler(),
-        text_encoder_id=MINILM, max_sequence_length=16, image_size=(16, 32),
-    )  # fmt: skip
+        tokenizer,
+        encoder,
+        None,
+        transformer or tiny_pixart(),
+        DPMSolverMultistepScheduler(),
+        text_encoder_id=MINILM,
+        max_sequence_length=16,
+        image_size=(16, 32),
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -109,8 +123,9 @@ def test_resolutions_and_non_square_preprocessing():
 def test_the_minilm_encoder_loads_offline_and_tells_captions_apart(minilm):
     tokenizer, encoder = minilm
     assert Path(text_encoder_folder(MINILM)).is_dir() and encoder.config.hidden_size == 384
-    tokens = tokenizer([scene_caption(7, 8), scene_caption(8, 7)], padding="max_length", max_length=16,
-                       return_tensors="pt")  # fmt: skip
+    tokens = tokenizer(
+        [scene_caption(7, 8), scene_caption(8, 7)], padding="max_length", max_length=16, return_tensors="pt"
+    )
     with torch.no_grad():
         states = encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
     assert states.shape == (2, 16, 384)
@@ -153,9 +168,18 @@ def test_pixel_space_text_pipeline_refuses_nonsense(minilm):
         pipe(["a bag", "a coat"], negative_prompt=["", "", ""], num_inference_steps=1)
     tokenizer, encoder = minilm
     torch.manual_seed(0)
-    narrow = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2,
-                                      num_layers=1, sample_size=16, patch_size=4, caption_channels=24,
-                                      cross_attention_dim=16, use_additional_conditions=False)  # fmt: skip
+    narrow = PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=1,
+        out_channels=2,
+        num_layers=1,
+        sample_size=16,
+        patch_size=4,
+        caption_channels=24,
+        cross_attention_dim=16,
+        use_additional_conditions=False,
+    )
     with pytest.raises(ValueError, match="hidden size 384 does not match the transformer's caption_channels 24"):
         LiTTextToImagePipeline(tokenizer, encoder, None, narrow, DPMSolverMultistepScheduler())
 
@@ -199,21 +223,63 @@ def test_text_chain_teacher_from_scratch_convert_distill_and_score(scenes, tmp_p
     """The text-to-image chain with the real MiniLM encoder, reduced: a pixel PixArt teacher trained from scratch
     on scenes (two steps), a LiT converted and distilled from it (two steps), and both scored."""
     reset_accelerate()
-    common = ["--dataset", str(scenes), "--train_batch_size", "4", "--max_train_steps", "2", "--report_to", "none",
-              "--cache_dir", str(tmp_path / "cache"), "--checkpointing_steps", "100"]  # fmt: skip
-    teacher = train_dit([
-        *common, "--output_dir", str(tmp_path / "teacher"), "--text_encoder", MINILM, "--caption_length", "16",
-        "--resolution", "32x64", "--patch_size", "4", "--width", "16", "--depth", "2", "--heads", "2",
-    ])  # fmt: skip
+    common = [
+        "--dataset",
+        str(scenes),
+        "--train_batch_size",
+        "4",
+        "--max_train_steps",
+        "2",
+        "--report_to",
+        "none",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--checkpointing_steps",
+        "100",
+    ]
+    teacher = train_dit(
+        [
+            *common,
+            "--output_dir",
+            str(tmp_path / "teacher"),
+            "--text_encoder",
+            MINILM,
+            "--caption_length",
+            "16",
+            "--resolution",
+            "32x64",
+            "--patch_size",
+            "4",
+            "--width",
+            "16",
+            "--depth",
+            "2",
+            "--heads",
+            "2",
+        ]
+    )
     index = json.loads((teacher / "model_index.json").read_text())
     assert index["transformer"] == ["diffusers", "PixArtTransformer2DModel"] and index["image_size"] == [32, 64]
     assert index["max_sequence_length"] == 16 and index["text_encoder_id"] == MINILM
 
     reset_accelerate()
-    student = distill(parse_distill_args([
-        *common, "--teacher", str(teacher), "--output_dir", str(tmp_path / "student"),
-        "--lambda_noise", "1.0", "--lambda_var", "0.05", "--inherit", "qkvo",
-    ]))  # fmt: skip
+    student = distill(
+        parse_distill_args(
+            [
+                *common,
+                "--teacher",
+                str(teacher),
+                "--output_dir",
+                str(tmp_path / "student"),
+                "--lambda_noise",
+                "1.0",
+                "--lambda_var",
+                "0.05",
+                "--inherit",
+                "qkvo",
+            ]
+        )
+    )
     pipe = LiTPipeline.from_pretrained(student)
     assert type(pipe.transformer).__name__ == "LiTTransformer2DModel" and pipe.config.image_size == [32, 64]
     metrics = [json.loads(line) for line in (student / "logs" / "metrics.jsonl").read_text().splitlines()]
@@ -222,8 +288,26 @@ def test_text_chain_teacher_from_scratch_convert_distill_and_score(scenes, tmp_p
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"{scene_caption(7, 8)}\n{scene_caption(0, 9, 3)}\n")
     samples = tmp_path / "samples.npz"
-    cli(["generate", str(student), "--num-samples", "3", "--steps", "2", "--batch-size", "2", "--prompts",
-         str(prompts), "--guidance-scale", "2", "--output", str(samples), "--device", "cpu"])  # fmt: skip
+    cli(
+        [
+            "generate",
+            str(student),
+            "--num-samples",
+            "3",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--prompts",
+            str(prompts),
+            "--guidance-scale",
+            "2",
+            "--output",
+            str(samples),
+            "--device",
+            "cpu",
+        ]
+    )
     images, labels, info = load_samples(samples)
     assert images.shape == (3, 1, 32, 64) and labels == [[7, 8], [0, 9], [7, 8]]
     assert info["prompts"][2] == scene_caption(7, 8)

@@ -26,8 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_dit(seed: int = 0) -> DiTTransformer2DModel:
     torch.manual_seed(seed)
-    dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2,
-                                num_layers=3, sample_size=8, num_embeds_ada_norm=3)  # fmt: skip
+    dit = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=1,
+        out_channels=2,
+        num_layers=3,
+        sample_size=8,
+        num_embeds_ada_norm=3,
+    )
     for block in dit.transformer_blocks[1:]:
         block.norm1.emb.load_state_dict(dit.transformer_blocks[0].norm1.emb.state_dict())
     return dit.eval()
@@ -61,17 +68,44 @@ def test_summed_gradients_train_the_copies_as_one_shared_embedder():
     first = copies.transformer_blocks[0].norm1.emb.state_dict()
     for block in copies.transformer_blocks[1:]:  # the copies stay bit-identical, so conversion can fold them
         assert all(torch.equal(first[k], v) for k, v in block.norm1.emb.state_dict().items())
-    assert not torch.equal(first["timestep_embedder.linear_1.weight"],
-                           tiny_dit().transformer_blocks[0].norm1.emb.timestep_embedder.linear_1.weight)  # fmt: skip
+    assert not torch.equal(
+        first["timestep_embedder.linear_1.weight"],
+        tiny_dit().transformer_blocks[0].norm1.emb.timestep_embedder.linear_1.weight,
+    )
 
 
 def test_train_dit_end_to_end_then_convert(tmp_path):
     images = write_imagefolder(tmp_path / "images", size=8)
     out = tmp_path / "dit"
-    argv = ["--dataset", images, "--output_dir", out, "--resolution", "8", "--channels", "3", "--patch_size", "2",
-            "--width", "16", "--depth", "2", "--heads", "2", "--max_train_steps", "3", "--train_batch_size", "4",
-            "--cache_dir", tmp_path / "cache", "--report_to", "none", "--use_ema",
-            "--checkpointing_steps", "2"]  # fmt: skip
+    argv = [
+        "--dataset",
+        images,
+        "--output_dir",
+        out,
+        "--resolution",
+        "8",
+        "--channels",
+        "3",
+        "--patch_size",
+        "2",
+        "--width",
+        "16",
+        "--depth",
+        "2",
+        "--heads",
+        "2",
+        "--max_train_steps",
+        "3",
+        "--train_batch_size",
+        "4",
+        "--cache_dir",
+        tmp_path / "cache",
+        "--report_to",
+        "none",
+        "--use_ema",
+        "--checkpointing_steps",
+        "2",
+    ]
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -104,16 +138,20 @@ def test_help_lists_the_model_flags_and_points_to_the_loop(capsys):
 def test_make_teacher_trains_the_shipped_architecture():
     """`make teacher` (the teacher retrained on a CPU) builds the shipped teacher's model, with valid loop flags."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("MAKE")}
-    recipe = subprocess.run(["make", "-s", "-n", "-C", str(ROOT), "teacher"], env=env, capture_output=True,
-                            text=True, check=True).stdout.replace("\\\n", " ")  # fmt: skip
+    recipe = subprocess.run(
+        ["make", "-s", "-n", "-C", str(ROOT), "teacher"], env=env, capture_output=True, text=True, check=True
+    ).stdout.replace("\\\n", " ")
     command = next(line for line in recipe.splitlines() if "examples/train_dit.py" in line)
     argv = shlex.split(command.split("examples/train_dit.py", 1)[1])
     model_args, rest = parse_dit_args(argv)
     loop_args = parse_distill_args([*rest, "--teacher", "unused"])
     shipped = json.loads((ROOT / "assets" / "fmnist-dit" / "transformer" / "config.json").read_text())
     assert (model_args.width, model_args.depth, model_args.heads, model_args.patch_size, model_args.resolution) == (
-        shipped["num_attention_heads"] * shipped["attention_head_dim"], shipped["num_layers"],
-        shipped["num_attention_heads"], shipped["patch_size"], shipped["sample_size"],
-    )  # fmt: skip
+        shipped["num_attention_heads"] * shipped["attention_head_dim"],
+        shipped["num_layers"],
+        shipped["num_attention_heads"],
+        shipped["patch_size"],
+        shipped["sample_size"],
+    )
     assert (loop_args.max_train_steps, loop_args.train_batch_size, loop_args.dataset) == (4000, 64, "fashion-mnist")
     assert loop_args.resume_from_checkpoint == "latest" and loop_args.use_ema

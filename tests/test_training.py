@@ -131,8 +131,9 @@ def test_lambdas_zero_is_plain_diffusion_training_and_vlb_trains_only_the_varian
     x_start, noise, student, teacher, timesteps = fixed_batch(seed=1)
     x_t = schedule.add_noise(x_start, noise, timesteps)
     outputs = [student.clone().requires_grad_(True) for _ in range(2)]
-    hybrid = hybrid_distillation_loss(outputs[0], None, noise, x_start, x_t, timesteps, schedule, lambda_noise=0,
-                                      lambda_var=0)  # fmt: skip
+    hybrid = hybrid_distillation_loss(
+        outputs[0], None, noise, x_start, x_t, timesteps, schedule, lambda_noise=0, lambda_var=0
+    )
     plain = diffusion_loss(outputs[1], noise, x_start, x_t, timesteps, schedule)
     assert hybrid["loss"].item() == plain["loss"].item() and hybrid["noise_kd"].item() == 0.0
     hybrid["loss"].backward()
@@ -155,8 +156,12 @@ def test_condition_dropout_applies_once_to_both_models():
     assert labels.tolist() == [3, 1, 3]
     embeds, mask = torch.randn(3, 5, 4), torch.ones(3, 5, dtype=torch.long)
     null_embeds, null_mask = torch.zeros(5, 4), torch.tensor([1, 1, 0, 0, 0])
-    dropped = drop_conditions({"encoder_hidden_states": embeds, "encoder_attention_mask": mask}, drop,
-                              null_prompt_embeds=null_embeds, null_prompt_mask=null_mask)  # fmt: skip
+    dropped = drop_conditions(
+        {"encoder_hidden_states": embeds, "encoder_attention_mask": mask},
+        drop,
+        null_prompt_embeds=null_embeds,
+        null_prompt_mask=null_mask,
+    )
     assert (
         torch.equal(dropped["encoder_hidden_states"][1], embeds[1]) and dropped["encoder_hidden_states"][0].eq(0).all()
     )
@@ -175,8 +180,12 @@ def test_condition_dropout_applies_once_to_both_models():
 def test_teacher_student_mismatches_are_refused():
     check_teacher_student(tiny_dit(), tiny_lit())
     check_teacher_student(tiny_pixart(), tiny_lit_text())
-    for student, what in ((tiny_lit(in_channels=3), "in_channels 1 vs 3"), (tiny_lit(patch_size=2), "patch_size"),
-                          (tiny_lit(num_classes=5), "number of classes"), (tiny_lit_text(), "layout")):  # fmt: skip
+    for student, what in (
+        (tiny_lit(in_channels=3), "in_channels 1 vs 3"),
+        (tiny_lit(patch_size=2), "patch_size"),
+        (tiny_lit(num_classes=5), "number of classes"),
+        (tiny_lit_text(), "layout"),
+    ):
         with pytest.raises(ValueError, match=what):
             check_teacher_student(tiny_dit(), student)
     with pytest.raises(ValueError, match="caption size"):
@@ -224,8 +233,17 @@ def test_latent_and_text_caches_are_written_once_and_reused(tmp_path):
     dataset = load_image_dataset(write_imagefolder(tmp_path / "images", per_class=1, captions=True))
     tokenizer, text_encoder = tiny_text_encoder(tmp_path)
     vae = tiny_vae()
-    kwargs = dict(image_column="image", caption_column="text", resolution=16, channels=3, random_flip=True, vae=vae,
-                  tokenizer=tokenizer, text_encoder=text_encoder, max_sequence_length=8)  # fmt: skip
+    kwargs = dict(
+        image_column="image",
+        caption_column="text",
+        resolution=16,
+        channels=3,
+        random_flip=True,
+        vae=vae,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        max_sequence_length=8,
+    )
     key = {"resolution": 16, "vae": "tiny"}
     data, folder, from_cache = cached_training_data(dataset, cache_dir=tmp_path / "cache", key_settings=key, **kwargs)
     assert not from_cache and data.kind == "latents" and data.inputs.shape == (3, 8, 8, 8)

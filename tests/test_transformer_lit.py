@@ -9,9 +9,17 @@ DIT_KWARGS = dict(
     num_attention_heads=2, attention_head_dim=16, in_channels=4, num_layers=2, sample_size=8, num_embeds_ada_norm=10
 )
 PIXART_KWARGS = dict(
-    num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
-    cross_attention_dim=32, caption_channels=24, norm_type="ada_norm_single", norm_eps=1e-6,
-)  # fmt: skip
+    num_attention_heads=2,
+    attention_head_dim=16,
+    in_channels=4,
+    out_channels=8,
+    num_layers=2,
+    sample_size=8,
+    cross_attention_dim=32,
+    caption_channels=24,
+    norm_type="ada_norm_single",
+    norm_eps=1e-6,
+)
 
 
 def class_model(**kwargs) -> LiTTransformer2DModel:

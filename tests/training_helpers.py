@@ -18,9 +18,15 @@ CAPTIONS = ("a red cat", "a blue dog on grass", "a small bird in the sky", "a gr
 def tiny_dit(in_channels: int = 1, sample_size: int = 16, patch_size: int = 4, num_classes: int = 3, seed: int = 1):
     torch.manual_seed(seed)
     dit = DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=in_channels, out_channels=2 * in_channels,
-        num_layers=2, sample_size=sample_size, patch_size=patch_size, num_embeds_ada_norm=num_classes,
-    )  # fmt: skip
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=in_channels,
+        out_channels=2 * in_channels,
+        num_layers=2,
+        sample_size=sample_size,
+        patch_size=patch_size,
+        num_embeds_ada_norm=num_classes,
+    )
     for block in dit.transformer_blocks[1:]:  # a trained DiT holds one embedder, copied into every block
         block.norm1.emb.load_state_dict(dit.transformer_blocks[0].norm1.emb.state_dict())
     return dit
@@ -36,26 +42,48 @@ def tiny_lit(
 ):
     torch.manual_seed(seed)
     return LiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=in_channels, num_layers=2, sample_size=sample_size,
-        patch_size=patch_size, num_embeds_ada_norm=num_classes, linear_attention_heads=heads,
-    )  # fmt: skip
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=in_channels,
+        num_layers=2,
+        sample_size=sample_size,
+        patch_size=patch_size,
+        num_embeds_ada_norm=num_classes,
+        linear_attention_heads=heads,
+    )
 
 
 def tiny_pixart(caption_channels: int = 24, seed: int = 1):
     torch.manual_seed(seed)
     return PixArtTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
-        patch_size=2, cross_attention_dim=16, caption_channels=caption_channels, norm_type="ada_norm_single",
-    )  # fmt: skip
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        cross_attention_dim=16,
+        caption_channels=caption_channels,
+        norm_type="ada_norm_single",
+    )
 
 
 def tiny_lit_text(caption_channels: int = 24, seed: int = 2):
     torch.manual_seed(seed)
     return LiTTransformer2DModel(
-        norm_type="ada_norm_single", num_attention_heads=2, attention_head_dim=8, in_channels=4, num_layers=2,
-        sample_size=8, patch_size=2, cross_attention_dim=16, caption_channels=caption_channels, norm_eps=1e-6,
+        norm_type="ada_norm_single",
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        cross_attention_dim=16,
+        caption_channels=caption_channels,
+        norm_eps=1e-6,
         linear_attention_heads=2,
-    )  # fmt: skip
+    )
 
 
 def save_class_pipeline(transformer, folder: Path) -> Path:

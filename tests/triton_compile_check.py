@@ -35,11 +35,31 @@ def main() -> None:
         exact, split = kernels.dot_precisions(torch_dtypes[dtype])
         blocks = {"BLOCK_N": kernels.BLOCK_TOKENS, "BLOCK_D": kernels.BLOCK_DIM}
         tensor, fp32 = f"*{dtype}", "*fp32"
-        state = dict(k_ptr=tensor, v_ptr=tensor, state_ptr=fp32, norm_ptr=fp32, tokens="i32", dim="i32",
-                     head_dim="i32", inv_tokens="fp32")  # fmt: skip
-        output = dict(q_ptr=tensor, v_ptr=tensor, state_ptr=fp32, norm_ptr=fp32, weight_ptr=tensor, bias_ptr=tensor,
-                      out_ptr=tensor, tokens="i32", dim="i32", head_dim="i32", height="i32", width="i32",
-                      eps="fp32")  # fmt: skip
+        state = dict(
+            k_ptr=tensor,
+            v_ptr=tensor,
+            state_ptr=fp32,
+            norm_ptr=fp32,
+            tokens="i32",
+            dim="i32",
+            head_dim="i32",
+            inv_tokens="fp32",
+        )
+        output = dict(
+            q_ptr=tensor,
+            v_ptr=tensor,
+            state_ptr=fp32,
+            norm_ptr=fp32,
+            weight_ptr=tensor,
+            bias_ptr=tensor,
+            out_ptr=tensor,
+            tokens="i32",
+            dim="i32",
+            head_dim="i32",
+            height="i32",
+            width="i32",
+            eps="fp32",
+        )
         for name, fn, args, constants in (
             ("state", kernels._state_kernel, state, {"PRECISION": exact, **blocks}),
             ("output", kernels._output_kernel, output, {"KERNEL": 5, "HAS_BIAS": True, "PRECISION": split, **blocks}),

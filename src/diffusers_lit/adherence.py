@@ -91,8 +91,13 @@ def train_classifier(
     test_images, test_labels = _fashion_mnist_arrays("test")
     test_halves = place_items(test_images, torch.Generator().manual_seed(seed + 1))
     accuracy = (classify(model, test_halves) == test_labels).double().mean().item()
-    return model, {"test_accuracy": accuracy, "epochs": epochs, "batch_size": batch_size,
-                   "learning_rate": learning_rate, "seed": seed}  # fmt: skip
+    return model, {
+        "test_accuracy": accuracy,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
+    }
 
 
 @torch.no_grad()

@@ -204,8 +204,14 @@ def build_model(arch: str, size: BenchSize, resolution: int, num_layers: int | N
 
     layers = size.depth if num_layers is None else num_layers
     latent = resolution // 8
-    common = dict(num_attention_heads=size.heads, attention_head_dim=size.head_dim, in_channels=IN_CHANNELS,
-                  num_layers=layers, sample_size=latent, patch_size=PATCH)  # fmt: skip
+    common = dict(
+        num_attention_heads=size.heads,
+        attention_head_dim=size.head_dim,
+        in_channels=IN_CHANNELS,
+        num_layers=layers,
+        sample_size=latent,
+        patch_size=PATCH,
+    )
     base = arch.removesuffix("-attn")
     if base == "lit":
         return LiTTransformer2DModel(**common, linear_attention_heads=size.lit_heads, dwc_kernel_size=DWC_KERNEL)
@@ -213,18 +219,31 @@ def build_model(arch: str, size: BenchSize, resolution: int, num_layers: int | N
         return DiTTransformer2DModel(**common, out_channels=OUT_CHANNELS)
     text = dict(cross_attention_dim=size.width, caption_channels=CAPTION_CHANNELS.get(arch), out_channels=OUT_CHANNELS)
     if arch == "lit-t2i":
-        return LiTTransformer2DModel(**common, **text, norm_type="ada_norm_single", norm_eps=1e-6,
-                                     use_additional_conditions=False, linear_attention_heads=size.lit_heads,
-                                     dwc_kernel_size=DWC_KERNEL)  # fmt: skip
+        return LiTTransformer2DModel(
+            **common,
+            **text,
+            norm_type="ada_norm_single",
+            norm_eps=1e-6,
+            use_additional_conditions=False,
+            linear_attention_heads=size.lit_heads,
+            dwc_kernel_size=DWC_KERNEL,
+        )
     if arch == "pixart":
         return PixArtTransformer2DModel(**common, **text, use_additional_conditions=False)
     if arch == "sana":
         return SanaTransformer2DModel(
-            in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, num_attention_heads=size.width // SANA_HEAD_DIM,
-            attention_head_dim=SANA_HEAD_DIM, num_layers=layers, num_cross_attention_heads=size.heads,
-            cross_attention_head_dim=size.head_dim, cross_attention_dim=size.width,
-            caption_channels=CAPTION_CHANNELS["sana"], sample_size=latent, patch_size=PATCH,
-        )  # fmt: skip
+            in_channels=IN_CHANNELS,
+            out_channels=OUT_CHANNELS,
+            num_attention_heads=size.width // SANA_HEAD_DIM,
+            attention_head_dim=SANA_HEAD_DIM,
+            num_layers=layers,
+            num_cross_attention_heads=size.heads,
+            cross_attention_head_dim=size.head_dim,
+            cross_attention_dim=size.width,
+            caption_channels=CAPTION_CHANNELS["sana"],
+            sample_size=latent,
+            patch_size=PATCH,
+        )
     raise ValueError(f"Unknown arch {arch!r}; choose one of {ARCHS}.")
 
 
@@ -372,8 +391,15 @@ def run_benchmark(
         raise ValueError(f"Unknown archs or sizes {unknown}; archs: {ARCHS}, sizes: {sorted(BENCH_SIZES)}.")
     check_backend(linear_attention_backend, torch_device)
     meta = machine_info(torch_device)
-    meta.update(device=device, dtype=dtype, batch=batch, repeats=repeats, warmup=warmup, compile=compile,
-                linear_attention_backend=linear_attention_backend)  # fmt: skip
+    meta.update(
+        device=device,
+        dtype=dtype,
+        batch=batch,
+        repeats=repeats,
+        warmup=warmup,
+        compile=compile,
+        linear_attention_backend=linear_attention_backend,
+    )
     rates: list[float] = []
 
     def rate() -> float:
@@ -390,24 +416,71 @@ def run_benchmark(
                 model = _build(arch, size, resolution, 1, torch_device, torch_dtype, linear_attention_backend)
                 scopes = ["block"] + (["model"] if whole_model and arch in MODEL_ARCHS else [])
                 for scope in scopes:
-                    row = dict(size=size_name, arch=arch, scope=scope, resolution=resolution, tokens=tokens,
-                               batch=batch, device=device, dtype=dtype, compiled=compile)  # fmt: skip
+                    row = dict(
+                        size=size_name,
+                        arch=arch,
+                        scope=scope,
+                        resolution=resolution,
+                        tokens=tokens,
+                        batch=batch,
+                        device=device,
+                        dtype=dtype,
+                        compiled=compile,
+                    )
                     if scope == "block":
                         row["flops"] = block_flops(arch, size, tokens, batch)
-                        row.update(_measure(arch, model, resolution, batch, "block", torch_device, torch_dtype,
-                                            repeats, warmup, memory, compile))  # fmt: skip
+                        row.update(
+                            _measure(
+                                arch,
+                                model,
+                                resolution,
+                                batch,
+                                "block",
+                                torch_device,
+                                torch_dtype,
+                                repeats,
+                                warmup,
+                                memory,
+                                compile,
+                            )
+                        )
                         row["provenance"] = "measured"
                     elif tokens <= whole_model_max_tokens:
-                        full = _build(arch, size, resolution, None, torch_device, torch_dtype,
-                                      linear_attention_backend)  # fmt: skip
+                        full = _build(
+                            arch, size, resolution, None, torch_device, torch_dtype, linear_attention_backend
+                        )
                         row["flops"] = model_flops(arch, size, tokens, batch)
-                        row.update(_measure(arch, full, resolution, batch, "model", torch_device, torch_dtype,
-                                            repeats, warmup, memory, compile))  # fmt: skip
+                        row.update(
+                            _measure(
+                                arch,
+                                full,
+                                resolution,
+                                batch,
+                                "model",
+                                torch_device,
+                                torch_dtype,
+                                repeats,
+                                warmup,
+                                memory,
+                                compile,
+                            )
+                        )
                         row["provenance"] = "measured"
                         del full
                     else:
-                        one = _measure(arch, model, resolution, batch, "model", torch_device, torch_dtype,
-                                       repeats, warmup, memory, compile)  # fmt: skip
+                        one = _measure(
+                            arch,
+                            model,
+                            resolution,
+                            batch,
+                            "model",
+                            torch_device,
+                            torch_dtype,
+                            repeats,
+                            warmup,
+                            memory,
+                            compile,
+                        )
                         block = rows[-1]  # the block row of this (arch, resolution), just measured
                         row["flops"] = model_flops(arch, size, tokens, batch)
                         row["latency_s"] = one["latency_s"] + (size.depth - 1) * block["latency_s"]
@@ -452,18 +525,30 @@ def run_interleaved(
     torch_device, torch_dtype = torch.device(device), DTYPES[dtype]
     check_backend(linear_attention_backend, torch_device)
     meta = machine_info(torch_device)
-    meta.update(device=device, dtype=dtype, batch=batch, repeats=repeats, warmup=warmup, compile=compile,
-                linear_attention_backend=linear_attention_backend, interleaved=True)  # fmt: skip
+    meta.update(
+        device=device,
+        dtype=dtype,
+        batch=batch,
+        repeats=repeats,
+        warmup=warmup,
+        compile=compile,
+        linear_attention_backend=linear_attention_backend,
+        interleaved=True,
+    )
     rows: list[dict[str, Any]] = []
     all_rates: list[float] = []
     for size_name in sizes:
         size = BENCH_SIZES[size_name]
         for resolution in resolutions:
             tokens = tokens_of_resolution(resolution)
-            models = {arch: _build(arch, size, resolution, 1, torch_device, torch_dtype, linear_attention_backend)
-                      for arch in archs}  # fmt: skip
-            runners = {arch: make_runner(arch, models[arch], resolution, batch, "block", torch_device, torch_dtype)
-                       for arch in archs}  # fmt: skip
+            models = {
+                arch: _build(arch, size, resolution, 1, torch_device, torch_dtype, linear_attention_backend)
+                for arch in archs
+            }
+            runners = {
+                arch: make_runner(arch, models[arch], resolution, batch, "block", torch_device, torch_dtype)
+                for arch in archs
+            }
             if compile:
                 for arch, model in models.items():
                     _compile_target(arch, model, "block").compile()
@@ -479,11 +564,22 @@ def run_interleaved(
                 rate = statistics.median(rates)
                 all_rates += rates
                 for arch, run in runners.items():
-                    row = dict(size=size_name, arch=arch, scope="block", resolution=resolution, tokens=tokens,
-                               batch=batch, device=device, dtype=dtype, compiled=compile,
-                               flops=block_flops(arch, size, tokens, batch), latency_s=statistics.median(times[arch]),
-                               times_s=times[arch], provenance="measured",
-                               matmul_rate_flops=rate)  # fmt: skip
+                    row = dict(
+                        size=size_name,
+                        arch=arch,
+                        scope="block",
+                        resolution=resolution,
+                        tokens=tokens,
+                        batch=batch,
+                        device=device,
+                        dtype=dtype,
+                        compiled=compile,
+                        flops=block_flops(arch, size, tokens, batch),
+                        latency_s=statistics.median(times[arch]),
+                        times_s=times[arch],
+                        provenance="measured",
+                        matmul_rate_flops=rate,
+                    )
                     row["peak_bytes"] = peak_memory(run, torch_device) if memory else None
                     row["floor_s"] = row["flops"] / rate
                     row["over_floor"] = row["latency_s"] / row["floor_s"]
@@ -588,8 +684,13 @@ def plot_results(results: dict[str, Any], output_dir: str | Path, prefix: str = 
                 if pts:
                     xs = [r["tokens"] for r in pts]
                     ax.plot(xs, [r[key] / scale for r in pts], marker="o", label=f"{arch} ({size})")
-            ax.set(xscale="log", yscale="log", xlabel="tokens", ylabel=label,
-                   title=f"{'one block' if scope == 'block' else 'whole model'}")  # fmt: skip
+            ax.set(
+                xscale="log",
+                yscale="log",
+                xlabel="tokens",
+                ylabel=label,
+                title=f"{'one block' if scope == 'block' else 'whole model'}",
+            )
             ax.grid(True, which="both", alpha=0.3)
             if ax.lines:
                 ax.legend(fontsize=7)
@@ -622,20 +723,33 @@ def add_bench_arguments(parser) -> None:
     """The options of `diffusers-lit bench` and benchmarks/bench.py."""
     parser.add_argument("--sizes", nargs="+", default=["XL"], choices=sorted(BENCH_SIZES))
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
-    parser.add_argument("--resolutions", nargs="+", type=int, default=[256, 512, 1024, 2048],
-                        help="pixels per side; tokens = (px / 16)^2 (8x VAE, patch 2)")  # fmt: skip
+    parser.add_argument(
+        "--resolutions",
+        nargs="+",
+        type=int,
+        default=[256, 512, 1024, 2048],
+        help="pixels per side; tokens = (px / 16)^2 (8x VAE, patch 2)",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--whole-model-max-tokens", type=int, default=1024,
-                        help="measure whole models up to this many tokens, derive them above")  # fmt: skip
+    parser.add_argument(
+        "--whole-model-max-tokens",
+        type=int,
+        default=1024,
+        help="measure whole models up to this many tokens, derive them above",
+    )
     parser.add_argument("--no-whole-model", action="store_true", help="blocks only")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     parser.add_argument("--compile", action="store_true", help="torch.compile each block / model first")
-    parser.add_argument("--linear-attention-backend", default="torch", choices=BACKENDS,
-                        help="LiT's self-attention: PyTorch operations or fused Triton kernels (CUDA)")  # fmt: skip
+    parser.add_argument(
+        "--linear-attention-backend",
+        default="torch",
+        choices=BACKENDS,
+        help="LiT's self-attention: PyTorch operations or fused Triton kernels (CUDA)",
+    )
     help_ = "blocks only, timed in rounds over the archs and the matmul rate (for shared machines)"
     parser.add_argument("--interleave", action="store_true", help=help_)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads")
@@ -647,15 +761,25 @@ def bench_main(args) -> dict[str, Any]:
     """Run the benchmark from parsed `add_bench_arguments` options and write its results."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    common = dict(sizes=args.sizes, archs=args.archs, resolutions=args.resolutions, batch=args.batch,
-                  device=args.device, dtype=args.dtype, repeats=args.repeats, warmup=args.warmup,
-                  memory=not args.no_memory, compile=args.compile,
-                  linear_attention_backend=args.linear_attention_backend)  # fmt: skip
+    common = dict(
+        sizes=args.sizes,
+        archs=args.archs,
+        resolutions=args.resolutions,
+        batch=args.batch,
+        device=args.device,
+        dtype=args.dtype,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        memory=not args.no_memory,
+        compile=args.compile,
+        linear_attention_backend=args.linear_attention_backend,
+    )
     if args.interleave:
         results = run_interleaved(**common)
     else:
-        results = run_benchmark(**common, whole_model_max_tokens=args.whole_model_max_tokens,
-                                whole_model=not args.no_whole_model)  # fmt: skip
+        results = run_benchmark(
+            **common, whole_model_max_tokens=args.whole_model_max_tokens, whole_model=not args.no_whole_model
+        )
     command = " ".join(["diffusers-lit bench"] + sys.argv[2:]) if "bench" in sys.argv[1:2] else " ".join(sys.argv)
     for path in write_results(results, args.output_dir, command=command, plots=not args.no_plots):
         print(f"wrote {path}")
@@ -688,9 +812,16 @@ def build_class_pipeline(
     transformer = _build(arch, size, resolution, None, device, dtype, linear_attention_backend)
     blocks = len(vae_channels)
     with _quiet_diffusers(), device:
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=IN_CHANNELS, layers_per_block=2,
-                            block_out_channels=tuple(vae_channels), down_block_types=("DownEncoderBlock2D",) * blocks,
-                            up_block_types=("UpDecoderBlock2D",) * blocks, sample_size=resolution)  # fmt: skip
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=IN_CHANNELS,
+            layers_per_block=2,
+            block_out_channels=tuple(vae_channels),
+            down_block_types=("DownEncoderBlock2D",) * blocks,
+            up_block_types=("UpDecoderBlock2D",) * blocks,
+            sample_size=resolution,
+        )
         vae = vae.to(device, dtype).eval()
     pipe = LiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler())
     pipe.set_progress_bar_config(disable=True)
@@ -707,32 +838,48 @@ def time_pipeline(
     generator = torch.Generator().manual_seed(0)
 
     def sample() -> None:
-        pipe(1, guidance_scale=guidance_scale, num_inference_steps=steps, height=resolution, width=resolution,
-             generator=generator, output_type="np")  # fmt: skip
+        pipe(
+            1,
+            guidance_scale=guidance_scale,
+            num_inference_steps=steps,
+            height=resolution,
+            width=resolution,
+            generator=generator,
+            output_type="np",
+        )
 
     latent = torch.randn(1, IN_CHANNELS, resolution // 8, resolution // 8, device=device, dtype=pipe.vae.dtype)
     with torch.no_grad():
         total = statistics.median(time_fn(sample, repeats=repeats, warmup=warmup, device=device))
         vae = statistics.median(time_fn(lambda: pipe.vae.decode(latent), repeats, warmup, device))
-    return {"seconds_per_image": total, "vae_decode_seconds": vae, "denoising_seconds": total - vae,
-            "seconds_per_step": (total - vae) / steps}  # fmt: skip
+    return {
+        "seconds_per_image": total,
+        "vae_decode_seconds": vae,
+        "denoising_seconds": total - vae,
+        "seconds_per_step": (total - vae) / steps,
+    }
 
 
 def pipeline_results_markdown(results: dict[str, Any]) -> str:
     """benchmarks/pipeline_throughput.py's results as a table: per size, resolution and mode (eager / compiled),
     seconds per image of LiT and DiT, and DiT / LiT."""
     by_key = {(r["size"], r["resolution"], r["mode"], r["arch"]): r for r in results["rows"]}
-    lines = [f"`{results['command']}` ({results['machine'].get('device_name', '?')}, {results['dtype']}, "
-             f"{results['steps']} DDIM steps, guidance {results['guidance_scale']}, batch 1, LiT's linear attention "
-             f"by its {results.get('linear_attention_backend', 'torch')!r} backend)", "",
-             "| size | px | mode | LiT s / image | DiT s / image | DiT / LiT | LiT s / step | DiT s / step | VAE s |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"`{results['command']}` ({results['machine'].get('device_name', '?')}, {results['dtype']}, "
+        f"{results['steps']} DDIM steps, guidance {results['guidance_scale']}, batch 1, LiT's linear attention "
+        f"by its {results.get('linear_attention_backend', 'torch')!r} backend)",
+        "",
+        "| size | px | mode | LiT s / image | DiT s / image | DiT / LiT | LiT s / step | DiT s / step | VAE s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for size, resolution, mode in dict.fromkeys(key[:3] for key in by_key):
         lit, dit = by_key.get((size, resolution, mode, "lit")), by_key.get((size, resolution, mode, "dit"))
         cell = lambda row, key: f"{row[key]:.3f}" if row else "-"  # noqa: E731
         ratio = f"{dit['seconds_per_image'] / lit['seconds_per_image']:.2f}x" if lit and dit else "-"
         vae = (lit or dit)["vae_decode_seconds"]
-        lines.append(f"| {size} | {resolution} | {mode} | {cell(lit, 'seconds_per_image')} | "
-                     f"{cell(dit, 'seconds_per_image')} | {ratio} | {cell(lit, 'seconds_per_step')} | "
-                     f"{cell(dit, 'seconds_per_step')} | {vae:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {size} | {resolution} | {mode} | {cell(lit, 'seconds_per_image')} | "
+            f"{cell(dit, 'seconds_per_image')} | {ratio} | {cell(lit, 'seconds_per_step')} | "
+            f"{cell(dit, 'seconds_per_step')} | {vae:.3f} |"
+        )
     return "\n".join(lines) + "\n"

@@ -16,11 +16,17 @@ def demo(args: argparse.Namespace) -> None:
     """The embedded default end to end: convert the Fashion-MNIST teacher, distil, sample both, score."""
     from .demo import run_demo
 
-    run_demo(args.output_dir, distill_steps=args.distill_steps, batch_size=args.batch_size, learning_rate=args.lr,
-             num_samples=args.num_samples, sample_steps=args.sample_steps, scheduler=args.scheduler,
-             seed=args.seed, num_prompts=args.num_prompts)  # fmt: skip
-
-
+    run_demo(
+        args.output_dir,
+        distill_steps=args.distill_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        num_samples=args.num_samples,
+        sample_steps=args.sample_steps,
+        scheduler=args.scheduler,
+        seed=args.seed,
+        num_prompts=args.num_prompts,
+    )
 
 
 def sample(args: argparse.Namespace) -> None:
@@ -38,15 +44,25 @@ def sample(args: argparse.Namespace) -> None:
     if isinstance(pipe, LiTTextToImagePipeline):
         if args.prompt is None:
             raise SystemExit(f"{args.model} is a text-to-image pipeline: give --prompt, not --class-labels.")
-        images = pipe(list(args.prompt), num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-                      generator=generator, **{key: value for key, value in size.items() if value}).images  # fmt: skip
+        images = pipe(
+            list(args.prompt),
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            generator=generator,
+            **{key: value for key, value in size.items() if value},
+        ).images
         labels = list(args.prompt)
     else:
         if args.class_labels is None:
             raise SystemExit(f"{args.model} is a class-conditional pipeline: give --class-labels, not --prompt.")
         class_labels = [int(label) if label.isdigit() else label for label in args.class_labels]
-        images = pipe(class_labels, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-                      generator=generator, **size).images  # fmt: skip
+        images = pipe(
+            class_labels,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            generator=generator,
+            **size,
+        ).images
         labels = [str(label) for label in class_labels]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -64,15 +80,23 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output_dir", help="the LiT pipeline folder to write")
     parser.add_argument("--linear-attention-heads", type=int, help="default: max(2, teacher heads // 4)")
     parser.add_argument("--dwc-kernel-size", type=int, default=5)
-    parser.add_argument("--inherit", choices=list(INHERIT), default="none",
-                        help="self-attention projections to copy instead of starting fresh")  # fmt: skip
+    parser.add_argument(
+        "--inherit",
+        choices=list(INHERIT),
+        default="none",
+        help="self-attention projections to copy instead of starting fresh",
+    )
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: the source's")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the finished folder")
     parser.add_argument("--components", help="pipeline to take VAE, scheduler and text encoder from (for .pt files)")
     parser.add_argument("--num-attention-heads", type=int, help="teacher heads, for .pt files of unusual widths")
-    parser.add_argument("--timestep-freq-shift", type=float, help="timestep embedding frequency shift (default: the "
-                        "source's; 0 for original DiT .pt files, 1 for diffusers DiT folders)")  # fmt: skip
+    parser.add_argument(
+        "--timestep-freq-shift",
+        type=float,
+        help="timestep embedding frequency shift (default: the "
+        "source's; 0 for original DiT .pt files, 1 for diffusers DiT folders)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh self-attention")
     parser.add_argument("--revision")
 
@@ -82,11 +106,20 @@ def convert(args: argparse.Namespace) -> None:
     from .conversion import convert_to_lit
 
     output = convert_to_lit(
-        args.source, args.output_dir, linear_attention_heads=args.linear_attention_heads,
-        dwc_kernel_size=args.dwc_kernel_size, inherit=args.inherit, dtype=args.dtype, overwrite=args.overwrite,
-        push_to_hub=args.push_to_hub, components=args.components, num_attention_heads=args.num_attention_heads,
-        timestep_freq_shift=args.timestep_freq_shift, seed=args.seed, revision=args.revision,
-    )  # fmt: skip
+        args.source,
+        args.output_dir,
+        linear_attention_heads=args.linear_attention_heads,
+        dwc_kernel_size=args.dwc_kernel_size,
+        inherit=args.inherit,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        push_to_hub=args.push_to_hub,
+        components=args.components,
+        num_attention_heads=args.num_attention_heads,
+        timestep_freq_shift=args.timestep_freq_shift,
+        seed=args.seed,
+        revision=args.revision,
+    )
     report = json.loads((output / "conversion_report.json").read_text())
     print(
         f"Converted {report['source']} ({report['layout']}) into {output}: {report['copied']['count']} tensors "
@@ -122,14 +155,22 @@ def _sample(args: argparse.Namespace, num_samples: int) -> tuple[torch.Tensor, l
         pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     if args.linear_attention_backend != "torch":
         if not hasattr(pipe.transformer, "set_linear_attention_backend"):
-            raise SystemExit(f"--linear-attention-backend needs a LiT transformer; {args.model} has a "
-                             f"{type(pipe.transformer).__name__}.")  # fmt: skip
+            raise SystemExit(
+                f"--linear-attention-backend needs a LiT transformer; {args.model} has a "
+                f"{type(pipe.transformer).__name__}."
+            )
         pipe.transformer.set_linear_attention_backend(args.linear_attention_backend)
     text_to_image = isinstance(pipe, LiTTextToImagePipeline)
     prompts = _prompts(args.prompts, num_samples) if text_to_image else None
-    images, labels, info = sample_for_evaluation(pipe.to(args.device), num_samples, steps=args.steps,
-                                                 guidance_scale=args.guidance_scale, batch_size=args.batch_size,
-                                                 seed=args.seed, prompts=prompts)  # fmt: skip
+    images, labels, info = sample_for_evaluation(
+        pipe.to(args.device),
+        num_samples,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        prompts=prompts,
+    )
     info = {"model": args.model, **info, "linear_attention_backend": args.linear_attention_backend}
     if not text_to_image:
         info["id2label"] = pipe.config.id2label
@@ -164,8 +205,14 @@ def evaluate(args: argparse.Namespace) -> None:
         images, labels, info = _sample(args, args.num_samples or 1000)
     text_to_image = "prompts" in info
     reference = args.reference or ("fashion-mnist-scenes" if text_to_image else "fashion-mnist")
-    results = score_images(images, reference=reference, split=args.split, fid_at=args.fid_at or (),
-                           cache_dir=args.cache_dir, device=args.device)  # fmt: skip
+    results = score_images(
+        images,
+        reference=reference,
+        split=args.split,
+        fid_at=args.fid_at or (),
+        cache_dir=args.cache_dir,
+        device=args.device,
+    )
     if text_to_image:
         from .adherence import load_classifier, scene_adherence
 
@@ -195,10 +242,17 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--prompts", default="scenes", help="text-to-image: 'scenes' (the test scenes' captions) "
-                        "or a text file, one prompt a line")  # fmt: skip
-    parser.add_argument("--linear-attention-backend", choices=BACKENDS, default="torch",
-                        help="LiT's self-attention: PyTorch operations, or fused Triton kernels (CUDA)")  # fmt: skip
+    parser.add_argument(
+        "--prompts",
+        default="scenes",
+        help="text-to-image: 'scenes' (the test scenes' captions) or a text file, one prompt a line",
+    )
+    parser.add_argument(
+        "--linear-attention-backend",
+        choices=BACKENDS,
+        default="torch",
+        help="LiT's self-attention: PyTorch operations, or fused Triton kernels (CUDA)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,12 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("evaluate", help="FID, precision and recall of a pipeline's samples; scene adherence")
     p.add_argument("model", help="a LiT (or DiT) pipeline folder or Hub repo id, or a .npz file of `generate`")
-    p.add_argument("--reference", help="'fashion-mnist' (default for classes), 'fashion-mnist-scenes' (default for "
-                   "text), or a dataset name / folder")  # fmt: skip
+    p.add_argument(
+        "--reference",
+        help="'fashion-mnist' (default for classes), 'fashion-mnist-scenes' (default for "
+        "text), or a dataset name / folder",
+    )
     p.add_argument("--classifier", help="text-to-image: the scene classifier (default assets/fmnist-classifier)")
     p.add_argument("--split", default="test")
-    p.add_argument("--num-samples", type=int, help="generated images and reference images (default 1000, or all "
-                   "of a .npz file)")  # fmt: skip
+    p.add_argument(
+        "--num-samples", type=int, help="generated images and reference images (default 1000, or all of a .npz file)"
+    )
     p.add_argument("--fid-at", type=int, nargs="+", help="also the FID of the first n samples, for each n")
     p.add_argument("--cache-dir", help="reference features cache (default ~/.cache/diffusers_lit/fid)")
     p.add_argument("--output", help="write the results as JSON")

@@ -211,15 +211,22 @@ def original_to_diffusers(
         "pos_embed.proj.bias": _take(state, "x_embedder.proj.bias"),
     }
     config = dict(
-        num_attention_heads=heads, attention_head_dim=width // heads, in_channels=in_channels,
-        out_channels=out_channels, num_layers=depth, sample_size=sample_size, patch_size=patch, norm_eps=1e-6,
-    )  # fmt: skip
+        num_attention_heads=heads,
+        attention_head_dim=width // heads,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        num_layers=depth,
+        sample_size=sample_size,
+        patch_size=patch,
+        norm_eps=1e-6,
+    )
 
     if layout == "dit":
         config.update(
-            norm_type="ada_norm_zero", num_embeds_ada_norm=state["y_embedder.embedding_table.weight"].shape[0] - 1,
+            norm_type="ada_norm_zero",
+            num_embeds_ada_norm=state["y_embedder.embedding_table.weight"].shape[0] - 1,
             timestep_freq_shift=0,  # DiT's TimestepEmbedder divides by half; diffusers' DiT by half - 1
-        )  # fmt: skip
+        )
         embedder = {
             "timestep_embedder.linear_1.weight": _take(state, "t_embedder.mlp.0.weight"),
             "timestep_embedder.linear_1.bias": _take(state, "t_embedder.mlp.0.bias"),
@@ -237,25 +244,33 @@ def original_to_diffusers(
         layout = {120: "pixart-alpha", 300: "pixart-sigma"}.get(tokens, "pixart")
         scale = sample_size / 64 if layout == "pixart-sigma" else max(sample_size // 64, 1)
         config.update(
-            norm_type="ada_norm_single", num_embeds_ada_norm=1000, cross_attention_dim=width,
-            caption_channels=caption_channels, use_additional_conditions=micro, interpolation_scale=scale,
-        )  # fmt: skip
+            norm_type="ada_norm_single",
+            num_embeds_ada_norm=1000,
+            cross_attention_dim=width,
+            caption_channels=caption_channels,
+            use_additional_conditions=micro,
+            interpolation_scale=scale,
+        )
         if tokens is not None:
             state.pop("y_embedder.y_embedding")
             dropped["y_embedder.y_embedding"] = "learned null caption of PixArt's training: pipelines encode ''"
-        renames = {"t_embedder.mlp.0": "adaln_single.emb.timestep_embedder.linear_1",
-                   "t_embedder.mlp.2": "adaln_single.emb.timestep_embedder.linear_2",
-                   "t_block.1": "adaln_single.linear",
-                   "y_embedder.y_proj.fc1": "caption_projection.linear_1",
-                   "y_embedder.y_proj.fc2": "caption_projection.linear_2",
-                   "final_layer.linear": "proj_out"}  # fmt: skip
+        renames = {
+            "t_embedder.mlp.0": "adaln_single.emb.timestep_embedder.linear_1",
+            "t_embedder.mlp.2": "adaln_single.emb.timestep_embedder.linear_2",
+            "t_block.1": "adaln_single.linear",
+            "y_embedder.y_proj.fc1": "caption_projection.linear_1",
+            "y_embedder.y_proj.fc2": "caption_projection.linear_2",
+            "final_layer.linear": "proj_out",
+        }
         if micro:
-            renames.update({
-                "csize_embedder.mlp.0": "adaln_single.emb.resolution_embedder.linear_1",
-                "csize_embedder.mlp.2": "adaln_single.emb.resolution_embedder.linear_2",
-                "ar_embedder.mlp.0": "adaln_single.emb.aspect_ratio_embedder.linear_1",
-                "ar_embedder.mlp.2": "adaln_single.emb.aspect_ratio_embedder.linear_2",
-            })  # fmt: skip
+            renames.update(
+                {
+                    "csize_embedder.mlp.0": "adaln_single.emb.resolution_embedder.linear_1",
+                    "csize_embedder.mlp.2": "adaln_single.emb.resolution_embedder.linear_2",
+                    "ar_embedder.mlp.0": "adaln_single.emb.aspect_ratio_embedder.linear_1",
+                    "ar_embedder.mlp.2": "adaln_single.emb.aspect_ratio_embedder.linear_2",
+                }
+            )
         for old, new in renames.items():
             for suffix in ("weight", "bias"):
                 mapped[f"{new}.{suffix}"] = _take(state, f"{old}.{suffix}")
@@ -265,8 +280,9 @@ def original_to_diffusers(
         block, new = f"blocks.{i}", f"transformer_blocks.{i}"
         for suffix in ("weight", "bias"):
             q, k, v = _take(state, f"{block}.attn.qkv.{suffix}").chunk(3)
-            mapped.update({f"{new}.attn1.to_q.{suffix}": q, f"{new}.attn1.to_k.{suffix}": k,
-                           f"{new}.attn1.to_v.{suffix}": v})  # fmt: skip
+            mapped.update(
+                {f"{new}.attn1.to_q.{suffix}": q, f"{new}.attn1.to_k.{suffix}": k, f"{new}.attn1.to_v.{suffix}": v}
+            )
             mapped[f"{new}.attn1.to_out.0.{suffix}"] = _take(state, f"{block}.attn.proj.{suffix}")
             mapped[f"{new}.ff.net.0.proj.{suffix}"] = _take(state, f"{block}.mlp.fc1.{suffix}")
             mapped[f"{new}.ff.net.2.{suffix}"] = _take(state, f"{block}.mlp.fc2.{suffix}")
@@ -398,7 +414,7 @@ def convert_transformer(
             "dwc_kernel_size": dwc_kernel_size,
             "inherit": inherit,
             "seed": seed,
-        },  # fmt: skip
+        },
         "copied": {"count": len(mapped), "keys": {key: origin[key] for key in sorted(mapped)}},
         "fresh": {"count": len(fresh), "keys": fresh},
         "unused": {"count": len(unused), "keys": dict(sorted(unused.items()))},
@@ -491,9 +507,12 @@ def convert_to_lit(
         checkpoint.config["timestep_freq_shift"] = timestep_freq_shift
     source_dtype = next(iter(checkpoint.state_dict.values())).dtype
     lit, report = convert_transformer(
-        checkpoint, linear_attention_heads=linear_attention_heads, dwc_kernel_size=dwc_kernel_size,
-        inherit=inherit, seed=seed,
-    )  # fmt: skip
+        checkpoint,
+        linear_attention_heads=linear_attention_heads,
+        dwc_kernel_size=dwc_kernel_size,
+        inherit=inherit,
+        seed=seed,
+    )
     target_dtype = DTYPES[dtype] if dtype else source_dtype
     if target_dtype != lit.dtype:
         lit.to(target_dtype)

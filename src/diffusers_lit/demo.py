@@ -57,13 +57,36 @@ def run_demo(
 
     print(f"2/5 Hybrid knowledge distillation: {distill_steps} steps of {batch_size} images")
     student_dir = output_dir / "lit"
-    command = [sys.executable, str(DISTILL_SCRIPT), "--teacher", str(teacher), "--student", str(init),
-               "--dataset", "fashion-mnist", "--output_dir", str(student_dir),
-               "--cache_dir", str(output_dir / "cache"),
-               "--max_train_steps", str(distill_steps), "--train_batch_size", str(batch_size), "--seed", str(seed),
-               "--learning_rate", str(learning_rate), "--max_grad_norm", "1.0",  # as the recorded demo runs
-               "--checkpointing_steps", str(max(distill_steps, 1)), "--checkpoints_total_limit", "1",
-               "--report_to", "tensorboard"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(DISTILL_SCRIPT),
+        "--teacher",
+        str(teacher),
+        "--student",
+        str(init),
+        "--dataset",
+        "fashion-mnist",
+        "--output_dir",
+        str(student_dir),
+        "--cache_dir",
+        str(output_dir / "cache"),
+        "--max_train_steps",
+        str(distill_steps),
+        "--train_batch_size",
+        str(batch_size),
+        "--seed",
+        str(seed),
+        "--learning_rate",
+        str(learning_rate),
+        "--max_grad_norm",
+        "1.0",  # as the recorded demo runs
+        "--checkpointing_steps",
+        str(max(distill_steps, 1)),
+        "--checkpoints_total_limit",
+        "1",
+        "--report_to",
+        "tensorboard",
+    ]
     if student_dir.exists():  # a fresh student each run
         shutil.rmtree(student_dir)
     subprocess.run(command, check=True)
@@ -75,9 +98,12 @@ def run_demo(
         pipe = LiTPipeline.from_pretrained(path)
         pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
         images[name], labels, info = sample_for_evaluation(pipe, num_samples, steps=sample_steps, seed=seed)
-        results[name] = {"model": str(path), "transformer": type(pipe.transformer).__name__,
-                         "parameters": _count(pipe.transformer),
-                         "seconds_per_image": info["seconds_per_image"]}  # fmt: skip
+        results[name] = {
+            "model": str(path),
+            "transformer": type(pipe.transformer).__name__,
+            "parameters": _count(pipe.transformer),
+            "seconds_per_image": info["seconds_per_image"],
+        }
     teacher_card = (Path(teacher) / "README.md").read_text() if (Path(teacher) / "README.md").is_file() else ""
     results["teacher"]["training_steps"] = _steps_from_card(teacher_card)
     results["student"]["training_steps"] = distill_steps
@@ -87,23 +113,35 @@ def run_demo(
     for name in ("teacher", "student"):
         scores = score_images(images[name], inception=inception)
         results[name]["fid"], num_reference = scores["fid"], scores["num_reference"]
-    results["settings"] = {"num_samples": num_samples, "num_reference": num_reference, "sampler": scheduler,
-                           "sample_steps": sample_steps, "guidance_scale": 1.0, "seed": seed,
-                           "distill_batch_size": batch_size, "distill_learning_rate": learning_rate}  # fmt: skip
+    results["settings"] = {
+        "num_samples": num_samples,
+        "num_reference": num_reference,
+        "sampler": scheduler,
+        "sample_steps": sample_steps,
+        "guidance_scale": 1.0,
+        "seed": seed,
+        "distill_batch_size": batch_size,
+        "distill_learning_rate": learning_rate,
+    }
 
     shown = min(num_samples, 20)
     names = pipe.config.id2label or {}
     captions = [f"{who} {names.get(str(label), label)}" for who in ("T", "S") for label in labels[:shown]]
-    grid = image_grid(tensor_to_pil(torch.cat([images["teacher"][:shown], images["student"][:shown]])), captions,
-                      columns=shown // 2 if shown >= 10 else shown)  # fmt: skip
+    grid = image_grid(
+        tensor_to_pil(torch.cat([images["teacher"][:shown], images["student"][:shown]])),
+        captions,
+        columns=shown // 2 if shown >= 10 else shown,
+    )
     grid.save(output_dir / "side_by_side.png")
 
     print(f"5/5 Text-to-image: {num_prompts} test-scene prompts, teacher {text_teacher} and student {text_student}")
     results["text_to_image"] = text_to_image_demo(text_teacher, text_student, output_dir, num_prompts, seed)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
-    print(f"Wrote {output_dir / 'side_by_side.png'}, side_by_side_t2i.png (T: teacher, S: student, same seeds) and "
-          "results.json")  # fmt: skip
+    print(
+        f"Wrote {output_dir / 'side_by_side.png'}, side_by_side_t2i.png (T: teacher, S: student, same seeds) and "
+        "results.json"
+    )
     return results
 
 
@@ -122,20 +160,31 @@ def text_to_image_demo(
     classifier, results, images = load_classifier(), {}, {}
     for name, path in (("teacher", teacher), ("student", student)):
         pipe = LiTPipeline.from_pretrained(path)
-        images[name], labels, info = sample_for_evaluation(pipe, num_prompts, steps=20, guidance_scale=4.0,
-                                                           batch_size=100, seed=seed, prompts=prompts)  # fmt: skip
+        images[name], labels, info = sample_for_evaluation(
+            pipe, num_prompts, steps=20, guidance_scale=4.0, batch_size=100, seed=seed, prompts=prompts
+        )
         left, right = (torch.tensor([pair[side] for pair in labels]) for side in (0, 1))
         scores = scene_adherence(classifier, quantize(images[name]), left, right)
         fid = score_images(images[name], reference="fashion-mnist-scenes")["fid"]
-        results[name] = {"model": str(path), "transformer": type(pipe.transformer).__name__,
-                         "parameters": _count(pipe.transformer), "seconds_per_image": info["seconds_per_image"],
-                         "fid": fid, **scores}  # fmt: skip
+        results[name] = {
+            "model": str(path),
+            "transformer": type(pipe.transformer).__name__,
+            "parameters": _count(pipe.transformer),
+            "seconds_per_image": info["seconds_per_image"],
+            "fid": fid,
+            **scores,
+        }
     shown = min(num_prompts, 4)
     captions = [f"{who}: {prompt}" for who in ("T", "S") for prompt in prompts[:shown]]
     pictures = tensor_to_pil(torch.cat([images["teacher"][:shown], images["student"][:shown]]))
     image_grid(pictures, captions, columns=shown, scale=4).save(output_dir / "side_by_side_t2i.png")
-    results["settings"] = {"num_prompts": num_prompts, "sampler": "dpm++", "sample_steps": 20, "guidance_scale": 4.0,
-                           "seed": seed}  # fmt: skip
+    results["settings"] = {
+        "num_prompts": num_prompts,
+        "sampler": "dpm++",
+        "sample_steps": 20,
+        "guidance_scale": 4.0,
+        "seed": seed,
+    }
     return results
 
 
@@ -147,19 +196,27 @@ def _steps_from_card(card: str) -> int | None:
 def format_table(results: dict[str, Any]) -> str:
     """The demo's results as a text table."""
     settings = results["settings"]
-    rows = [f"{'model':<9} {'transformer':<22} {'params':>10} {'train steps':>11} {'s / image':>10} "
-            f"{'FID (' + str(settings['num_samples']) + ')':>10}"]  # fmt: skip
+    rows = [
+        f"{'model':<9} {'transformer':<22} {'params':>10} {'train steps':>11} {'s / image':>10} "
+        f"{'FID (' + str(settings['num_samples']) + ')':>10}"
+    ]
     for name in ("teacher", "student"):
         r = results[name]
-        rows.append(f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {str(r['training_steps']):>11} "
-                    f"{r['seconds_per_image']:>10.4f} {r['fid']:>10.2f}")  # fmt: skip
+        rows.append(
+            f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {str(r['training_steps']):>11} "
+            f"{r['seconds_per_image']:>10.4f} {r['fid']:>10.2f}"
+        )
     text = results.get("text_to_image")
     if text:
         rows.append(f"text-to-image, {text['settings']['num_prompts']} test-scene prompts (guidance 4):")
-        rows.append(f"{'model':<9} {'transformer':<22} {'params':>10} {'scene acc':>9} {'object acc':>10} "
-                    f"{'s / image':>10} {'FID':>8}")  # fmt: skip
+        rows.append(
+            f"{'model':<9} {'transformer':<22} {'params':>10} {'scene acc':>9} {'object acc':>10} "
+            f"{'s / image':>10} {'FID':>8}"
+        )
         for name in ("teacher", "student"):
             r = text[name]
-            rows.append(f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {r['scene_accuracy']:>9.3f} "
-                        f"{r['object_accuracy']:>10.3f} {r['seconds_per_image']:>10.4f} {r['fid']:>8.2f}")  # fmt: skip
+            rows.append(
+                f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {r['scene_accuracy']:>9.3f} "
+                f"{r['object_accuracy']:>10.3f} {r['seconds_per_image']:>10.4f} {r['fid']:>8.2f}"
+            )
     return "\n".join(rows)

@@ -151,8 +151,13 @@ def generate_images(
     for start in tqdm(range(0, num_samples, batch_size), desc="sampling"):
         indices = range(start, min(start + batch_size, num_samples))
         generators = [torch.Generator().manual_seed(seed + i) for i in indices]
-        out = pipe([labels[i] for i in indices], generator=generators, num_inference_steps=num_inference_steps,
-                   guidance_scale=guidance_scale, output_type="pt")  # fmt: skip
+        out = pipe(
+            [labels[i] for i in indices],
+            generator=generators,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            output_type="pt",
+        )
         images.append(out.images.float().cpu())
     return torch.cat(images), labels
 
@@ -259,9 +264,14 @@ def score_images(
     name = f"{reference}-{split}-{num_samples}-{channels}x{size}"
     real = cached_reference_features(name, reference_features, cache_dir or default_cache_dir() / "fid")
     precision, recall = precision_recall(real, fake) if num_samples > 3 else (None, None)  # k = 3 neighbours
-    results = {"fid": fid_from_features(real, fake), "precision": precision, "recall": recall,
-               "num_samples": num_samples, "num_reference": len(real),
-               "reference": f"{reference}:{split}"}  # fmt: skip
+    results = {
+        "fid": fid_from_features(real, fake),
+        "precision": precision,
+        "recall": recall,
+        "num_samples": num_samples,
+        "num_reference": len(real),
+        "reference": f"{reference}:{split}",
+    }
     if fid_at:
         results["fid_at"] = {str(n): fid_from_features(real[:n], fake[:n]) for n in sorted(fid_at)}
     return results
@@ -289,16 +299,29 @@ def sample_for_evaluation(
         if prompts is None or len(prompts) < num_samples:
             raise ValueError(f"{num_samples} text-to-image samples need as many prompts, got {len(prompts or [])}.")
         prompts = list(prompts[:num_samples])
-        images = generate_text_images(pipe, prompts, batch_size=batch_size, num_inference_steps=steps,
-                                      guidance_scale=guidance_scale, seed=seed)  # fmt: skip
+        images = generate_text_images(
+            pipe, prompts, batch_size=batch_size, num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed
+        )
         labels = [list(parse_scene_caption(prompt) or (-1, -1)) for prompt in prompts]
         info["prompts"] = prompts
     else:
-        images, labels = generate_images(pipe, num_samples, batch_size=batch_size, num_inference_steps=steps,
-                                         guidance_scale=guidance_scale, seed=seed)  # fmt: skip
-    info = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": type(pipe.scheduler).__name__,
-            "seed": seed, "seconds_per_image": (time.perf_counter() - start) / num_samples,
-            "device": str(pipe.device), **info}  # fmt: skip
+        images, labels = generate_images(
+            pipe,
+            num_samples,
+            batch_size=batch_size,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+        )
+    info = {
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "scheduler": type(pipe.scheduler).__name__,
+        "seed": seed,
+        "seconds_per_image": (time.perf_counter() - start) / num_samples,
+        "device": str(pipe.device),
+        **info,
+    }
     return images, labels, info
 
 
@@ -313,8 +336,12 @@ def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: Sequence
         raise ValueError(f"Got {len(labels)} labels for {len(images)} images.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez_compressed(tmp, images=quantize(images).numpy(), labels=np.asarray(labels, dtype=np.int64),
-                        info=np.asarray(json.dumps(info)))  # fmt: skip
+    np.savez_compressed(
+        tmp,
+        images=quantize(images).numpy(),
+        labels=np.asarray(labels, dtype=np.int64),
+        info=np.asarray(json.dumps(info)),
+    )
     os.replace(tmp, path)
     return path
 

@@ -18,8 +18,18 @@ SCENES_DATASET = "fashion-mnist-scenes"  # the name `--dataset` and `load_image_
 SCENE_HEIGHT, SCENE_WIDTH = 32, 64
 ITEM_SIZE = 28
 # How each Fashion-MNIST class is named in a caption, with its article.
-ITEM_NAMES = ("a t-shirt", "trousers", "a pullover", "a dress", "a coat", "a sandal", "a shirt", "a sneaker", "a bag",
-              "an ankle boot")  # fmt: skip
+ITEM_NAMES = (
+    "a t-shirt",
+    "trousers",
+    "a pullover",
+    "a dress",
+    "a coat",
+    "a sandal",
+    "a shirt",
+    "a sneaker",
+    "a bag",
+    "an ankle boot",
+)
 PHRASINGS = (
     "{left} on the left and {right} on the right",
     "{right} on the right and {left} on the left",

@@ -30,9 +30,18 @@ BLOCK_DIM = 32  # head channels per tile (tl.dot needs at least 16)
 
 @triton.jit
 def _state_kernel(
-    k_ptr, v_ptr, state_ptr, norm_ptr, tokens, dim, head_dim, inv_tokens,
-    PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    k_ptr,
+    v_ptr,
+    state_ptr,
+    norm_ptr,
+    tokens,
+    dim,
+    head_dim,
+    inv_tokens,
+    PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """S[bh, rows, cols] = mean_n phi(k)[n, rows]^T v[n, cols]; z[bh, rows] = mean_n phi(k)[n, rows]."""
     bh, row_tile, col_tile = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     heads = dim // head_dim
@@ -59,10 +68,25 @@ def _state_kernel(
 
 @triton.jit
 def _output_kernel(
-    q_ptr, v_ptr, state_ptr, norm_ptr, weight_ptr, bias_ptr, out_ptr, tokens, dim, head_dim, height, width, eps,
-    KERNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    q_ptr,
+    v_ptr,
+    state_ptr,
+    norm_ptr,
+    weight_ptr,
+    bias_ptr,
+    out_ptr,
+    tokens,
+    dim,
+    head_dim,
+    height,
+    width,
+    eps,
+    KERNEL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """out[n, cols] = phi(q)[n] S[:, cols] / (phi(q)[n] z + eps) + DWC(v)[n, cols] for one tile of tokens n."""
     token_tile, bh, col_tile = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     heads = dim // head_dim
@@ -192,11 +216,24 @@ def _linear_attention_op(
             k, v, state, norm, tokens, dim, head_dim, 1.0 / tokens, PRECISION=exact, **blocks
         )
         _output_kernel[grid](
-            q, v, state, norm, state if weight is None else weight.contiguous(),
+            q,
+            v,
+            state,
+            norm,
+            state if weight is None else weight.contiguous(),
             state if bias is None else bias.contiguous(),  # `state`: a placeholder pointer
-            out, tokens, dim, head_dim, height, width, eps,
-            KERNEL=kernel, HAS_BIAS=bias is not None, PRECISION=split, **blocks,
-        )  # fmt: skip
+            out,
+            tokens,
+            dim,
+            head_dim,
+            height,
+            width,
+            eps,
+            KERNEL=kernel,
+            HAS_BIAS=bias is not None,
+            PRECISION=split,
+            **blocks,
+        )
     return out
 
 

@@ -339,8 +339,15 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
                 encoder_attention_mask = encoder_attention_mask.unsqueeze(1)
 
         for block in self.transformer_blocks:
-            args = (hidden_states, conditioning, height, width, encoder_hidden_states, encoder_attention_mask,
-                    cross_attention_kwargs)  # fmt: skip
+            args = (
+                hidden_states,
+                conditioning,
+                height,
+                width,
+                encoder_hidden_states,
+                encoder_attention_mask,
+                cross_attention_kwargs,
+            )
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, *args)
             else:
@@ -448,7 +455,7 @@ LIT_PRESETS: dict[str, dict[str, Any]] = {
         cross_attention_dim=1152,
         caption_channels=4096,
         use_additional_conditions=False,
-    ),  # fmt: skip
+    ),
 }
 
 

@@ -89,9 +89,10 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
             raise ValueError(f"`image_size` must be (height, width) in pixels, got {image_size!r}.")
         self.register_to_config(
-            text_encoder_id=text_encoder_id, max_sequence_length=max_sequence_length,
+            text_encoder_id=text_encoder_id,
+            max_sequence_length=max_sequence_length,
             image_size=list(image_size) if image_size is not None else None,
-        )  # fmt: skip
+        )
         if vae is None:  # pixel space
             self.vae_scale_factor = 1
             self.image_processor = PixArtImageProcessor(vae_scale_factor=1)

@@ -12,8 +12,18 @@ CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "training_state.json"
 EMA_WEIGHTS, EMA_STATE = "ema.safetensors", "ema.json"
 # What a run writes into its output folder besides checkpoints: the final pipeline and the logs.
-RUN_OUTPUTS = ("model_index.json", "README.md", "transformer", "scheduler", "vae", "tokenizer", "text_encoder",
-               "logs", "validation", "pytorch_lora_weights.safetensors")  # fmt: skip
+RUN_OUTPUTS = (
+    "model_index.json",
+    "README.md",
+    "transformer",
+    "scheduler",
+    "vae",
+    "tokenizer",
+    "text_encoder",
+    "logs",
+    "validation",
+    "pytorch_lora_weights.safetensors",
+)
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
@@ -32,9 +42,11 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     found = [
         path
         for path in folder.iterdir()
-        if path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX) and path.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        if path.is_dir()
+        and path.name.startswith(CHECKPOINT_PREFIX)
+        and path.name[len(CHECKPOINT_PREFIX) :].isdigit()
         and (path / STATE_FILE).is_file()
-    ]  # fmt: skip
+    ]
     return sorted(found, key=checkpoint_step)
 
 
@@ -99,8 +111,12 @@ def save_ema(ema, checkpoint_dir: str | os.PathLike) -> None:
     tmp = folder / f".{EMA_WEIGHTS}.tmp-{os.getpid()}"
     save_file(tensors, str(tmp))
     os.replace(tmp, folder / EMA_WEIGHTS)
-    state = {"optimization_step": int(ema.optimization_step), "decay": ema.decay, "min_decay": ema.min_decay,
-             "num_tensors": len(tensors)}  # fmt: skip
+    state = {
+        "optimization_step": int(ema.optimization_step),
+        "decay": ema.decay,
+        "min_decay": ema.min_decay,
+        "num_tensors": len(tensors),
+    }
     write_json(folder / EMA_STATE, state)
 
 
@@ -183,9 +199,10 @@ def _difference(recorded: Any, current: Any) -> str:
     if isinstance(recorded, dict) and isinstance(current, dict):
         recorded, current = recorded.get("config", recorded), current.get("config", current)
         keys = sorted(
-            key for key in set(recorded) | set(current) if json.dumps(recorded.get(key), default=str)
-            != json.dumps(current.get(key), default=str)
-        )  # fmt: skip
+            key
+            for key in set(recorded) | set(current)
+            if json.dumps(recorded.get(key), default=str) != json.dumps(current.get(key), default=str)
+        )
         if keys:
             return ", ".join(
                 f"{key}: {recorded.get(key)} in the checkpoint, {current.get(key)} now" for key in keys[:4]

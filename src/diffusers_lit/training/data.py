@@ -78,8 +78,11 @@ def check_dataset_columns(
     if len(dataset) == 0:
         raise ValueError("The training dataset is empty: it has no examples to train on.")
     columns = dataset.column_names
-    for option, column in (("--image_column", image_column), ("--label_column", label_column),
-                           ("--caption_column", caption_column)):  # fmt: skip
+    for option, column in (
+        ("--image_column", image_column),
+        ("--label_column", label_column),
+        ("--caption_column", caption_column),
+    ):
         if column is not None and column not in columns:
             raise ValueError(
                 f"The dataset has no column {column!r} ({option}); its columns are: {', '.join(columns)}."
@@ -201,8 +204,15 @@ class TrainingData:
         return batch
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        names = ("inputs", "inputs_flipped", "labels", "prompt_embeds", "prompt_masks", "null_prompt_embeds",
-                 "null_prompt_mask")  # fmt: skip
+        names = (
+            "inputs",
+            "inputs_flipped",
+            "labels",
+            "prompt_embeds",
+            "prompt_masks",
+            "null_prompt_embeds",
+            "null_prompt_mask",
+        )
         return {name: getattr(self, name).contiguous() for name in names if getattr(self, name) is not None}
 
 
@@ -220,9 +230,13 @@ def encode_captions(
             "and are truncated: raise --max_sequence_length to keep them whole."
         )
     tokens = tokenizer(
-        text, padding="max_length", max_length=max_sequence_length, truncation=True, add_special_tokens=True,
+        text,
+        padding="max_length",
+        max_length=max_sequence_length,
+        truncation=True,
+        add_special_tokens=True,
         return_tensors="pt",
-    )  # fmt: skip
+    )
     mask = tokens.attention_mask.to(device)
     with torch.no_grad():
         embeds = text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
@@ -274,11 +288,14 @@ def build_training_data(
         rows = dataset[start : start + batch_size]
         images = [
             preprocess_image(
-                image, resolution, center_crop=center_crop, channels=channels,
+                image,
+                resolution,
+                center_crop=center_crop,
+                channels=channels,
                 rng=np.random.default_rng([seed, start + offset]),
             )
             for offset, image in enumerate(rows[image_column])
-        ]  # fmt: skip
+        ]
         pixels = torch.stack(images)  # (b, C, R, R)
         if vae is not None:
             pixels_batches.append(encode_moments(vae, pixels, device))
@@ -329,8 +346,13 @@ def save_training_data(data: TrainingData, folder: Path) -> None:
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     save_file(data.tensors(), str(tmp / "tensors.safetensors"))
-    meta = {"kind": data.kind, "random_flip": data.random_flip, "scaling_factor": data.scaling_factor,
-            "shift_factor": data.shift_factor, "metadata": data.metadata}  # fmt: skip
+    meta = {
+        "kind": data.kind,
+        "random_flip": data.random_flip,
+        "scaling_factor": data.scaling_factor,
+        "shift_factor": data.shift_factor,
+        "metadata": data.metadata,
+    }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     try:
         os.replace(tmp, folder)

@@ -44,9 +44,15 @@ def load_teacher(
 
     loaded = load_source(str(source), revision=revision, token=token, cache_dir=cache_dir)
     teacher = Teacher(
-        loaded.transformer, dict(loaded.components), loaded.id2label, loaded.name, loaded.layout,
-        loaded.text_encoder_id, loaded.max_sequence_length, loaded.image_size,
-    )  # fmt: skip
+        loaded.transformer,
+        dict(loaded.components),
+        loaded.id2label,
+        loaded.name,
+        loaded.layout,
+        loaded.text_encoder_id,
+        loaded.max_sequence_length,
+        loaded.image_size,
+    )
     if components is not None:
         extra = load_source(str(components), revision=revision, token=token, cache_dir=cache_dir)
         teacher.components = {**extra.components, **teacher.components}

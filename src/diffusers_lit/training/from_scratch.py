@@ -24,9 +24,11 @@ def parse_dit_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, l
         "(--teacher, --lambda_noise and --lambda_var are set here: no teacher).",
     )
     parser.add_argument(
-        "--resolution", type=parse_resolution, default=32,
+        "--resolution",
+        type=parse_resolution,
+        default=32,
         help="Image size in pixels, N or HEIGHTxWIDTH (the model's sample size is the height).",
-    )  # fmt: skip
+    )
     parser.add_argument("--channels", type=int, default=1, choices=[1, 3], help="1 for grey images, 3 for RGB.")
     parser.add_argument("--patch_size", type=int, default=2)
     parser.add_argument("--width", type=int, default=192)
@@ -34,10 +36,11 @@ def parse_dit_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--heads", type=int, default=3)
     parser.add_argument("--num_classes", type=int, default=None, help="Default: the dataset's label names.")
     parser.add_argument(
-        "--text_encoder", default=None,
+        "--text_encoder",
+        default=None,
         help="Hub id of a text encoder (e.g. sentence-transformers/all-MiniLM-L6-v2): train a text-to-image PixArt "
         "(PixArt-Sigma layout) on the dataset's captions instead of a class-conditional DiT.",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--caption_length", type=int, default=32, help="Text-to-image: caption tokens the model is trained with."
     )
@@ -56,16 +59,27 @@ def initial_dit_pipeline(args: argparse.Namespace, dataset: str, label_column: s
         tokenizer, text_encoder = load_text_encoder(args.text_encoder)
         torch.manual_seed(seed)
         pixart = PixArtTransformer2DModel(
-            num_attention_heads=args.heads, attention_head_dim=args.width // args.heads, in_channels=args.channels,
-            out_channels=2 * args.channels, num_layers=args.depth, sample_size=sample_size,
-            patch_size=args.patch_size, caption_channels=text_encoder.config.hidden_size,
-            cross_attention_dim=args.width, use_additional_conditions=False,
-        )  # fmt: skip
+            num_attention_heads=args.heads,
+            attention_head_dim=args.width // args.heads,
+            in_channels=args.channels,
+            out_channels=2 * args.channels,
+            num_layers=args.depth,
+            sample_size=sample_size,
+            patch_size=args.patch_size,
+            caption_channels=text_encoder.config.hidden_size,
+            cross_attention_dim=args.width,
+            use_additional_conditions=False,
+        )
         LiTTextToImagePipeline(
-            tokenizer, text_encoder, None, pixart, default_scheduler("pixart"), text_encoder_id=args.text_encoder,
+            tokenizer,
+            text_encoder,
+            None,
+            pixart,
+            default_scheduler("pixart"),
+            text_encoder_id=args.text_encoder,
             max_sequence_length=args.caption_length,
             image_size=None if isinstance(args.resolution, int) else args.resolution,
-        ).save_pretrained(folder)  # fmt: skip
+        ).save_pretrained(folder)
         return folder
     names = dataset_class_names(load_image_dataset(dataset), label_column)
     num_classes = args.num_classes or (len(names) if names else None)
@@ -73,10 +87,16 @@ def initial_dit_pipeline(args: argparse.Namespace, dataset: str, label_column: s
         raise ValueError(f"{dataset}'s {label_column!r} column has no class names: pass --num_classes.")
     torch.manual_seed(seed)
     dit = DiTTransformer2DModel(
-        num_attention_heads=args.heads, attention_head_dim=args.width // args.heads, in_channels=args.channels,
-        out_channels=2 * args.channels, num_layers=args.depth, sample_size=sample_size,
-        patch_size=args.patch_size, num_embeds_ada_norm=num_classes, norm_eps=1e-6,
-    )  # fmt: skip
+        num_attention_heads=args.heads,
+        attention_head_dim=args.width // args.heads,
+        in_channels=args.channels,
+        out_channels=2 * args.channels,
+        num_layers=args.depth,
+        sample_size=sample_size,
+        patch_size=args.patch_size,
+        num_embeds_ada_norm=num_classes,
+        norm_eps=1e-6,
+    )
     for block in dit.transformer_blocks[1:]:  # one timestep + class embedder, as the original DiT: copies agree
         block.norm1.emb.load_state_dict(dit.transformer_blocks[0].norm1.emb.state_dict())
     id2label = dict(enumerate(names)) if names else None

@@ -99,10 +99,12 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label_column", default="label", help="Class ids (class-conditional teachers).")
     parser.add_argument("--caption_column", default="text", help="Captions (text-to-image teachers).")
     parser.add_argument(
-        "--resolution", type=parse_resolution, default=None,
+        "--resolution",
+        type=parse_resolution,
+        default=None,
         help="Training size in pixels, N or HEIGHTxWIDTH (e.g. 32x64); default the teacher's image size, else the "
         "model's square size.",
-    )  # fmt: skip
+    )
     parser.add_argument("--center_crop", action="store_true", help="Center crop (default: a random crop per image).")
     parser.add_argument("--random_flip", action="store_true", help="Mirror half the examples, drawn per step.")
     parser.add_argument("--max_sequence_length", type=int, default=None, help="Caption tokens; default min(300, max).")
@@ -119,11 +121,13 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument(
-        "--lora_rank", type=int, default=None,
+        "--lora_rank",
+        type=int,
+        default=None,
         help="Train LoRA adapters of this rank on a frozen student (attention projections) instead of the whole "
         "student; saves pytorch_lora_weights.safetensors (diffusers' LoRA format). With --lambda_noise 0 "
         "--lambda_var 0: plain LoRA fine-tuning.",
-    )  # fmt: skip
+    )
     parser.add_argument("--lora_alpha", type=float, default=None, help="LoRA scale numerator; default the rank.")
     parser.add_argument("--learning_rate", type=float, default=None, help="AdamW; default 1e-4 (class), 2e-5 (text).")
     parser.add_argument("--lr_scheduler", default="constant", help="diffusers' get_scheduler names.")
@@ -133,27 +137,32 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adam_weight_decay", type=float, default=0.0)
     parser.add_argument("--adam_epsilon", type=float, default=1e-8)
     parser.add_argument(
-        "--max_grad_norm", type=float, default=None,
+        "--max_grad_norm",
+        type=float,
+        default=None,
         help="Clip the gradient norm (0: off). Default: off for class-conditional (DiT) runs, as DiT trains; 1.0 "
         "for text-to-image runs.",
-    )  # fmt: skip
+    )
     parser.add_argument("--use_ema", action="store_true")
     parser.add_argument("--ema_decay", type=float, default=0.9999)
     parser.add_argument(
-        "--ema_schedule", choices=EMA_SCHEDULES, default="constant",
+        "--ema_schedule",
+        choices=EMA_SCHEDULES,
+        default="constant",
         help="constant: the decay at every step from the second on, as DiT and PixArt; warmup: diffusers' "
         "EMAModel default, decay min((1 + s) / (10 + s), --ema_decay) at step s.",
-    )  # fmt: skip
+    )
     parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
     parser.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls and convolutions on Ampere+ GPUs.")
     parser.add_argument("--seed", type=int, default=0)
     # Output, checkpoints, logging.
     parser.add_argument("--output_dir", required=True)
     parser.add_argument(
-        "--overwrite_output_dir", action="store_true",
+        "--overwrite_output_dir",
+        action="store_true",
         help="Remove an earlier run's checkpoints, final pipeline and logs from --output_dir first (without it, a "
         "folder holding a run is refused unless --resume_from_checkpoint is given).",
-    )  # fmt: skip
+    )
     parser.add_argument("--checkpointing_steps", type=int, default=500)
     parser.add_argument("--checkpoints_total_limit", type=int, default=None)
     parser.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder.')
@@ -245,9 +254,12 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         student, student_components = load_student(args.student, lit_only=not from_scratch)
     else:
         student, report = convert_teacher(
-            teacher, linear_attention_heads=args.linear_attention_heads, dwc_kernel_size=args.dwc_kernel_size,
-            inherit=args.inherit, seed=args.seed,
-        )  # fmt: skip
+            teacher,
+            linear_attention_heads=args.linear_attention_heads,
+            dwc_kernel_size=args.dwc_kernel_size,
+            inherit=args.inherit,
+            seed=args.seed,
+        )
         student_components = {}
         logger.info(f"Converted the teacher on the fly: {report}")
     check_teacher_student(teacher.transformer, student, lambda_var=args.lambda_var)
@@ -313,20 +325,38 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     max_sequence_length = args.max_sequence_length or teacher.max_sequence_length
     max_sequence_length = max_sequence_length or (min(300, tokenizer.model_max_length) if tokenizer else None)
     key_settings = {
-        "image_column": args.image_column, "label_column": label_column, "caption_column": caption_column,
-        "resolution": resolution, "channels": channels, "center_crop": args.center_crop,
-        "random_flip": args.random_flip and vae is not None, "crop_seed": None if args.center_crop else args.seed,
-        "vae": module_fingerprint(vae), "text_encoder": module_fingerprint(text_encoder),
+        "image_column": args.image_column,
+        "label_column": label_column,
+        "caption_column": caption_column,
+        "resolution": resolution,
+        "channels": channels,
+        "center_crop": args.center_crop,
+        "random_flip": args.random_flip and vae is not None,
+        "crop_seed": None if args.center_crop else args.seed,
+        "vae": module_fingerprint(vae),
+        "text_encoder": module_fingerprint(text_encoder),
         "max_sequence_length": max_sequence_length if text_to_image else None,
-    }  # fmt: skip
+    }
     cache_dir = args.cache_dir or str(Path(HF_HOME) / "diffusers_lit" / "training_cache")
     with accelerator.main_process_first():
         data, cache_folder, from_cache = cached_training_data(
-            dataset, cache_dir=cache_dir, key_settings=key_settings, image_column=args.image_column,
-            label_column=label_column, caption_column=caption_column, resolution=resolution, channels=channels,
-            center_crop=args.center_crop, random_flip=args.random_flip, vae=vae, tokenizer=tokenizer,
-            text_encoder=text_encoder, max_sequence_length=max_sequence_length, seed=args.seed, device=device,
-        )  # fmt: skip
+            dataset,
+            cache_dir=cache_dir,
+            key_settings=key_settings,
+            image_column=args.image_column,
+            label_column=label_column,
+            caption_column=caption_column,
+            resolution=resolution,
+            channels=channels,
+            center_crop=args.center_crop,
+            random_flip=args.random_flip,
+            vae=vae,
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            max_sequence_length=max_sequence_length,
+            seed=args.seed,
+            device=device,
+        )
     logger.info(f"{'Read' if from_cache else 'Cached'} {len(data)} examples ({data.kind}) in {cache_folder}")
     text_settings = None
     if text_to_image:  # what the saved pipeline records of this training: caption length, non-square size
@@ -353,25 +383,38 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         from peft import LoraConfig
 
         student.requires_grad_(False)
-        student.add_adapter(LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha or args.lora_rank,
-                                       target_modules=list(LORA_TARGET_MODULES)))  # fmt: skip
+        student.add_adapter(
+            LoraConfig(
+                r=args.lora_rank,
+                lora_alpha=args.lora_alpha or args.lora_rank,
+                target_modules=list(LORA_TARGET_MODULES),
+            )
+        )
     trained = [param for param in student.parameters() if param.requires_grad]
     optimizer = torch.optim.AdamW(
-        trained, lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
-    )  # fmt: skip
+        trained,
+        lr=learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
     lr_scheduler = get_scheduler(
-        args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=max_train_steps * accelerator.num_processes,
-    )  # fmt: skip
+    )
     max_grad_norm = args.max_grad_norm if args.max_grad_norm is not None else (1.0 if text_to_image else 0.0)
     ema = None
     if args.use_ema:
         min_decay = args.ema_decay if args.ema_schedule == "constant" else 0.0  # EMAModel clamps its decay to this
         ema = EMAModel(
-            student.parameters(), decay=args.ema_decay, min_decay=min_decay, model_cls=type(student),
+            student.parameters(),
+            decay=args.ema_decay,
+            min_decay=min_decay,
+            model_cls=type(student),
             model_config=student.config,
-        )  # fmt: skip
+        )
         ema.to(device)
     student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
 
@@ -407,8 +450,9 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         f"Training {max_train_steps} steps of {global_batch} examples ({accelerator.num_processes} processes x "
         f"{args.train_batch_size} x {args.gradient_accumulation_steps} accumulation) on {len(data)} examples"
     )
-    progress = tqdm(range(max_train_steps), initial=global_step, desc="Steps",
-                    disable=not accelerator.is_local_main_process)  # fmt: skip
+    progress = tqdm(
+        range(max_train_steps), initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process
+    )
     while global_step < max_train_steps:
         step_start = time.perf_counter()
         totals = torch.zeros(len(LOSS_TERMS), device=device)
@@ -417,9 +461,13 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             micro_step = global_step * args.gradient_accumulation_steps + micro
             generator = step_generator(args.seed, micro_step, accelerator.process_index)
             indices = global_batch_indices(
-                len(data), micro_step, args.train_batch_size, accelerator.num_processes, accelerator.process_index,
+                len(data),
+                micro_step,
+                args.train_batch_size,
+                accelerator.num_processes,
+                accelerator.process_index,
                 args.seed,
-            )  # fmt: skip
+            )
             step_indices.extend(indices.tolist())
             batch = data.get_batch(indices, generator)
             x_start = batch["x_start"].to(device)
@@ -429,14 +477,19 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             timesteps = timesteps.to(device)
             x_t = schedule.add_noise(x_start, noise, timesteps)
             if text_to_image:
-                condition = {"encoder_hidden_states": batch["prompt_embeds"].to(device),
-                             "encoder_attention_mask": batch["prompt_masks"].to(device)}  # fmt: skip
+                condition = {
+                    "encoder_hidden_states": batch["prompt_embeds"].to(device),
+                    "encoder_attention_mask": batch["prompt_masks"].to(device),
+                }
             else:
                 condition = {"class_labels": batch["class_labels"].to(device)}
             condition = drop_conditions(
-                condition, drop, null_class=null_class, null_prompt_embeds=data.null_prompt_embeds,
+                condition,
+                drop,
+                null_class=null_class,
+                null_prompt_embeds=data.null_prompt_embeds,
                 null_prompt_mask=data.null_prompt_mask,
-            )  # fmt: skip
+            )
             if added_cond:
                 height, width = x_start.shape[-2] * vae_scale, x_start.shape[-1] * vae_scale
                 condition["added_cond_kwargs"] = resolution_conditions(len(indices), height, width, device, x_t.dtype)
@@ -447,17 +500,27 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
                     with torch.no_grad(), accelerator.autocast():
                         teacher_condition = {
                             key: value.to(weight_dtype) if torch.is_floating_point(value) else value
-                            for key, value in condition.items() if isinstance(value, torch.Tensor)
-                        }  # fmt: skip
+                            for key, value in condition.items()
+                            if isinstance(value, torch.Tensor)
+                        }
                         if "added_cond_kwargs" in condition:
                             teacher_condition["added_cond_kwargs"] = condition["added_cond_kwargs"]
-                        teacher_output = model_prediction(teacher_model, x_t.to(weight_dtype), timesteps,
-                                                          teacher_condition)  # fmt: skip
+                        teacher_output = model_prediction(
+                            teacher_model, x_t.to(weight_dtype), timesteps, teacher_condition
+                        )
                 student_output = model_prediction(student, x_t, timesteps, condition)
                 terms = hybrid_distillation_loss(
-                    student_output, teacher_output, noise, x_start, x_t, timesteps, schedule,
-                    lambda_noise=args.lambda_noise, lambda_var=args.lambda_var, vlb_scale=args.vlb_scale,
-                )  # fmt: skip
+                    student_output,
+                    teacher_output,
+                    noise,
+                    x_start,
+                    x_t,
+                    timesteps,
+                    schedule,
+                    lambda_noise=args.lambda_noise,
+                    lambda_var=args.lambda_var,
+                    vlb_scale=args.vlb_scale,
+                )
                 accelerator.backward(terms["loss"])
                 if accelerator.sync_gradients:
                     sum_shared_gradients(embedder_copies)  # a DiT's per-block embedder copies train as one
@@ -494,16 +557,30 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             _save_checkpoint(accelerator, output_dir, global_step, args, signature, run_record, ema)
         if args.validation_steps and (global_step % args.validation_steps == 0 or global_step == max_train_steps):
             if accelerator.is_main_process and validation_items:
-                _run_validation(accelerator, args, student, ema, teacher, scheduler, id2label, text_settings,
-                                validation_items, global_step, output_dir)  # fmt: skip
+                _run_validation(
+                    accelerator,
+                    args,
+                    student,
+                    ema,
+                    teacher,
+                    scheduler,
+                    id2label,
+                    text_settings,
+                    validation_items,
+                    global_step,
+                    output_dir,
+                )
             accelerator.wait_for_everyone()
     progress.close()
 
     # The final LiT pipeline (EMA weights when used), with a model card.
     accelerator.wait_for_everyone()
     if args.log_per_process:
-        record = {"num_processes": accelerator.num_processes, "process_index": accelerator.process_index,
-                  "weights_sha256": weights_hash(accelerator.unwrap_model(student))}  # fmt: skip
+        record = {
+            "num_processes": accelerator.num_processes,
+            "process_index": accelerator.process_index,
+            "weights_sha256": weights_hash(accelerator.unwrap_model(student)),
+        }
         (logs_dir / f"final-rank{accelerator.process_index}.json").write_text(json.dumps(record))
     state_dict = accelerator.get_state_dict(student)  # the full weights, also when FSDP / ZeRO-3 shard them
     if accelerator.is_main_process and args.lora_rank:
@@ -525,8 +602,10 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             f"{'gradient norm clipped at ' + str(max_grad_norm) if max_grad_norm > 0 else 'no gradient clipping'}"
         )
         if from_scratch:
-            how_made = (f"Trained from scratch with diffusers_lit's `examples/train_dit.py` (DiT's loss: MSE + "
-                        f"learned-range VLB) on `{args.dataset}`: {schedule_text}.")  # fmt: skip
+            how_made = (
+                f"Trained from scratch with diffusers_lit's `examples/train_dit.py` (DiT's loss: MSE + "
+                f"learned-range VLB) on `{args.dataset}`: {schedule_text}."
+            )
         else:
             how_made = (
                 f"Distilled from `{teacher.name}` with diffusers_lit's `examples/distill_lit.py` (hybrid knowledge "
@@ -589,10 +668,14 @@ def _output_pipeline(transformer, teacher, scheduler, id2label, text_settings=No
                 components[name] = components[name].to(dtype)
     if teacher.is_text_to_image:
         return LiTTextToImagePipeline(
-            tokenizer=components["tokenizer"], text_encoder=components["text_encoder"], vae=components.get("vae"),
-            transformer=transformer, scheduler=scheduler, text_encoder_id=teacher.text_encoder_id,
+            tokenizer=components["tokenizer"],
+            text_encoder=components["text_encoder"],
+            vae=components.get("vae"),
+            transformer=transformer,
+            scheduler=scheduler,
+            text_encoder_id=teacher.text_encoder_id,
             **(text_settings or {}),
-        )  # fmt: skip
+        )
     return LiTPipeline(transformer=transformer, scheduler=scheduler, vae=components.get("vae"), id2label=id2label)
 
 
@@ -612,9 +695,12 @@ def _run_validation(
         kwargs = {"prompts": items} if teacher.is_text_to_image else {"class_labels": items}
         with accelerator.autocast():
             grid = validation_grid(
-                pipe, num_inference_steps=args.validation_inference_steps,
-                guidance_scale=args.validation_guidance_scale, seed=args.seed, **kwargs,
-            )  # fmt: skip
+                pipe,
+                num_inference_steps=args.validation_inference_steps,
+                guidance_scale=args.validation_guidance_scale,
+                seed=args.seed,
+                **kwargs,
+            )
     finally:
         model.train()
         if ema is not None:

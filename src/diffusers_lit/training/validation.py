@@ -28,16 +28,20 @@ def validation_grid(
     with torch.random.fork_rng(devices=[]):
         if class_labels is not None:
             images = pipeline(
-                class_labels=list(class_labels), num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale, generator=generators,
-            ).images  # fmt: skip
+                class_labels=list(class_labels),
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                generator=generators,
+            ).images
             id2label = getattr(pipeline.config, "id2label", None) or {}
             captions = [str(id2label.get(str(label), label)).split(",")[0] for label in class_labels]
         else:
             images = pipeline(
-                prompt=list(prompts), num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                prompt=list(prompts),
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
                 generator=generators,
-            ).images  # fmt: skip
+            ).images
             captions = list(prompts)
     return image_grid(images, captions)
 
