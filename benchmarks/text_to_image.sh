@@ -8,10 +8,11 @@
 #
 # Every stage of every row is skipped when its output exists, so the script resumes. Knobs (environment): ROWS,
 # TEACHER_RUN (the finished `make teacher-t2i` folder, copied to assets/scenes-pixart once), STEPS, BATCH, LR,
-# SAMPLES, SAMPLE_STEPS, MIXED_PRECISION, PY, RUNS, OUT.
+# SAMPLES, SAMPLE_STEPS, MIXED_PRECISION, PY, RUNS, OUT, TEACHER, SHIP.
 set -eu
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}; TEACHER_RUN=${TEACHER_RUN:-runs/scenes-pixart-cpu}; TEACHER=assets/scenes-pixart
+PY=${PY:-.venv/bin/python}; TEACHER_RUN=${TEACHER_RUN:-runs/scenes-pixart-cpu}; TEACHER=${TEACHER:-assets/scenes-pixart}
+SHIP=${SHIP:-1}  # copy the finished student to assets/scenes-lit
 RUNS=${RUNS:-runs/text_to_image}; OUT=${OUT:-benchmarks/results/text_to_image}
 STEPS=${STEPS:-600}; BATCH=${BATCH:-64}; LR=${LR:-1e-3}; SAMPLES=${SAMPLES:-1000}; SAMPLE_STEPS=${SAMPLE_STEPS:-20}
 MIXED_PRECISION=${MIXED_PRECISION:-$(sh scripts/mixed_precision.sh)}
@@ -69,7 +70,27 @@ run_row() {
 }
 
 for row in $ROWS; do spec "$row" > /dev/null; done  # unknown rows refused before any work
-for row in $ROWS; do run_row "$row"; done
+for row in $ROWS; do
+  run_row "$row"
+  if [ "$SHIP" = 1 ] && [ "$row" = student ] && [ ! -f assets/scenes-lit/model_index.json ]; then  # the recipe's
+    mkdir -p assets/scenes-lit
+    cp -r "$RUNS/student/student"/{model_index.json,README.md,scheduler,transformer} assets/scenes-lit/
+  fi
+done
+# The README's grid: the first prompts, teacher row then student row, from the same samples files.
+if [ -f "$RUNS/samples/teacher.npz" ] && [ -f "$RUNS/samples/student.npz" ] && [ ! -f "$OUT/teacher-student.png" ]; then
+  "$PY" - "$RUNS/samples" "$OUT/teacher-student.png" <<'GRID'
+import sys
+import torch
+from diffusers_lit.evaluation import image_grid, load_samples, tensor_to_pil
+folder, path = sys.argv[1], sys.argv[2]
+(teacher, _, info), (student, _, _) = (load_samples(f"{folder}/{name}.npz") for name in ("teacher", "student"))
+shown = 4
+captions = [f"{who}: {prompt}" for who in ("T", "S") for prompt in info["prompts"][:shown]]
+images = tensor_to_pil(torch.cat([teacher[:shown], student[:shown]]).float() / 255)
+image_grid(images, captions, columns=shown, scale=4).save(path)
+GRID
+fi
 # The ceiling: the classifier on as many real test scenes (and their FID against themselves is 0 by definition).
 [ -f "$OUT/real-scenes.json" ] || "$PY" - "$SAMPLES" "$OUT/real-scenes.json" <<'EOF'
 import json, sys

@@ -134,8 +134,11 @@ def run_demo(
     )
     grid.save(output_dir / "side_by_side.png")
 
-    print(f"5/5 Text-to-image: {num_prompts} test-scene prompts, teacher {text_teacher} and student {text_student}")
-    results["text_to_image"] = text_to_image_demo(text_teacher, text_student, output_dir, num_prompts, seed)
+    if Path(text_teacher, "model_index.json").is_file() and Path(text_student, "model_index.json").is_file():
+        print(f"5/5 Text-to-image: {num_prompts} test-scene prompts, teacher {text_teacher}, student {text_student}")
+        results["text_to_image"] = text_to_image_demo(text_teacher, text_student, output_dir, num_prompts, seed)
+    else:
+        print(f"5/5 Text-to-image skipped: {text_teacher} or {text_student} is missing (benchmarks/text_to_image.sh)")
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
     print(
