@@ -450,3 +450,22 @@ def test_a_scheduler_that_would_drop_channels_is_refused():
     pipe.scheduler = DPMSolverMultistepScheduler(variance_type="learned_range")  # keeps output channels 0..2
     with pytest.raises(ValueError, match="keeps only 3 channels of the model output; this model has 1"):
         generate(pipe, num_inference_steps=2)
+
+
+def test_pipeline_conventions_callbacks_read_guidance_and_steps():
+    """What diffusers' PipelineTesterMixin checks: callbacks read `guidance_scale` and `num_timesteps`, nested label
+    lists are a batch, and the text pipeline's signature is PixArt-Sigma's."""
+    import inspect
+
+    pipe = class_pipeline()
+    seen = []
+
+    def callback(pipe, step, timestep, tensors):
+        seen.append((pipe.guidance_scale, pipe.do_classifier_free_guidance, pipe.num_timesteps))
+        return tensors
+
+    nested = generate(pipe, class_labels=[[0, 1], [2]], guidance_scale=3.0, callback_on_step_end=callback)
+    assert seen == [(3.0, True, 3)] * 3
+    np.testing.assert_array_equal(nested, generate(pipe, class_labels=[0, 1, 2], guidance_scale=3.0))
+    parameters = inspect.signature(LiTTextToImagePipeline.__call__).parameters
+    assert {"prompt", "negative_prompt", "prompt_embeds", "max_sequence_length", "guidance_scale"} <= set(parameters)

@@ -73,6 +73,18 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
     def card_example(self) -> str | None:
         return next(iter(self.labels), None)
 
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
     @classmethod
     def usage_snippet(cls, repo_id: str, example: str | None = None) -> str:
         labels = f'["{example}"]' if example is not None else "[0]"
@@ -100,6 +112,10 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
             class_labels = class_labels.reshape(-1).tolist()
         elif isinstance(class_labels, int | str):
             class_labels = [class_labels]
+        elif any(isinstance(label, list | tuple) for label in class_labels):  # batched, as DiTPipeline takes them
+            class_labels = [
+                label for group in class_labels for label in (group if isinstance(group, list | tuple) else [group])
+            ]
         bad = [label for label in class_labels if not isinstance(label, str | int) or isinstance(label, bool)]
         if bad:
             raise ValueError(f"`class_labels` must be class ids (int) or names (str), got {bad[:3]}.")
@@ -180,6 +196,7 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
             raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}.")
         latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
+        self._guidance_scale = guidance_scale  # read by callbacks, as in diffusers' pipelines
         guided = guidance_scale > 1.0
         null = torch.full_like(labels, self.transformer.config.num_embeds_ada_norm)
         model_labels = torch.cat([labels, null]) if guided else labels  # (B,) or (2B,)
@@ -193,6 +210,7 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
             )
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self._num_timesteps = len(self.scheduler.timesteps)
         step_kwargs = (
             {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
         )

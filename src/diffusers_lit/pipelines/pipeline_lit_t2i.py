@@ -1,5 +1,6 @@
 """LiTTextToImagePipeline: text-to-image generation with a LiT (or a plain diffusers PixArt) transformer."""
 
+import inspect
 from typing import Any
 
 from diffusers import AutoencoderKL, PixArtSigmaPipeline, PixArtTransformer2DModel
@@ -128,6 +129,8 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
         pixels = super().__call__(*args, use_resolution_binning=False, output_type="latent", **kwargs).images
         images = pixels if output_type == "latent" else self.image_processor.postprocess(pixels, output_type)
         return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    __call__.__signature__ = inspect.signature(PixArtSigmaPipeline.__call__)  # the same parameters, introspectable
 
     def check_inputs(self, prompt, height, width, negative_prompt, *args, **kwargs) -> None:
         super().check_inputs(prompt, height, width, negative_prompt, *args, **kwargs)
