@@ -479,3 +479,23 @@ def test_an_original_dit_keeps_dits_timestep_frequencies(tmp_path):
     diffusers_lit = LiTPipeline.from_pretrained(from_diffusers).transformer
     assert diffusers_lit.config.timestep_freq_shift is None  # diffusers' DiT: its own frequencies, as trained
     assert (embed(diffusers_lit.time_class_embed) - expected).abs().max() > 1e-2
+
+
+def test_original_pixart_without_pos_embed_converts_given_its_sample_size(tmp_path):
+    model = PixArtTransformer2DModel.from_pretrained(
+        save_pixart_pipeline(tmp_path / "p", True, tmp_path) / "transformer"
+    )
+    original = diffusers_to_original_pixart(model, tokens=300)
+    state = original.get("state_dict", original)
+    state.pop("pos_embed")  # as some released PixArt checkpoints: the grid is computed, not stored
+    path = tmp_path / "no-pos.pth"
+    torch.save(original, path)
+    with pytest.raises(ValueError, match=r"no `pos_embed`.*pass `sample_size` \(--sample-size\)"):
+        read_source(path, num_attention_heads=4)
+    with pytest.raises(ValueError, match="must be a positive multiple of the patch size 2"):
+        read_source(path, num_attention_heads=4, sample_size=7)
+    out = convert_to_lit(path, tmp_path / "lit", components=tmp_path / "p", num_attention_heads=4, sample_size=8)
+    want = lit_tensors(convert_to_lit(tmp_path / "p", tmp_path / "from_diffusers"))
+    got = lit_tensors(out)
+    assert all(torch.equal(got[key], want[key]) for key in want)
+    assert json.loads((out / "transformer" / "config.json").read_text())["sample_size"] == 8

@@ -91,6 +91,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the finished folder")
     parser.add_argument("--components", help="pipeline to take VAE, scheduler and text encoder from (for .pt files)")
     parser.add_argument("--num-attention-heads", type=int, help="teacher heads, for .pt files of unusual widths")
+    parser.add_argument("--sample-size", type=int, help="sample size, for original checkpoints without pos_embed")
     parser.add_argument(
         "--timestep-freq-shift",
         type=float,
@@ -116,6 +117,7 @@ def convert(args: argparse.Namespace) -> None:
         push_to_hub=args.push_to_hub,
         components=args.components,
         num_attention_heads=args.num_attention_heads,
+        sample_size=args.sample_size,
         timestep_freq_shift=args.timestep_freq_shift,
         seed=args.seed,
         revision=args.revision,

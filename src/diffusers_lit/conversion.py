@@ -104,12 +104,17 @@ def read_source(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     num_attention_heads: int | None = None,
+    sample_size: int | None = None,
 ) -> SourceCheckpoint:
     """Read a DiT / PixArt source (Hub id, diffusers folder or original checkpoint file) into diffusers' naming.
-    `num_attention_heads` is needed only for original checkpoints of widths other than DiT's / PixArt's."""
+    `num_attention_heads` is needed only for original checkpoints of widths other than DiT's / PixArt's,
+    `sample_size` only for original checkpoints without a `pos_embed`."""
     path = Path(source)
     if path.is_file():
-        return original_to_diffusers(load_state_file(path), name=str(source), num_attention_heads=num_attention_heads)
+        state = load_state_file(path)
+        return original_to_diffusers(
+            state, str(source), num_attention_heads=num_attention_heads, sample_size=sample_size
+        )
     folder = resolve_pretrained_folder(source, revision=revision, token=token, cache_dir=cache_dir)
     model_index = {}
     transformer_folder = folder
@@ -170,17 +175,30 @@ def _take(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     return state.pop(key)
 
 
-def _sample_size(state: dict[str, torch.Tensor], patch: int, name: str) -> int:
+def _sample_size(state: dict[str, torch.Tensor], patch: int, name: str, given: int | None = None) -> int:
+    """The sample size of an original checkpoint: from its fixed position grid, or `given` where it has none."""
+    if given is not None and (given < 1 or given % patch):
+        raise ValueError(f"`sample_size` {given} must be a positive multiple of the patch size {patch}.")
     if "pos_embed" not in state:
-        raise ValueError(f"{name} has no `pos_embed`, so its sample size cannot be inferred.")
+        if given is None:
+            raise ValueError(
+                f"{name} has no `pos_embed`, so its sample size cannot be inferred: pass `sample_size` "
+                "(--sample-size), the latent (or pixel) side it was trained at, e.g. 128 for PixArt at 1024 px."
+            )
+        return given
     grid = math.isqrt(state["pos_embed"].shape[-2])
     if grid * grid != state["pos_embed"].shape[-2]:
         raise ValueError(f"{name}: `pos_embed` does not hold a square grid of positions.")
+    if given is not None and given != grid * patch:
+        raise ValueError(f"{name} was trained at sample size {grid * patch} (its `pos_embed`), not {given}.")
     return grid * patch
 
 
 def original_to_diffusers(
-    original: dict[str, torch.Tensor], name: str, num_attention_heads: int | None = None
+    original: dict[str, torch.Tensor],
+    name: str,
+    num_attention_heads: int | None = None,
+    sample_size: int | None = None,
 ) -> SourceCheckpoint:
     """An original DiT (facebookresearch/DiT) or PixArt (PixArt-alpha / Sigma) state dict in diffusers' naming.
 
@@ -203,9 +221,9 @@ def original_to_diffusers(
     depth = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
     out_channels = state["final_layer.linear.weight"].shape[0] // (patch * patch)
     heads = _heads(width, num_attention_heads)
-    sample_size = _sample_size(state, patch, name)
-    dropped = {"pos_embed": "fixed sin-cos position embedding: PatchEmbed computes it"}
-    state.pop("pos_embed")
+    sample_size = _sample_size(state, patch, name, sample_size)
+    dropped = {"pos_embed": "fixed sin-cos position embedding: PatchEmbed computes it"} if "pos_embed" in state else {}
+    state.pop("pos_embed", None)
     mapped = {
         "pos_embed.proj.weight": _take(state, "x_embedder.proj.weight"),
         "pos_embed.proj.bias": _take(state, "x_embedder.proj.bias"),
@@ -463,6 +481,7 @@ def convert_to_lit(
     push_to_hub: str | None = None,
     components: str | os.PathLike | None = None,
     num_attention_heads: int | None = None,
+    sample_size: int | None = None,
     timestep_freq_shift: float | None = None,
     seed: int = 0,
     revision: str | None = None,
@@ -484,6 +503,7 @@ def convert_to_lit(
         components: A diffusers pipeline (folder or repo id) to take the VAE, scheduler, tokenizer and text
             encoder from when `source` has none (an original checkpoint file).
         num_attention_heads: The teacher's heads, for original checkpoints of non-DiT / PixArt widths.
+        sample_size: The sample size, for original checkpoints that carry no `pos_embed`.
         timestep_freq_shift: The timestep embedding's frequency shift (`LiTTransformer2DModel`); default the
             source's: 0 for original DiT checkpoints (DiT's own), else the diffusers model's.
         seed: Seed of the fresh self-attention weights.
@@ -501,7 +521,12 @@ def convert_to_lit(
     _check_output_dir(output_dir, overwrite, local_source)
 
     checkpoint = read_source(
-        source, revision=revision, token=token, cache_dir=cache_dir, num_attention_heads=num_attention_heads
+        source,
+        revision=revision,
+        token=token,
+        cache_dir=cache_dir,
+        num_attention_heads=num_attention_heads,
+        sample_size=sample_size,
     )
     if timestep_freq_shift is not None:
         checkpoint.config["timestep_freq_shift"] = timestep_freq_shift
