@@ -374,12 +374,27 @@ def test_bad_sources(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_differing_embedder_copies_are_refused(tmp_path):
-    dit = tiny_dit()
+def test_differing_embedder_copies_are_kept_per_block_and_compute_the_dit(tmp_path):
+    """A DiT trained in diffusers (its per-block embedders apart) converts with one embedder per block: with the
+    self-attention silenced in both, the LiT computes exactly the DiT; identical copies still fold into one."""
+    dit = tiny_dit().eval()
     torch.nn.init.normal_(dit.transformer_blocks[1].norm1.emb.timestep_embedder.linear_1.weight)
-    dit.save_pretrained(tmp_path / "dit")
-    with pytest.raises(ValueError, match=r"embedder of blocks \[1\] differs"):
-        convert_to_lit(tmp_path / "dit", tmp_path / "out")
+    source = SourceCheckpoint("tiny", "dit", {k: v for k, v in dict(dit.config).items() if not k.startswith("_")},
+                              dit.state_dict())  # fmt: skip
+    lit, report = convert_transformer(source)
+    assert lit.config.per_block_embedders and len(lit.time_class_embed) == DIT["num_layers"]
+    assert not [key for key in report["unused"]["keys"] if ".norm1.emb." in key]  # every copy used
+    lit, dit = lit.double().eval(), dit.double()  # the same float32 values, compared in float64
+    for model in (lit, dit):
+        for block in model.transformer_blocks:
+            torch.nn.init.zeros_(block.attn1.to_out[0].weight)
+            torch.nn.init.zeros_(block.attn1.to_out[0].bias)
+    x, t, y = torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.tensor([10, 700]), torch.tensor([0, 2])
+    with torch.no_grad():
+        expected = dit(x, timestep=t, class_labels=y).sample
+        torch.testing.assert_close(lit(x, timestep=t, class_labels=y).sample, expected, rtol=1e-12, atol=1e-12)
+    folded, _ = convert_transformer(SourceCheckpoint("tiny", "dit", source.config, tiny_dit().state_dict()))
+    assert not folded.config.per_block_embedders  # identical copies: LiT's one shared embedder
 
 
 def test_output_dir_is_never_half_written(tmp_path, monkeypatch):

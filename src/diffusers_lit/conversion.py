@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -350,16 +350,20 @@ def map_state_dict(source: SourceCheckpoint, inherit: str = "none") -> tuple[dic
     Only names and shapes are touched, so this also runs on meta tensors.
     """
     keep = INHERIT[inherit]
+    per_block = bool(source.config.get("per_block_embedders"))
     mapped, origin, unused = {}, {}, dict(source.dropped)
     for key, tensor in source.state_dict.items():
         match = re.match(r"transformer_blocks\.(\d+)\.(.*)", key)
         block, rest = (int(match.group(1)), match.group(2)) if match else (None, key)
         new = key
         if rest.startswith("norm1.emb."):  # DiT: the per-block copies of the one embedder
-            if block != 0:
+            if per_block:  # copies that differ: one embedder per block, each the source's own
+                new = f"time_class_embed.{block}." + rest.removeprefix("norm1.emb.")
+            elif block != 0:
                 unused[key] = "copy of the timestep + class embedder: folded into LiT's shared `time_class_embed`"
                 continue
-            new = "time_class_embed." + rest.removeprefix("norm1.emb.")
+            else:
+                new = "time_class_embed." + rest.removeprefix("norm1.emb.")
         elif rest.startswith("norm3."):
             new = f"transformer_blocks.{block}.norm2." + rest.removeprefix("norm3.")
         elif rest.startswith("attn1."):
@@ -372,19 +376,16 @@ def map_state_dict(source: SourceCheckpoint, inherit: str = "none") -> tuple[dic
     return mapped, origin, unused
 
 
-def check_folded_copies(source: SourceCheckpoint) -> None:
-    """diffusers' DiT repeats the embedder in every block: the copies must be identical to fold them."""
+def embedder_copies_differ(source: SourceCheckpoint) -> list[int]:
+    """diffusers' DiT repeats the embedder in every block: the blocks whose copy differs from block 0's (none for a
+    DiT trained as the original, with one shared embedder; some for one trained or fine-tuned in diffusers)."""
     differing = set()
     for key, tensor in source.state_dict.items():
         match = re.match(r"transformer_blocks\.(\d+)\.norm1\.emb\.(.*)", key)
         if match and match.group(1) != "0":
             if not torch.equal(tensor, source.state_dict[f"transformer_blocks.0.norm1.emb.{match.group(2)}"]):
                 differing.add(int(match.group(1)))
-    if differing:
-        raise ValueError(
-            f"The timestep + class embedder of blocks {sorted(differing)} differs from block 0's, so it cannot be "
-            "folded into LiT's one shared embedder. Was this DiT trained with per-block embedders?"
-        )
+    return sorted(differing)
 
 
 def convert_transformer(
@@ -402,8 +403,8 @@ def convert_transformer(
     """
     if inherit not in INHERIT:
         raise ValueError(f"`inherit` must be one of {list(INHERIT)}, got {inherit!r}.")
-    if source.config["norm_type"] == "ada_norm_zero":
-        check_folded_copies(source)
+    if source.config["norm_type"] == "ada_norm_zero" and embedder_copies_differ(source):
+        source = replace(source, config={**source.config, "per_block_embedders": True})  # kept, not folded
     config = lit_config(source.config, linear_attention_heads, dwc_kernel_size)
     mapped, origin, unused = map_state_dict(source, inherit)
     torch.manual_seed(seed)

@@ -143,6 +143,8 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         caption_channels (`int`, *optional*): Width of the text encoder's output, projected to the model width.
         linear_attention_heads (`int`, defaults to 4): Heads of the linear self-attention (LiT: 2 S, 3 B, 4 L/XL).
         dwc_kernel_size (`int`, defaults to 5): Kernel of the depth-wise convolution on the values; 0: none.
+        per_block_embedders (`bool`, defaults to `False`): "ada_norm_zero" only: one timestep + class embedder per
+            block (as diffusers' DiT stores them; for a DiT whose copies were trained apart), instead of one shared.
         timestep_freq_shift (`float`, *optional*): The sinusoidal timestep embedding's frequencies are
             exp(-ln(10000) i / (half - shift)). `None`: the layout's diffusers value (DiT: 1, PixArt: 0). An original
             facebookresearch/DiT checkpoint was trained with 0, and conversion sets it so.
@@ -177,6 +179,7 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         caption_channels: int | None = None,
         linear_attention_heads: int = 4,
         dwc_kernel_size: int = 5,
+        per_block_embedders: bool = False,
         timestep_freq_shift: float | None = None,
     ):
         super().__init__()
@@ -199,6 +202,8 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
             raise ValueError(
                 "The text layout ('ada_norm_single') needs `cross_attention_dim` for its cross-attention."
             )
+        if norm_type == "ada_norm_single" and per_block_embedders:
+            raise ValueError("`per_block_embedders` is for the class layout ('ada_norm_zero'), not PixArt's.")
         if norm_type == "ada_norm_zero" and (cross_attention_dim is not None or caption_channels is not None):
             raise ValueError(
                 "The class layout ('ada_norm_zero') has no text conditioning: leave `cross_attention_dim` and "
@@ -221,22 +226,26 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         )
 
         if norm_type == "ada_norm_zero":
-            # One timestep + class embedder for all blocks (DiT); the extra row is the null class.
-            self.time_class_embed = CombinedTimestepLabelEmbeddings(num_embeds_ada_norm, inner_dim)
-            self.time_class_embed.class_embedder.dropout_prob = 0.0  # label dropout belongs to the training loop
-            time_proj = self.time_class_embed.time_proj
+            # One timestep + class embedder for all blocks (DiT), or one per block; the extra row is the null class.
+            count = num_layers if per_block_embedders else 1
+            embedders = [CombinedTimestepLabelEmbeddings(num_embeds_ada_norm, inner_dim) for _ in range(count)]
+            for embedder in embedders:
+                embedder.class_embedder.dropout_prob = 0.0  # label dropout belongs to the training loop
+            self.time_class_embed = nn.ModuleList(embedders) if per_block_embedders else embedders[0]
+            time_projs = [embedder.time_proj for embedder in embedders]
         else:
             if use_additional_conditions is None:
                 use_additional_conditions = sample_size == 128
             self.use_additional_conditions = use_additional_conditions
             self.adaln_single = AdaLayerNormSingle(inner_dim, use_additional_conditions=use_additional_conditions)
-            time_proj = self.adaln_single.emb.time_proj
+            time_projs = [self.adaln_single.emb.time_proj]
             self.caption_projection = None
             if caption_channels is not None:
                 self.caption_projection = PixArtAlphaTextProjection(caption_channels, hidden_size=inner_dim)
 
         if timestep_freq_shift is not None:
-            time_proj.downscale_freq_shift = timestep_freq_shift
+            for time_proj in time_projs:
+                time_proj.downscale_freq_shift = timestep_freq_shift
 
         self.transformer_blocks = nn.ModuleList(
             [
@@ -325,8 +334,9 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         hidden_states = self.pos_embed(hidden_states)  # (B, N, D)
 
         if self.config.norm_type == "ada_norm_zero":
-            embedded = self.time_class_embed(timestep, class_labels, hidden_dtype=hidden_states.dtype)  # (B, D)
-            conditioning = embedded
+            embedders = self.time_class_embed if self.config.per_block_embedders else [self.time_class_embed]
+            conditionings = [embed(timestep, class_labels, hidden_dtype=hidden_states.dtype) for embed in embedders]
+            embedded = conditionings[0]  # (B, D); the final layer's, as in diffusers' DiT (block 0's embedder)
         else:
             conditioning, embedded = self.adaln_single(
                 timestep, added_cond_kwargs, batch_size=batch, hidden_dtype=hidden_states.dtype
@@ -337,11 +347,12 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
                 # (B, L) keep mask -> (B, 1, L) additive bias, as diffusers' PixArt.
                 encoder_attention_mask = (1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0
                 encoder_attention_mask = encoder_attention_mask.unsqueeze(1)
+            conditionings = [conditioning]
 
-        for block in self.transformer_blocks:
+        for index, block in enumerate(self.transformer_blocks):
             args = (
                 hidden_states,
-                conditioning,
+                conditionings[index if len(conditionings) > 1 else 0],
                 height,
                 width,
                 encoder_hidden_states,
