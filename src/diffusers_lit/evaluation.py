@@ -205,7 +205,7 @@ def reference_images(
 ) -> torch.Tensor:
     """The first `count` images of a `datasets.Dataset` as (N, C, H, W) in [0, 1], prepared as training prepares
     them (resized to cover `resolution`, an int or (height, width), center crop)."""
-    from .training.data import preprocess_image
+    from .image_datasets import preprocess_image
 
     count = len(dataset) if count is None else min(count, len(dataset))
     images = [preprocess_image(dataset[i][image_column], resolution, channels=channels) for i in range(count)]
@@ -252,7 +252,7 @@ def score_images(
 
             dataset = load_fashion_mnist(split)
         else:
-            from .training.data import load_image_dataset
+            from .image_datasets import load_image_dataset
 
             dataset = load_image_dataset(reference, split=split)
         if len(dataset) < num_samples:

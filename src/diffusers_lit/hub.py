@@ -1,5 +1,6 @@
 """Hub plumbing shared by the LiT pipelines: resolving a folder or repo id, model cards, saving and pushing."""
 
+import importlib.metadata
 import json
 import os
 import re
@@ -33,8 +34,6 @@ def resolve_pretrained_folder(
         raise ValueError(f"{path} is a file; pass a pipeline folder (with model_index.json) or a Hub repo id.")
     offline = is_offline_mode()
     try:
-        from . import __version__
-
         return Path(
             snapshot_download(
                 str(name_or_path),
@@ -44,7 +43,7 @@ def resolve_pretrained_folder(
                 local_files_only=local_files_only or offline,
                 force_download=force_download,
                 library_name="diffusers_lit",
-                library_version=__version__,
+                library_version=importlib.metadata.version("diffusers_lit"),
             )
         )
     except HFValidationError as error:
@@ -124,6 +123,16 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp.name, path)
 
 
+def lit_pipeline_classes() -> dict[str, type]:
+    """The LiT pipeline classes by name: every class built on `LiTHubMixin` (so hub needs no import of them)."""
+    found, pending = {}, list(LiTHubMixin.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
 class LiTHubMixin:
     """Model cards on `save_pretrained` / `push_to_hub`, and a record of where the pipeline came from.
 
@@ -146,19 +155,18 @@ class LiTHubMixin:
         """
         from diffusers import DiffusionPipeline
 
-        from .pipelines import PIPELINES
-
+        pipelines = lit_pipeline_classes()
         hub_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download")
         folder = resolve_pretrained_folder(
             pretrained_model_name_or_path, **{key: kwargs.pop(key) for key in hub_keys if key in kwargs}
         )
         class_name = read_pipeline_class_name(folder)
-        if class_name not in PIPELINES:
+        if class_name not in pipelines:
             raise ValueError(
-                f"{pretrained_model_name_or_path} holds a {class_name}, not a LiT pipeline ({', '.join(PIPELINES)}). "
+                f"{pretrained_model_name_or_path} holds a {class_name}, not a LiT pipeline ({', '.join(pipelines)}). "
                 "To turn a DiT or PixArt pipeline into LiT, use `diffusers-lit convert`."
             )
-        pipeline_class = PIPELINES[class_name]
+        pipeline_class = pipelines[class_name]
         if not (cls.loads_any_lit_pipeline or issubclass(pipeline_class, cls)):
             raise ValueError(
                 f"{pretrained_model_name_or_path} holds a {class_name}, not a {cls.__name__}: load it with "

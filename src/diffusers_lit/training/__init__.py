@@ -2,6 +2,13 @@
 accelerate loop over them (`distill`, run by `examples/distill_lit.py`; `train_dit` by `examples/train_dit.py`).
 """
 
+from ..image_datasets import (
+    check_dataset_columns,
+    dataset_class_names,
+    load_image_dataset,
+    parse_resolution,
+    preprocess_image,
+)
 from .checkpointing import (
     check_output_dir_writable,
     check_resume_compatible,
@@ -15,13 +22,8 @@ from .data import (
     TrainingData,
     build_training_data,
     cached_training_data,
-    check_dataset_columns,
-    dataset_class_names,
     global_batch_indices,
-    load_image_dataset,
     module_fingerprint,
-    parse_resolution,
-    preprocess_image,
     step_generator,
 )
 from .distillation import (

@@ -10,9 +10,9 @@ import torch
 from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
 
 from ..conversion import default_scheduler
+from ..image_datasets import dataset_class_names, load_image_dataset, parse_resolution
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
 from ..text_encoders import load_text_encoder
-from .data import dataset_class_names, load_image_dataset, parse_resolution
 from .loop import distill, parse_distill_args
 
 

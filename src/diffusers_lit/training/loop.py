@@ -24,6 +24,7 @@ from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
 from ..conversion import default_scheduler
+from ..image_datasets import check_dataset_columns, dataset_class_names, load_image_dataset, parse_resolution
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
 from ..pipelines.lora import LORA_TARGET_MODULES
 from .checkpointing import (
@@ -38,16 +39,7 @@ from .checkpointing import (
     save_ema,
     write_training_state,
 )
-from .data import (
-    cached_training_data,
-    check_dataset_columns,
-    dataset_class_names,
-    global_batch_indices,
-    load_image_dataset,
-    module_fingerprint,
-    parse_resolution,
-    step_generator,
-)
+from .data import cached_training_data, global_batch_indices, module_fingerprint, step_generator
 from .distillation import (
     check_teacher_student,
     config_signature,

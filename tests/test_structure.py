@@ -1,0 +1,72 @@
+"""The shape of the package: no module imports one that imports it back, directly or through others."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "diffusers_lit"
+
+
+def module_names() -> dict[str, Path]:
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package modules `name` imports, anywhere in its code (imports inside functions run too)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:  # `from . import x` imports the module x where there is one
+                found.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {module for module in found if module in modules and module != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules importing it runs: each imported module and the sub-packages above it (their
+    __init__ runs first), but not the packages the importer itself sits in (already running), nor the
+    top-level package (the facade of public names, which no module imports: see the test below)."""
+    modules = module_names()
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for target in imported(name, path, modules):
+            parts = target.split(".")
+            for module in (".".join(parts[:end]) for end in range(len(parts), 1, -1)):
+                if module != name and not name.startswith(module + "."):
+                    edges.add(module)
+        graph[name] = edges
+    return graph
+
+
+def cycle_through(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    stack = [(start, [start])]
+    while stack:
+        node, path = stack.pop()
+        for following in sorted(graph[node]):
+            if following == start:
+                return [*path, start]
+            if following not in path:
+                stack.append((following, [*path, following]))
+    return None
+
+
+def test_no_module_imports_the_top_level_package():
+    modules = module_names()
+    importers = [name for name, path in modules.items() if "diffusers_lit" in imported(name, path, modules)]
+    assert importers == []
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert {"diffusers_lit.training.data", "diffusers_lit.pipelines"} <= graph["diffusers_lit.training.loop"]
+    assert "diffusers_lit.conversion" in graph["diffusers_lit.demo"]  # imports inside functions count
+    cycles = [cycle for name in graph if (cycle := cycle_through(graph, name))]
+    assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
