@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard, ModelCardData, create_repo, snapshot_down
 from huggingface_hub.constants import is_offline_mode
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card_template.md"  # the repository's top-level template
+MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card_template.md"  # package data; the top level links here
 HOW_MADE_HEADING = "## How it was made"
 UNRECORDED_ORIGIN = "Saved with diffusers_lit's `save_pretrained`; its origin was not recorded."
 
@@ -95,7 +95,7 @@ def render_model_card(
     how_made: str | None = None,
     transformer_class: str = "LiTTransformer2DModel",
 ) -> ModelCard:
-    """A model card from the top-level model_card_template.md."""
+    """A model card from the package's model_card_template.md (the repository's top-level one links to it)."""
     card_data = ModelCardData(
         library_name="diffusers_lit",
         pipeline_tag=pipeline_tag,
