@@ -34,9 +34,9 @@ jemalloc:
 demo: $(STAMP) fashion-mnist jemalloc
 	. ./scripts/jemalloc.sh && HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/diffusers-lit demo
 
-# bf16 autocast only where the CPU has bf16 instructions (scripts/mixed_precision.sh): elsewhere bf16 is emulated
-# and a training step runs about 15x slower than in fp32. Override with MIXED_PRECISION=bf16|no.
-MIXED_PRECISION ?= $(shell sh scripts/mixed_precision.sh)
+# bf16 autocast only where the CPU has bf16 instructions (diffusers_lit.hardware): elsewhere bf16 is emulated and a
+# training step runs about 15x slower than in fp32. Override with MIXED_PRECISION=bf16|no.
+MIXED_PRECISION ?= $(shell $(PY) -m diffusers_lit.hardware)
 
 # The embedded default's teacher architecture trained again on a CPU: 4,000 steps of 64 images, about two hours on
 # 2 cores with bf16 autocast and jemalloc (docs/results.md, "The teacher on a CPU"). Resumable: run it again after

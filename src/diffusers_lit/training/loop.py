@@ -24,6 +24,7 @@ from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
 from ..conversion import default_scheduler
+from ..hardware import cpu_has_native_bf16
 from ..image_datasets import check_dataset_columns, dataset_class_names, load_image_dataset, parse_resolution
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
 from ..pipelines.lora import LORA_TARGET_MODULES
@@ -231,6 +232,11 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         raise ValueError(
             "--use_ema and --validation_steps need the student's full weights on every process: use DDP or "
             "DeepSpeed ZeRO-1/2 with them, not FSDP (see examples/accelerate_configs/)."
+        )
+    if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not cpu_has_native_bf16():
+        logger.warning(
+            "bf16 on a CPU without bf16 instructions (AVX512-BF16 / AMX-BF16) is emulated: training runs several "
+            "times slower than in fp32. Pass --mixed_precision no."
         )
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
