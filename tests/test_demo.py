@@ -14,7 +14,9 @@ NO_FASHION_MNIST = "the Debian package dataset-fashion-mnist is not installed (m
 @pytest.mark.skipif(not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file(), reason=NO_FASHION_MNIST)
 def test_demo_chain_in_reduced_form(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIFFUSERS_LIT_CACHE", str(tmp_path / "cache"))
-    results = run_demo(tmp_path / "demo", distill_steps=2, batch_size=8, num_samples=10, sample_steps=2)
+    results = run_demo(
+        tmp_path / "demo", distill_steps=2, batch_size=8, num_samples=10, sample_steps=2, num_prompts=4
+    )
     assert results == json.loads((tmp_path / "demo" / "results.json").read_text())
     teacher, student = results["teacher"], results["student"]
     assert teacher["transformer"] == "DiTTransformer2DModel" and teacher["training_steps"] == 2500
@@ -28,4 +30,14 @@ def test_demo_chain_in_reduced_form(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "demo" / "lit-init" / "conversion_report.json").is_file()
     assert Image.open(tmp_path / "demo" / "side_by_side.png").size == (5 * 32, 4 * (32 + 12))  # T rows, then S rows
     assert format_table(results) in capsys.readouterr().out
+    text = results["text_to_image"]  # the shipped scene teacher and its LiT student, 4 prompts each
+    assert text["teacher"]["transformer"] == "PixArtTransformer2DModel"
+    assert text["student"]["transformer"] == "LiTTransformer2DModel"
+    for name in ("teacher", "student"):
+        assert text[name]["num_scenes"] == 4 and 0 <= text[name]["scene_accuracy"] <= text[name]["object_accuracy"]
+        assert text[name]["fid"] > 0
+    assert Image.open(tmp_path / "demo" / "side_by_side_t2i.png").size == (4 * 4 * 64, 2 * (4 * 32 + 12))
+    for name in ("scenes-pixart", "scenes-lit"):
+        weights = TEACHER.parent / name / "transformer" / "diffusion_pytorch_model.safetensors"
+        assert weights.stat().st_size < 25 * 2**20
     assert (TEACHER / "transformer" / "diffusion_pytorch_model.safetensors").stat().st_size < 25 * 2**20
