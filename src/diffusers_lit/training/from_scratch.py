@@ -54,18 +54,20 @@ def initial_dit_pipeline(args: argparse.Namespace, dataset: str, label_column: s
         return folder
     if args.width % args.heads:
         raise ValueError(f"--width {args.width} is not divisible by --heads {args.heads}.")
-    sample_size = args.resolution if isinstance(args.resolution, int) else args.resolution[0]
+    shape = dict(  # both layouts: learned sigma, the flags' size; the sample size is the height
+        num_attention_heads=args.heads,
+        attention_head_dim=args.width // args.heads,
+        in_channels=args.channels,
+        out_channels=2 * args.channels,
+        num_layers=args.depth,
+        sample_size=args.resolution if isinstance(args.resolution, int) else args.resolution[0],
+        patch_size=args.patch_size,
+    )
     if args.text_encoder is not None:
         tokenizer, text_encoder = load_text_encoder(args.text_encoder)
         torch.manual_seed(seed)
         pixart = PixArtTransformer2DModel(
-            num_attention_heads=args.heads,
-            attention_head_dim=args.width // args.heads,
-            in_channels=args.channels,
-            out_channels=2 * args.channels,
-            num_layers=args.depth,
-            sample_size=sample_size,
-            patch_size=args.patch_size,
+            **shape,
             caption_channels=text_encoder.config.hidden_size,
             cross_attention_dim=args.width,
             use_additional_conditions=False,
@@ -87,13 +89,7 @@ def initial_dit_pipeline(args: argparse.Namespace, dataset: str, label_column: s
         raise ValueError(f"{dataset}'s {label_column!r} column has no class names: pass --num_classes.")
     torch.manual_seed(seed)
     dit = DiTTransformer2DModel(
-        num_attention_heads=args.heads,
-        attention_head_dim=args.width // args.heads,
-        in_channels=args.channels,
-        out_channels=2 * args.channels,
-        num_layers=args.depth,
-        sample_size=sample_size,
-        patch_size=args.patch_size,
+        **shape,
         num_embeds_ada_norm=num_classes,
         norm_eps=1e-6,
     )
