@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import (
     DDIMScheduler,
     DiTPipeline,
@@ -112,7 +113,8 @@ def diffusers_to_original_dit(dit: DiTTransformer2DModel) -> dict[str, torch.Ten
         "y_embedder.embedding_table.weight": s[emb + "class_embedder.embedding_table.weight"],
     }
     grid = dit.config.sample_size // dit.config.patch_size
-    out["pos_embed"] = get_2d_sincos_pos_embed(32, grid, output_type="pt").float()[None]
+    # DiT's grid is arange(grid): base_size=grid (diffusers' default 16 would scale the positions)
+    out["pos_embed"] = get_2d_sincos_pos_embed(32, grid, base_size=grid, output_type="pt").float()[None]
     for i in range(dit.config.num_layers):
         b = f"transformer_blocks.{i}."
         for p in ("weight", "bias"):
@@ -514,3 +516,70 @@ def test_original_pixart_without_pos_embed_converts_given_its_sample_size(tmp_pa
     got = lit_tensors(out)
     assert all(torch.equal(got[key], want[key]) for key in want)
     assert json.loads((out / "transformer" / "config.json").read_text())["sample_size"] == 8
+
+
+def original_dit_forward(
+    weights: dict[str, torch.Tensor], x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, heads: int, patch: int
+) -> torch.Tensor:
+    """facebookresearch/DiT's `DiT.forward` (models.py) in float64, read from its own key layout; self-attention
+    is left out where `heads` is 0 (the path a LiT inherits)."""
+    w = {key: value.double() for key, value in weights.items()}
+    linear = lambda name, v: v @ w[f"{name}.weight"].T + w[f"{name}.bias"]  # noqa: E731
+    norm = lambda v: F.layer_norm(v, v.shape[-1:], eps=1e-6)  # noqa: E731
+    batch, channels, size, _ = x.shape
+    h = F.conv2d(x.double(), w["x_embedder.proj.weight"], w["x_embedder.proj.bias"], stride=patch)
+    h = h.flatten(2).transpose(1, 2) + w["pos_embed"]  # (B, N, D)
+    half = 128
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / half)
+    args = t.double()[:, None] * freqs[None]
+    t_emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, 256)
+    c = linear("t_embedder.mlp.2", F.silu(linear("t_embedder.mlp.0", t_emb)))
+    c = c + w["y_embedder.embedding_table.weight"][y]  # (B, D)
+    depth = 1 + max(int(key.split(".")[1]) for key in w if key.startswith("blocks."))
+    for i in range(depth):
+        b = f"blocks.{i}."
+        modulation = linear(b + "adaLN_modulation.1", F.silu(c))[:, None]  # (B, 1, 6 D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, -1)
+        if heads:
+            a = norm(h) * (1 + scale1) + shift1
+            q, k, v = linear(b + "attn.qkv", a).unflatten(-1, (3, heads, -1)).permute(2, 0, 3, 1, 4)  # (B, h, N, d)
+            attention = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1) @ v
+            h = h + gate1 * linear(b + "attn.proj", attention.transpose(1, 2).flatten(2))
+        m = norm(h) * (1 + scale2) + shift2
+        h = h + gate2 * linear(b + "mlp.fc2", F.gelu(linear(b + "mlp.fc1", m), approximate="tanh"))
+    shift, scale = linear("final_layer.adaLN_modulation.1", F.silu(c))[:, None].chunk(2, -1)
+    h = linear("final_layer.linear", norm(h) * (1 + scale) + shift)  # (B, N, p * p * C_out)
+    grid = size // patch
+    h = h.reshape(batch, grid, grid, patch, patch, -1)
+    return torch.einsum("nhwpqc->nchpwq", h).reshape(batch, -1, size, size)
+
+
+def test_an_original_dit_converted_computes_the_original_forward(tmp_path):
+    """An original DiT `.pt` (random weights): the teacher as the project loads it computes DiT's forward, and the
+    converted LiT with its (fresh) self-attention silenced computes DiT's forward without self-attention: every
+    inherited weight is used as the original uses it, to float32 precision."""
+    original = diffusers_to_original_dit(tiny_dit(seed=3))
+    path = tmp_path / "DiT-tiny.pt"
+    torch.save(original, path)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 8, 8, generator=generator)
+    t = torch.tensor([0, 412, 999])
+    y = torch.tensor([0, 2, 3])  # 3 is the null class of classifier-free guidance
+    teacher = load_source(str(path), num_attention_heads=4).transformer
+    with torch.no_grad():
+        out = teacher(x, timestep=t, class_labels=y).sample.double()
+    expected = original_dit_forward(original, x, t, y, heads=4, patch=2)
+    assert out.shape == expected.shape == (3, 8, 8, 8)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+    lit = LiTPipeline.from_pretrained(
+        convert_to_lit(path, tmp_path / "lit", num_attention_heads=4, components=save_dit_pipeline(tmp_path / "c"))
+    ).transformer
+    for block in lit.transformer_blocks:
+        torch.nn.init.zeros_(block.attn1.to_out[0].weight)
+        torch.nn.init.zeros_(block.attn1.to_out[0].bias)
+    with torch.no_grad():
+        out = lit(x, timestep=t, class_labels=y).sample.double()
+    expected = original_dit_forward(original, x, t, y, heads=0, patch=2)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    assert (out - original_dit_forward(original, x, t, y, heads=4, patch=2)).abs().max() > 1e-3  # attention counts
