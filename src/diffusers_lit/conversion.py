@@ -271,7 +271,7 @@ def original_to_diffusers(
         )
         if tokens is not None:
             state.pop("y_embedder.y_embedding")
-            dropped["y_embedder.y_embedding"] = "PixArt's null-caption buffer (fixed random, not trained): pipelines encode ''"
+            dropped["y_embedder.y_embedding"] = "PixArt's fixed random null-caption buffer: pipelines encode ''"
         renames = {
             "t_embedder.mlp.0": "adaln_single.emb.timestep_embedder.linear_1",
             "t_embedder.mlp.2": "adaln_single.emb.timestep_embedder.linear_2",
