@@ -261,7 +261,7 @@ def test_original_pixart_checkpoint_equals_the_diffusers_version(tmp_path):
     torch.save(diffusers_to_original_pixart(model, tokens=300), path)
     source = read_source(path, num_attention_heads=4)
     assert source.layout == "pixart-sigma" and source.config["caption_channels"] == 24
-    assert "null caption" in source.dropped["y_embedder.y_embedding"]
+    assert "null-caption buffer" in source.dropped["y_embedder.y_embedding"]
     out = convert_to_lit(path, tmp_path / "from_original", components=tmp_path / "p", num_attention_heads=4)
     want = lit_tensors(convert_to_lit(tmp_path / "p", tmp_path / "from_diffusers"))
     got = lit_tensors(out)
@@ -583,3 +583,12 @@ def test_an_original_dit_converted_computes_the_original_forward(tmp_path):
     expected = original_dit_forward(original, x, t, y, heads=0, patch=2)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     assert (out - original_dit_forward(original, x, t, y, heads=4, patch=2)).abs().max() > 1e-3  # attention counts
+
+
+def test_a_converted_folder_loads_with_diffusers_own_loader(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    out = convert_to_lit(save_dit_pipeline(tmp_path / "dit"), tmp_path / "lit")
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == ["pipeline_lit", "LiTPipeline"]
+    loaded = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)
+    assert type(loaded) is LiTPipeline and loaded.labels["goldfish"] == 1

@@ -14,9 +14,7 @@ NO_FASHION_MNIST = "the Debian package dataset-fashion-mnist is not installed (m
 @pytest.mark.skipif(not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file(), reason=NO_FASHION_MNIST)
 def test_demo_chain_in_reduced_form(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIFFUSERS_LIT_CACHE", str(tmp_path / "cache"))
-    results = run_demo(
-        tmp_path / "demo", distill_steps=2, batch_size=8, num_samples=10, sample_steps=2, num_prompts=4
-    )
+    results = run_demo(tmp_path / "demo", distill_steps=2, batch_size=8, num_samples=10, sample_steps=2, num_prompts=4)
     assert results == json.loads((tmp_path / "demo" / "results.json").read_text())
     teacher, student = results["teacher"], results["student"]
     assert teacher["transformer"] == "DiTTransformer2DModel" and teacher["training_steps"] == 2500

@@ -168,7 +168,7 @@ def test_save_load_same_images(tmp_path):
     expected = generate(pipe)
     pipe.save_pretrained(tmp_path / "pipe")
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
-    assert index["_class_name"] == "LiTPipeline" and index["id2label"]["0"] == "cat, kitty"
+    assert index["_class_name"] == ["pipeline_lit", "LiTPipeline"] and index["id2label"]["0"] == "cat, kitty"
     loaded = LiTPipeline.from_pretrained(tmp_path / "pipe")
     loaded.set_progress_bar_config(disable=True)
     assert loaded.labels == pipe.labels
@@ -469,3 +469,89 @@ def test_pipeline_conventions_callbacks_read_guidance_and_steps():
     np.testing.assert_array_equal(nested, generate(pipe, class_labels=[0, 1, 2], guidance_scale=3.0))
     parameters = inspect.signature(LiTTextToImagePipeline.__call__).parameters
     assert {"prompt", "negative_prompt", "prompt_embeds", "max_sequence_length", "guidance_scale"} <= set(parameters)
+
+
+@pytest.mark.parametrize("kind", ["class", "text"])
+def test_diffusers_own_loader_reads_a_lit_folder_and_repo(tmp_path, kind):
+    """`diffusers.DiffusionPipeline.from_pretrained` loads a saved LiT folder and an HF-cache repo (as pushed)
+    through the pipeline_lit.py saved with it, only with `trust_remote_code=True`: the same class, the same
+    images. diffusers_lit's own loader never runs that file."""
+    from diffusers import DiffusionPipeline
+
+    pipe = class_pipeline() if kind == "class" else text_pipeline(tmp_path)
+    call = generate if kind == "class" else lambda p: p("a cat", num_inference_steps=2, output_type="np").images
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        expected = call(pipe)
+    folder = tmp_path / "pipe"
+    pipe.save_pretrained(folder)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        DiffusionPipeline.from_pretrained(folder)
+    repo_id = f"lit-tests/diffusers-{kind}"
+    put_in_hf_cache(folder, repo_id)
+    for source in (folder, repo_id):
+        loaded = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
+        assert type(loaded) is type(pipe)
+        loaded.set_progress_bar_config(disable=True)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            np.testing.assert_allclose(call(loaded), expected, rtol=0, atol=1e-6)
+
+    (folder / "pipeline_lit.py").write_text("raise RuntimeError('a folder file was run')\n")
+    assert type(LiTPipeline.from_pretrained(folder)) is type(pipe)
+
+
+def count_calls(module: torch.nn.Module) -> list[int]:
+    """A one-element counter of `module`'s forward calls."""
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["class", "text"])
+def test_first_block_cache_skips_the_later_blocks_and_forgets_between_calls(tmp_path, kind):
+    """diffusers' first-block cache on LiT: threshold 0 changes nothing; a threshold nothing falls under skips
+    every block after the first from the second step on; a second call starts afresh (same images)."""
+    from diffusers import FirstBlockCacheConfig
+
+    pipe = class_pipeline() if kind == "class" else text_pipeline(tmp_path)
+    steps = 4
+
+    def call() -> np.ndarray:
+        if kind == "class":
+            return generate(pipe, num_inference_steps=steps)
+        generator = torch.Generator().manual_seed(0)
+        return pipe("a cat", num_inference_steps=steps, output_type="np", generator=generator).images
+
+    reference = call()
+    last_block_ff = count_calls(pipe.transformer.transformer_blocks[-1].ff)
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.0))
+    np.testing.assert_allclose(call(), reference, rtol=0, atol=1e-6)
+    assert last_block_ff == [steps]
+    pipe.transformer.disable_cache()
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=1e9))
+    cached = call()
+    assert last_block_ff == [steps + 1]  # computed at the first step only
+    assert np.abs(cached - reference).max() > 1e-4
+    np.testing.assert_array_equal(call(), cached)  # the cache state was reset at the end of the first call
+
+
+def test_pyramid_attention_broadcast_reuses_the_linear_attention():
+    """Pyramid attention broadcast finds LiT's linear attention (a diffusers attention module) and, with a skip
+    range of 2, computes it every other step, reading the timestep from `pipe.current_timestep`."""
+    from diffusers import PyramidAttentionBroadcastConfig
+
+    pipe = class_pipeline()
+    reference = generate(pipe, num_inference_steps=4)
+    attention = count_calls(pipe.transformer.transformer_blocks[0].attn1.to_q)
+    pipe.transformer.enable_cache(
+        PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2,
+            spatial_attention_timestep_skip_range=(-1, 1001),
+            current_timestep_callback=lambda: pipe.current_timestep,
+        )
+    )
+    broadcast = generate(pipe, num_inference_steps=4)
+    assert attention == [2]
+    assert np.abs(broadcast - reference).max() > 1e-5
+    assert pipe.current_timestep is None  # cleared after the call

@@ -23,7 +23,14 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .hub import read_card_info, resolve_pretrained_folder, write_atomically
+from .hub import (
+    REMOTE_CODE_MODULE,
+    pipeline_class_name,
+    read_card_info,
+    resolve_pretrained_folder,
+    write_atomically,
+    write_remote_code,
+)
 from .models import LiTTransformer2DModel
 from .pipelines import LiTPipeline, LiTTextToImagePipeline
 from .text_encoders import load_text_encoder
@@ -141,7 +148,7 @@ def read_source(
     if norm_type == "ada_norm_zero":
         layout = "dit"
     else:
-        pipeline_class = model_index.get("_class_name", "")
+        pipeline_class = pipeline_class_name(model_index.get("_class_name", ""))
         layout = {"PixArtAlphaPipeline": "pixart-alpha", "PixArtSigmaPipeline": "pixart-sigma"}.get(
             pipeline_class, "pixart"
         )
@@ -560,7 +567,8 @@ def convert_to_lit(
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.converting-", dir=output_dir.parent))
     try:
         lit.save_pretrained(tmp / "transformer")
-        index = {"_class_name": pipeline_class.__name__, "_diffusers_version": diffusers.__version__}
+        index = {"_class_name": [REMOTE_CODE_MODULE, pipeline_class.__name__]}
+        index["_diffusers_version"] = diffusers.__version__
         for name in COMPONENTS:
             if folder is not None and isinstance(model_index.get(name), list) and (folder / name).is_dir():
                 shutil.copytree(folder / name, tmp / name)
@@ -578,6 +586,7 @@ def convert_to_lit(
             for key in ("text_encoder_id", "max_sequence_length", "image_size"):
                 index[key] = model_index.get(key)
         write_atomically(tmp / "model_index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
+        write_remote_code(tmp)
         report["components"] = {name: index.get(name) for name in COMPONENTS}
         write_atomically(tmp / "conversion_report.json", json.dumps(report, indent=2) + "\n")
 

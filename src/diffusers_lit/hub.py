@@ -15,6 +15,18 @@ from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, O
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card_template.md"  # package data; the top level links here
 HOW_MADE_HEADING = "## How it was made"
 UNRECORDED_ORIGIN = "Saved with diffusers_lit's `save_pretrained`; its origin was not recorded."
+# diffusers finds a pipeline class outside diffusers through a module named in model_index.json's `_class_name`
+# (["pipeline_lit", "LiTPipeline"]) and shipped beside it, run only with `trust_remote_code=True`.
+REMOTE_CODE_MODULE = "pipeline_lit"
+REMOTE_CODE = '''"""diffusers' entry to this LiT pipeline.
+
+`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` imports its class from the diffusers_lit package
+(`pip install diffusers_lit`); diffusers_lit's own loaders never run this file."""
+
+from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
+
+__all__ = ["LiTPipeline", "LiTTextToImagePipeline"]
+'''
 
 
 def resolve_pretrained_folder(
@@ -61,14 +73,25 @@ def resolve_pretrained_folder(
 
 
 def read_pipeline_class_name(folder: Path) -> str:
-    """The `_class_name` recorded in a pipeline folder's model_index.json."""
+    """The pipeline class named in a pipeline folder's model_index.json (`"LiTPipeline"` or, as diffusers_lit
+    saves it for diffusers, `["pipeline_lit", "LiTPipeline"]`)."""
     index = folder / "model_index.json"
     if not index.is_file():
         raise ValueError(
             f"{folder} has no model_index.json: it is not a diffusers pipeline folder. To turn a DiT or PixArt "
             "checkpoint into a LiT pipeline, use `diffusers-lit convert`."
         )
-    return json.loads(index.read_text())["_class_name"]
+    return pipeline_class_name(json.loads(index.read_text())["_class_name"])
+
+
+def pipeline_class_name(recorded: str | list[str]) -> str:
+    """The class name of a model_index.json `_class_name`: a name, or diffusers' [module, name] of custom code."""
+    return recorded[-1] if isinstance(recorded, list) else recorded
+
+
+def write_remote_code(folder: Path) -> None:
+    """Put the module that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` imports in `folder`."""
+    write_atomically(folder / f"{REMOTE_CODE_MODULE}.py", REMOTE_CODE)
 
 
 def read_card_info(folder: Path) -> dict[str, Any]:
@@ -145,6 +168,22 @@ class LiTHubMixin:
     loads_any_lit_pipeline = False
 
     @classmethod
+    def load_config(cls, *args: Any, **kwargs: Any) -> Any:
+        """diffusers' `load_config`, with `_class_name` read as a plain name: diffusers_lit loads its own class and
+        never runs the folder's `pipeline_lit.py` (only `DiffusionPipeline` with `trust_remote_code=True` does)."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if "_class_name" in config:
+            config["_class_name"] = pipeline_class_name(config["_class_name"])
+        return loaded
+
+    def to_json_string(self) -> str:
+        """model_index.json as diffusers writes it, naming the class as custom code diffusers can find."""
+        index = json.loads(super().to_json_string())
+        index["_class_name"] = [REMOTE_CODE_MODULE, type(self).__name__]
+        return json.dumps(index, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
         """Load a LiT pipeline from a local folder or a Hub repo id.
 
@@ -216,6 +255,7 @@ class LiTHubMixin:
         }
         repo_id = kwargs.pop("repo_id", None)
         super().save_pretrained(save_directory, **kwargs)
+        write_remote_code(Path(save_directory))
         write_atomically(Path(save_directory) / "README.md", str(self.model_card(repo_id or str(save_directory))))
         if push_to_hub:
             self.push_to_hub(repo_id or Path(save_directory).name, **hub_kwargs, **kwargs)

@@ -14,9 +14,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.attention_processor import Attention
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings, PatchEmbed, PixArtAlphaTextProjection
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
@@ -112,7 +114,11 @@ class LiTTransformerBlock(nn.Module):
         return hidden_states + gate_mlp * self.ff(norm_hidden_states)  # (B, N, D)
 
 
-class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
+# diffusers' block-level cache hooks (first-block cache) read a block's output through this registry.
+TransformerBlockRegistry.register(LiTTransformerBlock, TransformerBlockMetadata(return_hidden_states_index=0))
+
+
+class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin, CacheMixin):
     r"""
     LiT: a DiT / PixArt diffusion transformer with ReLU linear self-attention and a depth-wise convolution.
 

@@ -1,11 +1,13 @@
 """LiTPipeline: class-conditional generation with a LiT (or a plain diffusers DiT) transformer."""
 
+import contextlib
 import inspect
 from collections.abc import Callable
 
 import torch
 from diffusers import AutoencoderKL, DiTTransformer2DModel
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
@@ -25,6 +27,13 @@ def check_pixel_space(transformer, vae) -> None:
             f"Without a VAE the transformer works on pixels, but it takes {transformer.config.in_channels} channels "
             "(latents): pass the `vae` its latents come from."
         )
+
+
+def denoiser_context(transformer: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """The context diffusers' cache hooks (`transformer.enable_cache`) key their state by: one name for the whole
+    loop, since the conditional and unconditional halves go through the transformer as one batch."""
+    cached = isinstance(transformer, CacheMixin)
+    return transformer.cache_context("cond_uncond") if cached else contextlib.nullcontext()
 
 
 class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
@@ -68,6 +77,7 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.card_info = {}
+        self._current_timestep = None
 
     @property
     def card_example(self) -> str | None:
@@ -84,6 +94,11 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
     @property
     def num_timesteps(self) -> int:
         return self._num_timesteps
+
+    @property
+    def current_timestep(self) -> torch.Tensor | None:
+        """The timestep being denoised (read by pyramid attention broadcast's `current_timestep_callback`)."""
+        return self._current_timestep
 
     @classmethod
     def usage_snippet(cls, repo_id: str, example: str | None = None) -> str:
@@ -215,10 +230,12 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
             {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
         )
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            self._current_timestep = t
             model_input = torch.cat([latents, latents]) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
             timesteps = t.reshape(1).to(device).expand(model_input.shape[0])
-            output = self.transformer(model_input, timestep=timesteps, class_labels=model_labels).sample
+            with denoiser_context(self.transformer):
+                output = self.transformer(model_input, timestep=timesteps, class_labels=model_labels).sample
             eps, variance = output.split(channels, dim=1) if learned_sigma else (output, None)
             if guided:
                 eps_cond, eps_uncond = eps.chunk(2)
@@ -232,6 +249,7 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
                 outputs = callback_on_step_end(self, i, t, {name: tensors[name] for name in tensor_inputs})
                 latents = outputs.get("latents", latents)
 
+        self._current_timestep = None
         if output_type == "latent":
             images = latents
         else:

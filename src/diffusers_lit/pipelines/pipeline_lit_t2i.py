@@ -13,7 +13,7 @@ from ..hub import LiTHubMixin
 from ..models import LiTTransformer2DModel
 from ..text_encoders import load_text_encoder
 from .lora import LiTLoraLoaderMixin
-from .pipeline_lit import check_pixel_space
+from .pipeline_lit import check_pixel_space, denoiser_context
 
 BINNED_SAMPLE_SIZES = (32, 64, 128, 256)  # latent sizes of PixArt's aspect-ratio tables (256 to 2048 px)
 
@@ -124,9 +124,11 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
         if kwargs.get("timesteps") is None and kwargs.get("sigmas") is None and (steps is None or steps < 1):
             raise ValueError(f"`num_inference_steps` must be at least 1, got {steps}.")
         if self.vae is not None:
-            return super().__call__(*args, use_resolution_binning=use_resolution_binning, **kwargs)
+            with denoiser_context(self.transformer):
+                return super().__call__(*args, use_resolution_binning=use_resolution_binning, **kwargs)
         output_type, return_dict = kwargs.pop("output_type", "pil"), kwargs.pop("return_dict", True)
-        pixels = super().__call__(*args, use_resolution_binning=False, output_type="latent", **kwargs).images
+        with denoiser_context(self.transformer):
+            pixels = super().__call__(*args, use_resolution_binning=False, output_type="latent", **kwargs).images
         images = pixels if output_type == "latent" else self.image_processor.postprocess(pixels, output_type)
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
