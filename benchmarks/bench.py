@@ -19,7 +19,8 @@ except ImportError as error:  # e.g. no transformers on a bare GPU machine: the 
     package.__path__ = [str(SRC / "diffusers_lit")]
     sys.modules["diffusers_lit"] = package
 
-from diffusers_lit.benchmarking import add_bench_arguments, bench_main  # noqa: E402
+from diffusers_lit.bench_options import add_bench_arguments  # noqa: E402
+from diffusers_lit.benchmarking import bench_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,16 +23,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without installing
 
+from diffusers_lit.bench_options import BENCH_SIZES  # noqa: E402
 from diffusers_lit.benchmarking import (  # noqa: E402
-    BENCH_SIZES,
-    DTYPES,
     block_flops,
     machine_info,
     measure_matmul_rate,
     peak_memory,
     time_fn,
 )
-from diffusers_lit.models.linear_attention import BACKENDS, LiTLinearAttention  # noqa: E402
+from diffusers_lit.choices import DTYPES, LINEAR_ATTENTION_BACKENDS, torch_dtype  # noqa: E402
+from diffusers_lit.models.linear_attention import LiTLinearAttention  # noqa: E402
 
 SOURCE = "src/diffusers_lit/models/linear_attention.py"
 
@@ -76,14 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
-    parser.add_argument("--backend", default="torch", choices=BACKENDS, help="the working tree's backend")
+    parser.add_argument(
+        "--backend", default="torch", choices=LINEAR_ATTENTION_BACKENDS, help="the working tree's backend"
+    )
     parser.add_argument("--output-dir", default="benchmarks/results/attention")
     return parser
 
 
 def main() -> None:
     args = build_parser().parse_args()
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    device, dtype = torch.device(args.device), torch_dtype(args.dtype)
 
     size = BENCH_SIZES[args.size]
     baseline = load_baseline(args.baseline_rev).LiTLinearAttention(size.width, size.lit_heads).eval()

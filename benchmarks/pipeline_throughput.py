@@ -14,15 +14,14 @@ from pathlib import Path
 
 import torch
 
+from diffusers_lit.bench_options import BENCH_SIZES
 from diffusers_lit.benchmarking import (
-    BACKENDS,
-    BENCH_SIZES,
-    DTYPES,
     build_class_pipeline,
     machine_info,
     pipeline_results_markdown,
     time_pipeline,
 )
+from diffusers_lit.choices import DTYPES, LINEAR_ATTENTION_BACKENDS, torch_dtype
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time the transformer under torch.compile")
-    parser.add_argument("--linear-attention-backend", default="torch", choices=BACKENDS)
+    parser.add_argument("--linear-attention-backend", default="torch", choices=LINEAR_ATTENTION_BACKENDS)
     parser.add_argument("--output-dir", default="benchmarks/results/pipeline")
     return parser
 
@@ -47,7 +46,7 @@ def main() -> None:
     for size in args.sizes:
         for resolution in args.resolutions:
             for arch in args.archs:
-                pipe = build_class_pipeline(arch, BENCH_SIZES[size], resolution, args.device, DTYPES[args.dtype],
+                pipe = build_class_pipeline(arch, BENCH_SIZES[size], resolution, args.device, torch_dtype(args.dtype),
                                             linear_attention_backend=args.linear_attention_backend)  # fmt: skip
                 modes = ["eager", "compiled"] if args.compile else ["eager"]
                 for mode in modes:

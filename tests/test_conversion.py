@@ -592,3 +592,30 @@ def test_a_converted_folder_loads_with_diffusers_own_loader(tmp_path):
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == ["pipeline_lit", "LiTPipeline"]
     loaded = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)
     assert type(loaded) is LiTPipeline and loaded.labels["goldfish"] == 1
+
+
+def test_what_a_killed_conversion_left_is_tidied_by_the_next(tmp_path):
+    """A conversion SIGKILLed midway leaves its hidden `.lit.converting-PID-*` folder; the next conversion into the
+    same output removes it. An earlier output moved aside (`.lit.replaced-PID`) when the kill came is put back."""
+    import signal
+
+    source = save_dit_pipeline(tmp_path / "dit")
+    code = (
+        "import os, signal, sys\n"
+        "import diffusers_lit.conversion as c\n"
+        "c.write_atomically = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"c.convert_to_lit({str(source)!r}, {str(tmp_path / 'lit')!r})\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    left = [path.name for path in tmp_path.iterdir() if path.name.startswith(".lit.converting-")]
+    assert len(left) == 1 and (tmp_path / left[0] / "transformer").is_dir() and not (tmp_path / "lit").exists()
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    moved_aside = tmp_path / f".lit.replaced-{int(dead.stdout)}"
+    moved_aside.mkdir()
+    (moved_aside / "my_run.txt").write_text("precious")
+    with pytest.raises(ValueError, match="exists and is not empty"):  # the earlier output is back, so refused
+        convert_to_lit(source, tmp_path / "lit")
+    assert (tmp_path / "lit" / "my_run.txt").read_text() == "precious"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dit", "lit"]  # the half-written folder is gone

@@ -1,7 +1,11 @@
 """The shape of the package: no module imports one that imports it back, directly or through others."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import torch
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "diffusers_lit"
 
@@ -70,3 +74,27 @@ def test_no_import_cycles():
     assert "diffusers_lit.conversion" in graph["diffusers_lit.demo"]  # imports inside functions count
     cycles = [cycle for name in graph if (cycle := cycle_through(graph, name))]
     assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_command_line_parses_without_torch_or_diffusers():
+    """`diffusers-lit --help` and a mistyped option answer at once: building the parser imports no heavy library."""
+    code = (
+        "import sys; from diffusers_lit.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_choices_name_what_the_modules_act_on():
+    import diffusers
+
+    from diffusers_lit.choices import INHERIT, LINEAR_ATTENTION_BACKENDS, SCHEDULERS
+    from diffusers_lit.models.linear_attention import PROCESSORS, LiTLinearAttention
+
+    assert tuple(PROCESSORS) == LINEAR_ATTENTION_BACKENDS
+    assert all(hasattr(diffusers, name) for name in SCHEDULERS.values())
+    attention = LiTLinearAttention(32, heads=2)
+    for projections in INHERIT.values():
+        for name in projections:  # each a linear layer of LiT's self-attention (and of diffusers' Attention)
+            assert isinstance(attention.get_submodule(name), torch.nn.Linear)

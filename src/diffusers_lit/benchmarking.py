@@ -26,43 +26,17 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .models.linear_attention import BACKENDS, check_backend
+from .bench_options import ARCHS, BENCH_SIZES, MODEL_ARCHS, TEXT_ARCHS, BenchSize
+from .choices import DTYPES
+from .hardware import cpu_matmul_flags, cpu_model, default_device
+from .models.linear_attention import check_backend
 
-ARCHS = ("lit", "dit", "lit-attn", "dit-attn", "lit-t2i", "pixart", "sana")
-MODEL_ARCHS = ("lit", "dit", "lit-t2i", "pixart", "sana")  # the ones that have a whole model
-TEXT_ARCHS = ("lit-t2i", "pixart", "sana")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class BenchSize:
-    """Width = `heads * head_dim`; `lit_heads`: LiT's linear-attention heads; `depth`: number of blocks."""
-
-    heads: int
-    head_dim: int
-    depth: int
-    lit_heads: int
-
-    @property
-    def width(self) -> int:
-        return self.heads * self.head_dim
-
-
-# DiT's sizes (LiT's heads from the paper); "tiny" is for tests and smoke runs.
-BENCH_SIZES: dict[str, BenchSize] = {
-    "tiny": BenchSize(heads=2, head_dim=32, depth=2, lit_heads=2),
-    "S": BenchSize(heads=6, head_dim=64, depth=12, lit_heads=2),
-    "B": BenchSize(heads=12, head_dim=64, depth=12, lit_heads=3),
-    "L": BenchSize(heads=16, head_dim=64, depth=24, lit_heads=4),
-    "XL": BenchSize(heads=16, head_dim=72, depth=28, lit_heads=4),
-}
 PATCH, IN_CHANNELS, OUT_CHANNELS = 2, 4, 8  # latent diffusion with learned sigma, as DiT / PixArt
 TEXT_TOKENS = 300  # PixArt-Sigma's and Sana's caption length
 CAPTION_CHANNELS = {"lit-t2i": 4096, "pixart": 4096, "sana": 2304}  # T5-XXL, Gemma-2-2B
@@ -347,17 +321,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         info["diffusers"] = diffusers.__version__
     except ImportError:
         pass
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    info["device_name"] = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
+    info["cpu_model"] = cpu_model() or platform.processor() or platform.machine()
+    info["cpu_instruction_sets"] = cpu_matmul_flags()
+    info["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else info["cpu_model"]
     if hasattr(os, "getloadavg"):
         info["load_average_start"] = os.getloadavg()
     return info
@@ -385,7 +351,7 @@ def run_benchmark(
     T(the model with one block) + (depth - 1) * T(block), its memory as the one-block model's (an inference forward
     frees each block's activations before the next). Returns {"meta": ..., "rows": [...]}.
     """
-    torch_device, torch_dtype = torch.device(device), DTYPES[dtype]
+    torch_device, torch_dtype = torch.device(device), getattr(torch, DTYPES[dtype])
     unknown = [a for a in archs if a not in ARCHS] + [s for s in sizes if s not in BENCH_SIZES]
     if unknown:
         raise ValueError(f"Unknown archs or sizes {unknown}; archs: {ARCHS}, sizes: {sorted(BENCH_SIZES)}.")
@@ -522,7 +488,7 @@ def run_interleaved(
     on a shared machine every arch and the floor see the same load. Latency: median over rounds; the floor of a
     row uses the median rate of the rounds at its resolution. Same return format as `run_benchmark`.
     """
-    torch_device, torch_dtype = torch.device(device), DTYPES[dtype]
+    torch_device, torch_dtype = torch.device(device), getattr(torch, DTYPES[dtype])
     check_backend(linear_attention_backend, torch_device)
     meta = machine_info(torch_device)
     meta.update(
@@ -719,44 +685,6 @@ def write_results(results: dict[str, Any], output_dir: str | Path, command: str 
     return written
 
 
-def add_bench_arguments(parser) -> None:
-    """The options of `diffusers-lit bench` and benchmarks/bench.py."""
-    parser.add_argument("--sizes", nargs="+", default=["XL"], choices=sorted(BENCH_SIZES))
-    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
-    parser.add_argument(
-        "--resolutions",
-        nargs="+",
-        type=int,
-        default=[256, 512, 1024, 2048],
-        help="pixels per side; tokens = (px / 16)^2 (8x VAE, patch 2)",
-    )
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument(
-        "--whole-model-max-tokens",
-        type=int,
-        default=1024,
-        help="measure whole models up to this many tokens, derive them above",
-    )
-    parser.add_argument("--no-whole-model", action="store_true", help="blocks only")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
-    parser.add_argument("--compile", action="store_true", help="torch.compile each block / model first")
-    parser.add_argument(
-        "--linear-attention-backend",
-        default="torch",
-        choices=BACKENDS,
-        help="LiT's self-attention: PyTorch operations or fused Triton kernels (CUDA)",
-    )
-    help_ = "blocks only, timed in rounds over the archs and the matmul rate (for shared machines)"
-    parser.add_argument("--interleave", action="store_true", help=help_)
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
-    parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--output-dir", default="benchmarks/results/latest")
-
-
 def bench_main(args) -> dict[str, Any]:
     """Run the benchmark from parsed `add_bench_arguments` options and write its results."""
     if args.threads:
@@ -766,7 +694,7 @@ def bench_main(args) -> dict[str, Any]:
         archs=args.archs,
         resolutions=args.resolutions,
         batch=args.batch,
-        device=args.device,
+        device=args.device or default_device(),
         dtype=args.dtype,
         repeats=args.repeats,
         warmup=args.warmup,

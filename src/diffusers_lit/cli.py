@@ -1,15 +1,20 @@
-"""`diffusers-lit`: the command line of diffusers_lit."""
+"""`diffusers-lit`: the command line of diffusers_lit.
+
+Parsing imports nothing heavy (the choices are plain data), so that `--help` and a mistyped option answer at once;
+each command imports torch, diffusers and the package's models when it runs.
+"""
 
 import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .bench_options import add_bench_arguments
+from .choices import INHERIT, LINEAR_ATTENTION_BACKENDS, SCHEDULERS
 
-from .conversion import INHERIT
-from .models.linear_attention import BACKENDS, check_backend
-from .pipelines import SCHEDULERS
+if TYPE_CHECKING:
+    import torch
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -39,6 +44,8 @@ def sample(args: argparse.Namespace) -> None:
     pipe = LiTPipeline.from_pretrained(args.model)
     if args.scheduler:
         pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
+    import torch
+
     generator = torch.Generator().manual_seed(args.seed)
     size = {"height": args.height, "width": args.width}
     if isinstance(pipe, LiTTextToImagePipeline):
@@ -145,10 +152,11 @@ def _prompts(source: str, count: int) -> list[str]:
     return [prompts[i % len(prompts)] for i in range(count)]  # repeated in turn up to the sample count
 
 
-def _sample(args: argparse.Namespace, num_samples: int) -> tuple[torch.Tensor, list, dict]:
+def _sample(args: argparse.Namespace, num_samples: int) -> "tuple[torch.Tensor, list, dict]":
     """Sample `args.model` as `generate` / `evaluate` ask: 8-bit images, labels (class ids, or the scene items
     of the prompts), and the settings, model, class names or prompts."""
     from .evaluation import quantize, sample_for_evaluation
+    from .models.linear_attention import check_backend
     from .pipelines import LiTPipeline, LiTTextToImagePipeline, scheduler_from_name
 
     check_backend(args.linear_attention_backend, args.device)
@@ -216,6 +224,8 @@ def evaluate(args: argparse.Namespace) -> None:
         device=args.device,
     )
     if text_to_image:
+        import torch
+
         from .adherence import load_classifier, scene_adherence
 
         scored = [i for i, (left, _) in enumerate(labels) if left >= 0]
@@ -243,7 +253,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS))
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="default: cuda where PyTorch sees a GPU, else cpu")
     parser.add_argument(
         "--prompts",
         default="scenes",
@@ -251,10 +261,17 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--linear-attention-backend",
-        choices=BACKENDS,
+        choices=LINEAR_ATTENTION_BACKENDS,
         default="torch",
         help="LiT's self-attention: PyTorch operations, or fused Triton kernels (CUDA)",
     )
+
+
+def bench(args: argparse.Namespace) -> None:
+    """Time LiT against DiT, PixArt and Sana and write the results (docs/benchmarks.md)."""
+    from .benchmarking import bench_main
+
+    bench_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,11 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_arguments(p)
     p.set_defaults(func=convert)
 
-    from .benchmarking import add_bench_arguments, bench_main  # torch and the standard library only
-
     p = commands.add_parser("bench", help="speed and memory of LiT against DiT, PixArt and Sana (docs/benchmarks.md)")
     add_bench_arguments(p)
-    p.set_defaults(func=bench_main)
+    p.set_defaults(func=bench)
     return parser
 
 
@@ -330,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     `error: ...` and exits with status 2; `--debug` shows the traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if "device" in args and args.device is None:
+        from .hardware import default_device
+
+        args.device = default_device()
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, OSError) as error:

@@ -20,9 +20,11 @@ from typing import Any
 
 import diffusers
 import torch
+from diffusers.utils import logging
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from .choices import DTYPES, INHERIT, torch_dtype
 from .hub import (
     REMOTE_CODE_MODULE,
     pipeline_class_name,
@@ -35,15 +37,8 @@ from .models import LiTTransformer2DModel
 from .pipelines import LiTPipeline, LiTTextToImagePipeline
 from .text_encoders import load_text_encoder
 
-INHERIT = {  # the paper's ablation: which self-attention projections to copy instead of starting fresh
-    "none": (),
-    "v": ("to_v",),
-    "kv": ("to_k", "to_v"),
-    "qkv": ("to_q", "to_k", "to_v"),
-    "qkvo": ("to_q", "to_k", "to_v", "to_out.0"),
-    "o": ("to_out.0",),  # what the paper's text-to-image code inherits by accident: the output projection
-}
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+logger = logging.get_logger(__name__)
+
 KNOWN_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}  # DiT S, B, L, XL and PixArt-XL widths -> heads
 COMPONENTS = ("vae", "scheduler", "tokenizer", "text_encoder")
 SELF_ATTENTION = "self-attention projection: LiT replaces it with fresh linear attention"
@@ -466,6 +461,35 @@ def default_scheduler(layout: str, latent: bool = True):
     return DPMSolverMultistepScheduler()
 
 
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _recover_interrupted_conversions(output_dir: Path) -> None:
+    """Tidy what a killed conversion into `output_dir` left beside it (its hidden folders name its process id):
+    a half-written `.NAME.converting-PID-*` is removed; a `.NAME.replaced-PID` (the earlier output, moved aside
+    while its replacement was renamed in) is put back where the output is missing, else removed."""
+    if not output_dir.parent.is_dir():
+        return
+    for path in sorted(output_dir.parent.glob(f".{output_dir.name}.*-*")):
+        kind, _, rest = path.name.removeprefix(f".{output_dir.name}.").partition("-")
+        pid = rest.split("-")[0]
+        if kind not in ("converting", "replaced") or not pid.isdigit() or _process_is_alive(int(pid)):
+            continue
+        if kind == "replaced" and not output_dir.exists():
+            path.rename(output_dir)
+            logger.warning(f"Restored {output_dir} from {path.name}, left by an interrupted conversion.")
+        else:
+            shutil.rmtree(path)
+            logger.warning(f"Removed {path}, left by an interrupted conversion.")
+
+
 def _check_output_dir(output_dir: Path, overwrite: bool, source_folder: Path | None) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"{output_dir} exists and is a file: choose a folder for the LiT pipeline.")
@@ -526,6 +550,7 @@ def convert_to_lit(
         raise ValueError(f"`dtype` must be one of {list(DTYPES)}, got {dtype!r}.")
     output_dir = Path(output_dir)
     local_source = Path(source) if Path(source).exists() else None
+    _recover_interrupted_conversions(output_dir)
     _check_output_dir(output_dir, overwrite, local_source)
 
     checkpoint = read_source(
@@ -546,7 +571,7 @@ def convert_to_lit(
         inherit=inherit,
         seed=seed,
     )
-    target_dtype = DTYPES[dtype] if dtype else source_dtype
+    target_dtype = torch_dtype(dtype) if dtype else source_dtype
     if target_dtype != lit.dtype:
         lit.to(target_dtype)
     report["options"]["dtype"] = str(lit.dtype).removeprefix("torch.")
@@ -564,7 +589,7 @@ def convert_to_lit(
     pipeline_class = LiTPipeline if checkpoint.layout == "dit" else LiTTextToImagePipeline
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.converting-", dir=output_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.converting-{os.getpid()}-", dir=output_dir.parent))
     try:
         lit.save_pretrained(tmp / "transformer")
         index = {"_class_name": [REMOTE_CODE_MODULE, pipeline_class.__name__]}

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from diffusers.models.attention import AttentionModuleMixin
 from torch import nn
 
+from ..choices import LINEAR_ATTENTION_BACKENDS
+
 
 class LiTLinearAttnProcessor:
     """LiT's linear attention in PyTorch operations: any device, any dtype, trainable (the reference path)."""
@@ -62,8 +64,8 @@ class LiTLinearAttnTritonProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
+# By the names of `LINEAR_ATTENTION_BACKENDS`.
 PROCESSORS = {processor.backend: processor for processor in (LiTLinearAttnProcessor, LiTLinearAttnTritonProcessor)}
-BACKENDS = tuple(PROCESSORS)
 
 
 class LiTLinearAttention(nn.Module, AttentionModuleMixin):
@@ -168,8 +170,8 @@ class LiTLinearAttention(nn.Module, AttentionModuleMixin):
 
 def check_backend(backend: str, device: torch.device | str | None = None) -> None:
     """Refuse an unknown backend, "triton" without the `triton` package, or (given `device`) one it cannot run on."""
-    if backend not in BACKENDS:
-        raise ValueError(f"Unknown linear-attention backend {backend!r}; choose one of {BACKENDS}.")
+    if backend not in PROCESSORS:
+        raise ValueError(f"Unknown linear-attention backend {backend!r}; choose one of {LINEAR_ATTENTION_BACKENDS}.")
     if backend == "triton":
         try:
             from . import linear_attention_triton

@@ -5,12 +5,8 @@ import inspect
 import diffusers
 from diffusers.schedulers import SchedulerMixin
 
-SCHEDULERS = {
-    "ddpm": "DDPMScheduler",
-    "ddim": "DDIMScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-}
+from ..choices import SCHEDULERS
+
 LEARNED_VARIANCE = ("learned", "learned_range")  # the variance types that take the model's variance
 # Schedulers that sample with a learned variance of any channel count. DPM-Solver also accepts
 # variance_type="learned_range", but then keeps only the first 3 channels of the model output, whatever the model.
