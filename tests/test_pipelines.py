@@ -555,3 +555,17 @@ def test_pyramid_attention_broadcast_reuses_the_linear_attention():
     assert attention == [2]
     assert np.abs(broadcast - reference).max() > 1e-5
     assert pipe.current_timestep is None  # cleared after the call
+
+
+def test_the_card_is_rendered_from_card_info_json(tmp_path):
+    """A model's facts travel as data (card_info.json), the card's prose is rendered from them, and a broken
+    file is refused with its name."""
+    pipe = class_pipeline()
+    pipe.card_info = {"how_made": "Trained for a test.", "training_steps": 7, "batch_size": 2}
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert json.loads((tmp_path / "pipe" / "card_info.json").read_text()) == pipe.card_info
+    assert "## How it was made\n\nTrained for a test." in (tmp_path / "pipe" / "README.md").read_text()
+    assert LiTPipeline.from_pretrained(tmp_path / "pipe").card_info["training_steps"] == 7
+    (tmp_path / "pipe" / "card_info.json").write_text("{not json")
+    with pytest.raises(ValueError, match="card_info.json is not valid JSON"):
+        LiTPipeline.from_pretrained(tmp_path / "pipe")

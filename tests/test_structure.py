@@ -98,3 +98,19 @@ def test_the_choices_name_what_the_modules_act_on():
     for projections in INHERIT.values():
         for name in projections:  # each a linear layer of LiT's self-attention (and of diffusers' Attention)
             assert isinstance(attention.get_submodule(name), torch.nn.Linear)
+
+
+def test_the_paper_sizes_have_one_table():
+    from diffusers_lit import LIT_PRESETS
+    from diffusers_lit.bench_options import BENCH_SIZES
+    from diffusers_lit.choices import MODEL_SIZES
+    from diffusers_lit.conversion import KNOWN_HEADS, default_linear_heads
+
+    xl = dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, linear_attention_heads=4)
+    assert MODEL_SIZES["XL"] == xl  # the paper's Table: DiT-XL/2 with 4 linear-attention heads
+    for name, size in MODEL_SIZES.items():
+        assert {key: LIT_PRESETS[f"LiT-{name}/2"][key] for key in size} == size
+        assert BENCH_SIZES[name].width == size["num_attention_heads"] * size["attention_head_dim"]
+        assert BENCH_SIZES[name].lit_heads == size["linear_attention_heads"]
+        assert KNOWN_HEADS[BENCH_SIZES[name].width] == size["num_attention_heads"]
+        assert default_linear_heads(size["num_attention_heads"]) == size["linear_attention_heads"]

@@ -5,7 +5,7 @@ in `diffusers_lit.benchmarking`."""
 import argparse
 from dataclasses import dataclass
 
-from .choices import DTYPES, LINEAR_ATTENTION_BACKENDS
+from .choices import DTYPES, LINEAR_ATTENTION_BACKENDS, MODEL_SIZES
 
 ARCHS = ("lit", "dit", "lit-attn", "dit-attn", "lit-t2i", "pixart", "sana")
 MODEL_ARCHS = ("lit", "dit", "lit-t2i", "pixart", "sana")  # the ones that have a whole model
@@ -26,13 +26,18 @@ class BenchSize:
         return self.heads * self.head_dim
 
 
-# DiT's sizes (LiT's heads from the paper); "tiny" is for tests and smoke runs.
+# The paper's sizes (`MODEL_SIZES`); "tiny" is for tests and smoke runs.
 BENCH_SIZES: dict[str, BenchSize] = {
     "tiny": BenchSize(heads=2, head_dim=32, depth=2, lit_heads=2),
-    "S": BenchSize(heads=6, head_dim=64, depth=12, lit_heads=2),
-    "B": BenchSize(heads=12, head_dim=64, depth=12, lit_heads=3),
-    "L": BenchSize(heads=16, head_dim=64, depth=24, lit_heads=4),
-    "XL": BenchSize(heads=16, head_dim=72, depth=28, lit_heads=4),
+    **{
+        name: BenchSize(
+            heads=size["num_attention_heads"],
+            head_dim=size["attention_head_dim"],
+            depth=size["num_layers"],
+            lit_heads=size["linear_attention_heads"],
+        )
+        for name, size in MODEL_SIZES.items()
+    },
 }
 
 

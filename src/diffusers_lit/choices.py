@@ -17,6 +17,14 @@ INHERIT = {  # --inherit, the paper's ablation: which self-attention projections
 }
 LINEAR_ATTENTION_BACKENDS = ("torch", "triton")  # --linear-attention-backend: the processors' `backend` names
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --dtype: names of torch dtypes
+# The paper's model sizes: DiT's depths and widths (patch 2), with LiT's linear-attention heads. The presets
+# (`lit_preset("LiT-XL/2")`), the benchmark's sizes and the converter's known widths are read from this table.
+MODEL_SIZES = {
+    "S": dict(num_layers=12, num_attention_heads=6, attention_head_dim=64, linear_attention_heads=2),
+    "B": dict(num_layers=12, num_attention_heads=12, attention_head_dim=64, linear_attention_heads=3),
+    "L": dict(num_layers=24, num_attention_heads=16, attention_head_dim=64, linear_attention_heads=4),
+    "XL": dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, linear_attention_heads=4),
+}
 
 
 def torch_dtype(name: str):

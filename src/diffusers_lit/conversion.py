@@ -24,13 +24,14 @@ from diffusers.utils import logging
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .choices import DTYPES, INHERIT, torch_dtype
+from .choices import DTYPES, INHERIT, MODEL_SIZES, torch_dtype
 from .hub import (
     REMOTE_CODE_MODULE,
     pipeline_class_name,
     read_card_info,
     resolve_pretrained_folder,
     write_atomically,
+    write_card_info,
     write_remote_code,
 )
 from .models import LiTTransformer2DModel
@@ -39,7 +40,10 @@ from .text_encoders import load_text_encoder
 
 logger = logging.get_logger(__name__)
 
-KNOWN_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}  # DiT S, B, L, XL and PixArt-XL widths -> heads
+KNOWN_HEADS = {  # DiT S, B, L, XL (and PixArt-XL, as wide as DiT-XL) widths -> heads
+    size["num_attention_heads"] * size["attention_head_dim"]: size["num_attention_heads"]
+    for size in MODEL_SIZES.values()
+}
 COMPONENTS = ("vae", "scheduler", "tokenizer", "text_encoder")
 SELF_ATTENTION = "self-attention projection: LiT replaces it with fresh linear attention"
 
@@ -326,7 +330,7 @@ def original_to_diffusers(
 
 
 def default_linear_heads(teacher_heads: int) -> int:
-    """LiT's head count for a teacher's: max(2, heads // 4), i.e. S 2, B 3, L 4, XL 4."""
+    """LiT's head count for a teacher's: max(2, heads // 4), the rule of the paper's sizes (S 2, B 3, L 4, XL 4)."""
     return max(2, teacher_heads // 4)
 
 
@@ -632,6 +636,7 @@ def convert_to_lit(
         }
         example = next(iter((index.get("id2label") or {}).values()), None)
         card = pipeline_class.render_card(push_to_hub or output_dir.name, card_info, example and example.split(",")[0])
+        write_card_info(tmp, card_info)
         write_atomically(tmp / "README.md", str(card))
 
         if output_dir.exists():  # overwrite: move the old folder aside until the new one is in place

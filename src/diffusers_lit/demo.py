@@ -2,7 +2,6 @@
 teacher and student sampled by the same pipeline, sampler and seeds -> FID, speed, a side-by-side grid."""
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,7 @@ def run_demo(
     """
     from .conversion import convert_to_lit
     from .evaluation import image_grid, load_inception, sample_for_evaluation, score_images, tensor_to_pil
+    from .hub import read_card_info
     from .pipelines import LiTPipeline, scheduler_from_name
 
     output_dir = Path(output_dir)
@@ -104,8 +104,7 @@ def run_demo(
             "parameters": _count(pipe.transformer),
             "seconds_per_image": info["seconds_per_image"],
         }
-    teacher_card = (Path(teacher) / "README.md").read_text() if (Path(teacher) / "README.md").is_file() else ""
-    results["teacher"]["training_steps"] = _steps_from_card(teacher_card)
+    results["teacher"]["training_steps"] = read_card_info(Path(teacher)).get("training_steps")
     results["student"]["training_steps"] = distill_steps
 
     print("4/5 FID against Fashion-MNIST's test images (Inception-v3)")
@@ -189,11 +188,6 @@ def text_to_image_demo(
         "seed": seed,
     }
     return results
-
-
-def _steps_from_card(card: str) -> int | None:
-    match = re.search(r"([\d,]+) steps of", card)
-    return int(match.group(1).replace(",", "")) if match else None
 
 
 def format_table(results: dict[str, Any]) -> str:

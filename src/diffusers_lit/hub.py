@@ -3,7 +3,6 @@
 import importlib.metadata
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ from huggingface_hub.constants import is_offline_mode
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card_template.md"  # package data; the top level links here
-HOW_MADE_HEADING = "## How it was made"
 UNRECORDED_ORIGIN = "Saved with diffusers_lit's `save_pretrained`; its origin was not recorded."
+CARD_INFO_FILE = "card_info.json"  # the facts a pipeline's model card is rendered from, kept as data
 # diffusers finds a pipeline class outside diffusers through a module named in model_index.json's `_class_name`
 # (["pipeline_lit", "LiTPipeline"]) and shipped beside it, run only with `trust_remote_code=True`.
 REMOTE_CODE_MODULE = "pipeline_lit"
@@ -95,16 +94,24 @@ def write_remote_code(folder: Path) -> None:
 
 
 def read_card_info(folder: Path) -> dict[str, Any]:
-    """What a saved model card says about the model's origin: base model, license, how it was made."""
-    readme = folder / "README.md"
-    if not readme.is_file():
+    """What a pipeline folder records about the model's origin (its card_info.json, the data its model card is
+    rendered from): `base_model`, `license`, `how_made`, and facts such as `training_steps`; {} where none."""
+    path = folder / CARD_INFO_FILE
+    if not path.is_file():
         return {}
-    card = ModelCard.load(readme)
-    info = {"base_model": card.data.base_model, "license": card.data.license}
-    match = re.search(rf"{HOW_MADE_HEADING}\n+(.*?)(?=\n## |\Z)", card.text, flags=re.S)
-    if match and match.group(1).strip() != UNRECORDED_ORIGIN:
-        info["how_made"] = match.group(1).strip()
-    return {key: value for key, value in info.items() if value}
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): fix it or delete it (the card's source).") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} must hold a JSON object (base_model, license, how_made, ...).")
+    return info
+
+
+def write_card_info(folder: Path, info: dict[str, Any]) -> None:
+    """Record `info` (see `read_card_info`; unknown values left out) in `folder`."""
+    known = {key: value for key, value in info.items() if value is not None}
+    write_atomically(folder / CARD_INFO_FILE, json.dumps(known, indent=2, sort_keys=True) + "\n")
 
 
 def render_model_card(
@@ -256,6 +263,7 @@ class LiTHubMixin:
         repo_id = kwargs.pop("repo_id", None)
         super().save_pretrained(save_directory, **kwargs)
         write_remote_code(Path(save_directory))
+        write_card_info(Path(save_directory), self.card_info)
         write_atomically(Path(save_directory) / "README.md", str(self.model_card(repo_id or str(save_directory))))
         if push_to_hub:
             self.push_to_hub(repo_id or Path(save_directory).name, **hub_kwargs, **kwargs)

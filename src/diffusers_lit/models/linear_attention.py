@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from diffusers.models.attention import AttentionModuleMixin
 from torch import nn
 
-from ..choices import LINEAR_ATTENTION_BACKENDS
+from ..choices import LINEAR_ATTENTION_BACKENDS, MODEL_SIZES
+
+PAPER_HEADS = ", ".join(f"{size['linear_attention_heads']} for {name}" for name, size in MODEL_SIZES.items())
 
 
 class LiTLinearAttnProcessor:
@@ -102,7 +104,7 @@ class LiTLinearAttention(nn.Module, AttentionModuleMixin):
         if heads < 1 or dim % heads != 0:
             raise ValueError(
                 f"The width {dim} is not divisible by `linear_attention_heads={heads}`: choose a head count that "
-                f"divides it (LiT uses 2 for S, 3 for B, 4 for L and XL)."
+                f"divides it (the paper's LiT sizes use {PAPER_HEADS})."
             )
         if kernel_size < 0 or (kernel_size > 0 and kernel_size % 2 == 0):
             raise ValueError(f"`dwc_kernel_size` must be a positive odd number (or 0: no DWC), got {kernel_size}.")

@@ -25,6 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormSingle, AdaLayerNormZero
 from torch import nn
 
+from ..choices import MODEL_SIZES
 from .linear_attention import PROCESSORS, LiTLinearAttention, LiTLinearAttnProcessor, check_backend
 
 NORM_TYPES = ("ada_norm_zero", "ada_norm_single")
@@ -453,18 +454,12 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
                 )
 
 
-# The paper's models: DiT widths and depths, LiT's linear-attention heads (DiT: 6, 12, 16, 16), patch 2.
+# The paper's models (`MODEL_SIZES`, patch 2): DiT's layout, and the PixArt-Sigma-XL student.
 LIT_PRESETS: dict[str, dict[str, Any]] = {
-    "LiT-S/2": dict(num_layers=12, num_attention_heads=6, attention_head_dim=64, linear_attention_heads=2),
-    "LiT-B/2": dict(num_layers=12, num_attention_heads=12, attention_head_dim=64, linear_attention_heads=3),
-    "LiT-L/2": dict(num_layers=24, num_attention_heads=16, attention_head_dim=64, linear_attention_heads=4),
-    "LiT-XL/2": dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, linear_attention_heads=4),
+    **{f"LiT-{name}/2": dict(size) for name, size in MODEL_SIZES.items()},
     "LiT-PixArt-Sigma-XL/2": dict(
+        **MODEL_SIZES["XL"],
         norm_type="ada_norm_single",
-        num_layers=28,
-        num_attention_heads=16,
-        attention_head_dim=72,
-        linear_attention_heads=4,
         out_channels=8,
         sample_size=128,
         interpolation_scale=2,

@@ -23,6 +23,7 @@ from diffusers.training_utils import EMAModel
 from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
+from ..choices import INHERIT
 from ..conversion import default_scheduler
 from ..hardware import cpu_has_native_bf16
 from ..image_datasets import check_dataset_columns, dataset_class_names, load_image_dataset, parse_resolution
@@ -83,7 +84,12 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--linear_attention_heads", type=int, default=None, help="On-the-fly conversion: LiT heads.")
     parser.add_argument("--dwc_kernel_size", type=int, default=5, help="On-the-fly conversion: DWC kernel.")
-    parser.add_argument("--inherit", default="none", help="On-the-fly conversion: attention weights to inherit.")
+    parser.add_argument(
+        "--inherit",
+        default="none",
+        choices=list(INHERIT),
+        help="On-the-fly conversion: self-attention projections to copy from the teacher.",
+    )
     # Data.
     parser.add_argument("--dataset", required=True, help="Hub dataset name, image folder, or save_to_disk folder.")
     parser.add_argument("--dataset_config_name", default=None)
@@ -610,7 +616,12 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
                 f"distillation: lambda_noise {args.lambda_noise}, lambda_var {args.lambda_var}) on `{args.dataset}`: "
                 f"{schedule_text}."
             )
-        pipe.card_info = {"base_model": None if from_scratch else teacher.name, "how_made": how_made}
+        pipe.card_info = {
+            "base_model": None if from_scratch else teacher.name,
+            "how_made": how_made,
+            "training_steps": max_train_steps,
+            "batch_size": global_batch,
+        }
         pipe.save_pretrained(output_dir)
         logger.info(f"Saved the {'trained' if from_scratch else 'distilled'} pipeline to {output_dir}")
         if args.push_to_hub:
