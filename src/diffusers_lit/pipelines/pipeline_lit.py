@@ -177,18 +177,41 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
         Generate one image per class label.
 
         Args:
-            class_labels: Class ids or names (`id2label`), one per image.
-            guidance_scale: Classifier-free guidance on the noise channels; at 1.0 the model runs once per step
-                on the conditional batch only.
-            num_inference_steps: Denoising steps of the scheduler.
-            height, width: Image size in pixels; multiples of VAE scale x patch size. Default: the model's size.
-            generator: A generator, or one per image (then each image equals a call with that generator alone).
-            latents: Starting noise (B, C, H / vae_scale, W / vae_scale), instead of drawing it.
-            output_type: "pil", "np" (B, H, W, C in [0, 1]), "pt" (B, C, H, W in [0, 1]) or "latent".
-            return_dict: Return an [`ImagePipelineOutput`] rather than a tuple.
-            callback_on_step_end: Called as `callback(pipe, step, timestep, tensors)` after each step; the returned
-                dict may replace `latents`.
-            callback_on_step_end_tensor_inputs: The tensors passed to the callback (from `["latents"]`).
+            class_labels (`int`, `str`, `list[int | str]` or `torch.Tensor`):
+                Class ids or names (`id2label`, synonyms included), one per image; a nested list is flattened.
+            guidance_scale (`float`, *optional*, defaults to 4.0):
+                Classifier-free guidance on every noise channel, `eps_uncond + s (eps_cond - eps_uncond)`; at 1.0
+                the model runs once per step, on the conditional batch only.
+            num_inference_steps (`int`, *optional*, defaults to 50):
+                Denoising steps of the scheduler.
+            height (`int`, *optional*), width (`int`, *optional*):
+                Image size in pixels, multiples of the VAE scale times the patch size. Default: the model's size.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                A generator, or one per image (each image then equals a call with that generator alone).
+            latents (`torch.Tensor`, *optional*):
+                Starting noise, (B, C, H / vae_scale, W / vae_scale), instead of drawing it.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"`, `"np"` ((B, H, W, C) in [0, 1]), `"pt"` ((B, C, H, W) in [0, 1]) or `"latent"`.
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Return an [`ImagePipelineOutput`] rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*):
+                Called as `callback(pipe, step, timestep, tensors)` after each step; the dict it returns may replace
+                `latents`. `pipe.guidance_scale`, `pipe.num_timesteps` and `pipe.current_timestep` are readable.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*, defaults to `["latents"]`):
+                The tensors passed to the callback.
+
+        Examples:
+            ```py
+            >>> import torch
+            >>> from diffusers_lit import LiTPipeline
+
+            >>> pipe = LiTPipeline.from_pretrained("assets/fmnist-dit")
+            >>> generator = torch.Generator().manual_seed(0)
+            >>> images = pipe(["Sneaker", "Bag"], num_inference_steps=25, generator=generator).images
+            ```
+
+        Returns:
+            [`ImagePipelineOutput`] or `tuple`: the images (as `output_type` says), in the order of `class_labels`.
         """
         sample_size = self.transformer.config.sample_size * self.vae_scale_factor
         height, width = sample_size if height is None else height, sample_size if width is None else width

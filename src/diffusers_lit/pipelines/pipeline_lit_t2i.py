@@ -105,7 +105,18 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
         (32, 64, 128, 256) and off in pixel space; `height` and `width` default to the pipeline's `image_size`;
         `max_sequence_length` is the pipeline's trained caption length, else 300 or the tokenizer's maximum if that
         is shorter; `clean_caption` is off (it needs Beautiful Soup and ftfy, and only PixArt's T5 captions were
-        cleaned)."""
+        cleaned).
+
+        Examples:
+            ```py
+            >>> import torch
+            >>> from diffusers_lit import LiTTextToImagePipeline
+
+            >>> pipe = LiTTextToImagePipeline.from_pretrained("assets/scenes-lit")  # 32x64 pixels, MiniLM captions
+            >>> generator = torch.Generator().manual_seed(0)
+            >>> image = pipe("a sneaker on the left and a bag on the right", generator=generator).images[0]
+            ```
+        """
         if use_resolution_binning is None:
             binned = self.transformer.config.sample_size in BINNED_SAMPLE_SIZES
             use_resolution_binning = self.vae is not None and binned
