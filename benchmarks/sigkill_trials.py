@@ -1,8 +1,11 @@
 """SIGKILL trials: kill a 2-process distillation at random moments, resume it, and check what it ends with.
 
 Each trial starts a small 2-process CPU run of examples/distill_lit.py (the shipped Fashion-MNIST teacher, EMA,
-a checkpoint every 2 steps, `--checkpoints_total_limit 1`), SIGKILLs the whole process group at a random moment
-(odd trials: the moment a checkpoint folder appears, so during a save), then runs the same command again with
+a checkpoint every 2 steps, `--checkpoints_total_limit 1`), SIGKILLs the launcher and every worker at a random
+moment of its training (even trials: uniform over the uninterrupted run's training time, counted from its
+"Training N steps" line; odd trials: the moment the folder of a randomly chosen checkpoint appears, so during
+its save, with the previous one the only complete checkpoint under the limit), then runs the
+same command again with
 `--resume_from_checkpoint latest`. A trial passes when the resumed run starts from the newest complete checkpoint
 the kill left and ends with the weights of an uninterrupted run (the EMA weights its pipeline saves), tensor for
 tensor.
@@ -35,6 +38,8 @@ sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without installing
 from diffusers_lit.training.checkpointing import checkpoint_step, list_checkpoints  # noqa: E402
 
 WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"
+TRAINING_STARTS = "INFO diffusers_lit.training.loop: [RANK 0] Training "
+TRAINING_ENDS = "INFO diffusers_lit.training.loop: [RANK 0] Saved the distilled pipeline"
 
 
 def free_port() -> int:
@@ -67,15 +72,29 @@ def run_to_end(output_dir: Path, steps: int, log: Path) -> str:
     return log.read_text()
 
 
-def run_and_kill(output_dir: Path, steps: int, log: Path, delay: float | None) -> dict:
-    """Start the run; SIGKILL its process group after `delay` seconds, or (None) when a checkpoint folder appears."""
-    seen = {path.name for path in output_dir.glob("checkpoint-*")}
+def training_seconds(log: Path) -> float:
+    """The time from the "Training N steps" line to the final save, from the log's timestamps."""
+    stamps = {}
+    for line in log.read_text().splitlines():
+        for marker in (TRAINING_STARTS, TRAINING_ENDS):
+            if marker in line:
+                stamps[marker] = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+    return stamps[TRAINING_ENDS] - stamps[TRAINING_STARTS]
+
+
+def run_and_kill(output_dir: Path, steps: int, log: Path, delay: float | None, during_save: int | None) -> dict:
+    """Start the run; SIGKILL it `delay` seconds into its training, or when the folder of checkpoint
+    `during_save` appears."""
+    offset = log.stat().st_size if log.exists() else 0
     with log.open("a") as out:
         process = subprocess.Popen(command(output_dir, steps), env=environment(), stdout=out, stderr=subprocess.STDOUT)
-        start = time.monotonic()
+        start, training_start = time.monotonic(), None
         while process.poll() is None:
-            new = {path.name for path in output_dir.glob("checkpoint-*")} - seen
-            if (delay is None and new) or (delay is not None and time.monotonic() - start > delay):
+            if training_start is None and TRAINING_STARTS in log.read_text()[offset:]:
+                training_start = time.monotonic()
+            saving = during_save is not None and (output_dir / f"checkpoint-{during_save}").exists()
+            due = delay is not None and training_start is not None and time.monotonic() - training_start > delay
+            if saving or due:
                 break
             time.sleep(0.01)
         finished = process.poll() is not None
@@ -113,25 +132,24 @@ def main() -> None:
     work.mkdir(parents=True)
     results_dir.mkdir(parents=True, exist_ok=True)
 
-    run_to_end(work / "warm-up", args.steps, work / "warm-up.log")  # the first run also builds the caches
-    start = time.monotonic()
     run_to_end(work / "reference", args.steps, work / "reference.log")
-    duration = time.monotonic() - start
-    print(f"uninterrupted run: {duration:.0f} s", flush=True)
+    duration = training_seconds(work / "reference.log")
+    print(f"uninterrupted run: {duration:.1f} s of training", flush=True)
 
     rng = random.Random(args.seed)
     trials = []
     for trial in range(args.trials):
         out, log = work / f"trial-{trial}", work / f"trial-{trial}.log"
-        delay = None if trial % 2 else rng.uniform(0.3 * duration, 0.9 * duration)
-        kill = run_and_kill(out, args.steps, log, delay)
+        delay = None if trial % 2 else rng.uniform(0, duration)
+        during_save = rng.randrange(4, args.steps + 1, 2) if trial % 2 else None
+        kill = run_and_kill(out, args.steps, log, delay, during_save)
         before = len(log.read_text())
         resumed_log = run_to_end(out, args.steps, log)[before:]
         match = re.search(r"Resumed from \S*checkpoint-(\d+) at step (\d+)", resumed_log)
         resumed_at = int(match.group(2)) if match else 0
         record = {
             "trial": trial,
-            "kill": "when a checkpoint folder appeared" if delay is None else f"at {delay:.1f} s",
+            "kill": f"saving checkpoint-{during_save}" if delay is None else f"{delay:.1f} s into training",
             **kill,
             "resumed_at": resumed_at,
             "resumed_from_newest_complete": resumed_at == kill["newest_complete"],
@@ -141,7 +159,7 @@ def main() -> None:
         trials.append(record)
         print(json.dumps(record), flush=True)
 
-    summary = {"steps": args.steps, "uninterrupted_seconds": round(duration, 1), "trials": trials}
+    summary = {"steps": args.steps, "uninterrupted_training_seconds": round(duration, 1), "trials": trials}
     (results_dir / "trials.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = [
         "| trial | kill | checkpoint folder being written at the kill | newest complete | resumed at | "

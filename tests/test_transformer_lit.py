@@ -321,3 +321,64 @@ def test_group_offload_and_repeated_block_compile_keep_the_function():
     compiled.compile_repeated_blocks(backend="eager")  # the block compiled once, used by every block
     with torch.no_grad():
         torch.testing.assert_close(compiled(**inputs).sample, reference)
+
+
+# The checks of diffusers' own model testers (tests/models/testing_utils: common, memory, cache), on both layouts.
+@pytest.mark.parametrize(("make_model", "make_inputs"), LAYOUTS)
+def test_model_tester_conventions(make_model, make_inputs, tmp_path):
+    model, inputs = make_model().eval(), make_inputs()
+    with torch.no_grad():
+        out = model(**inputs).sample
+        torch.testing.assert_close(model(**inputs).sample, out, rtol=0, atol=0)  # determinism
+        (as_tuple,) = model(**inputs, return_dict=False)
+    torch.testing.assert_close(as_tuple, out, rtol=0, atol=0)
+
+    model.save_pretrained(tmp_path / "fp16", variant="fp16")  # variants
+    assert (tmp_path / "fp16" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    loaded = LiTTransformer2DModel.from_pretrained(tmp_path / "fp16", variant="fp16").eval()
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")  # sharded checkpoints
+    assert len(list((tmp_path / "sharded").glob("diffusion_pytorch_model-*-of-*.safetensors"))) > 1
+    sharded = LiTTransformer2DModel.from_pretrained(tmp_path / "sharded").eval()
+    bf16 = LiTTransformer2DModel.from_pretrained(tmp_path / "sharded", torch_dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16
+    assert {key: bf16.config[key] for key in model.config if not key.startswith("_")} == {
+        key: value for key, value in model.config.items() if not key.startswith("_")
+    }
+    with torch.no_grad():
+        for other in (loaded, sharded):
+            torch.testing.assert_close(other(**inputs).sample, out, rtol=0, atol=0)
+
+    offloaded = make_model().eval()  # group offloading to disk
+    offloaded.enable_group_offload(
+        torch.device("cpu"), offload_type="leaf_level", offload_to_disk_path=str(tmp_path / "offload")
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(offloaded(**inputs).sample, out, rtol=0, atol=1e-6)
+    assert any((tmp_path / "offload").iterdir())
+
+
+@pytest.mark.parametrize(("make_model", "make_inputs"), LAYOUTS)
+def test_cache_hooks_enable_disable_and_context(make_model, make_inputs):
+    from diffusers import FirstBlockCacheConfig, PyramidAttentionBroadcastConfig
+
+    model, inputs = make_model().eval(), make_inputs()
+    with torch.no_grad():
+        reference = model(**inputs).sample
+    for config in (
+        FirstBlockCacheConfig(threshold=0.0),
+        PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2,
+            current_timestep_callback=lambda: 500,
+            spatial_attention_timestep_skip_range=(-1, 1001),
+        ),
+    ):
+        model.enable_cache(config)
+        assert model.is_cache_enabled
+        with pytest.raises(ValueError, match="already"):
+            model.enable_cache(config)
+        with torch.no_grad(), model.cache_context("cond"):
+            torch.testing.assert_close(model(**inputs).sample, reference, rtol=0, atol=1e-6)  # first call computes
+        model.disable_cache()
+        assert not model.is_cache_enabled
+        with torch.no_grad():
+            torch.testing.assert_close(model(**inputs).sample, reference, rtol=0, atol=0)

@@ -40,9 +40,7 @@ class LiTLinearAttnProcessor:
         dwc = None
         if attn.dwc is not None:
             v_grid = v.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last strides
-            weight = attn.dwc.weight.repeat(attn.heads, 1, 1, 1).to(v.dtype)  # (D, 1, k, k)
-            bias = None if attn.dwc.bias is None else attn.dwc.bias.repeat(attn.heads).to(v.dtype)
-            dwc = F.conv2d(v_grid, weight, bias, padding=attn.dwc.padding, groups=dim)  # (B, D, H, W)
+            dwc = attn.dwc(v_grid)  # (B, D, H, W), through the module: diffusers' weight hooks see the call
             dwc = dwc.permute(0, 2, 3, 1).reshape(batch, tokens, dim)  # (B, N, D); a view when channels-last
         # q and k are this call's own: ReLU may overwrite them (the projections do not keep their outputs).
         out = _linear_attention_tokens(q, k, v, attn.heads, attn.eps, residual=dwc, owns_qk=True)  # (B, N, D)
@@ -68,6 +66,20 @@ class LiTLinearAttnTritonProcessor:
 
 # By the names of `LINEAR_ATTENTION_BACKENDS`.
 PROCESSORS = {processor.backend: processor for processor in (LiTLinearAttnProcessor, LiTLinearAttnTritonProcessor)}
+
+
+class HeadSharedDepthwiseConv2d(nn.Conv2d):
+    """LiT's DWC: a depth-wise conv with one kernel per head channel (`head_dim` channels), shared by the heads.
+
+    It takes all heads at once, (B, heads * head_dim, H, W), as one depth-wise conv over every channel with the
+    kernel repeated over the heads (a channels-last input costs no copy). A `nn.Conv2d` with its own weights, so
+    that diffusers' layer hooks (layerwise casting, group offloading) cast and fetch them when it runs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heads = x.shape[1] // self.in_channels
+        weight = self.weight.repeat(heads, 1, 1, 1).to(x.dtype)  # (D, 1, k, k)
+        bias = None if self.bias is None else self.bias.repeat(heads).to(x.dtype)
+        return F.conv2d(x, weight, bias, padding=self.padding, groups=x.shape[1])  # (B, D, H, W)
 
 
 class LiTLinearAttention(nn.Module, AttentionModuleMixin):
@@ -118,7 +130,7 @@ class LiTLinearAttention(nn.Module, AttentionModuleMixin):
         self.to_v = nn.Linear(dim, dim, bias=bias)
         self.dwc = None
         if kernel_size:
-            self.dwc = nn.Conv2d(
+            self.dwc = HeadSharedDepthwiseConv2d(
                 self.head_dim, self.head_dim, kernel_size, padding=kernel_size // 2, groups=self.head_dim
             )
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=out_bias), nn.Dropout(dropout)])
