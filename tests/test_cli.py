@@ -54,10 +54,10 @@ def test_sample_prompt(tmp_path):
 
 def test_sample_needs_the_right_condition(tmp_path):
     class_pipeline().save_pretrained(tmp_path / "pipe")
-    with pytest.raises(SystemExit, match="give --class-labels, not --prompt"):
-        main(["sample", str(tmp_path / "pipe"), "--prompt", "a cat"])
-    with pytest.raises(SystemExit, match="either --class-labels or --prompt"):
-        main(["sample", str(tmp_path / "pipe")])
+    with pytest.raises(ValueError, match="give --class-labels, not --prompt"):
+        main(["--debug", "sample", str(tmp_path / "pipe"), "--prompt", "a cat"])
+    with pytest.raises(ValueError, match="either --class-labels or --prompt"):
+        main(["--debug", "sample", str(tmp_path / "pipe")])
 
 
 def test_image_grid_layout_and_errors():
@@ -87,3 +87,15 @@ def test_a_users_mistake_prints_error_and_exits_2(tmp_path, capsys):
     assert err.startswith("error: ") and "missing" in err and "Traceback" not in err
     with pytest.raises(OSError):  # --debug: the error itself, with its traceback
         main(["--debug", "sample", str(tmp_path / "missing"), "--class-labels", "0"])
+
+
+def test_prompts_from_a_file_and_its_mistakes(tmp_path):
+    from diffusers_lit.cli import _prompts
+
+    with pytest.raises(ValueError, match="no such file"):
+        _prompts(str(tmp_path / "missing.txt"), 3)
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(ValueError, match="holds no prompts"):
+        _prompts(str(tmp_path / "empty.txt"), 3)
+    (tmp_path / "two.txt").write_text("a cat\n\na dog\n")
+    assert _prompts(str(tmp_path / "two.txt"), 3) == ["a cat", "a dog", "a cat"]  # repeated in turn

@@ -170,12 +170,12 @@ def test_generate_then_evaluate_scores_as_evaluating_the_model(fashion_images, t
     first_three = evaluate(str(tmp_path / "s.npz"), "--num-samples", "3")  # its own reference features: 3 images
     assert from_file["fid_at"]["3"] == pytest.approx(first_three["fid"], rel=1e-9)
     assert first_three["precision"] is None  # k-NN precision / recall need more than k = 3 images
-    with pytest.raises(SystemExit, match="holds 6 samples"):
-        main(["evaluate", str(tmp_path / "s.npz"), "--num-samples", "7", *cache])
+    with pytest.raises(ValueError, match="holds 6 samples"):
+        main(["--debug", "evaluate", str(tmp_path / "s.npz"), "--num-samples", "7", *cache])
     with pytest.raises(ValueError, match=r"`fid_at` counts must lie in \[2, 6\]"):
         main(["--debug", "evaluate", str(tmp_path / "s.npz"), "--fid-at", "9", *cache])
-    with pytest.raises(SystemExit, match="must name a .npz file"):
-        main(["generate", str(tmp_path / "pipe"), "--output", str(tmp_path / "s.png")])
+    with pytest.raises(ValueError, match="must name a .npz file"):
+        main(["--debug", "generate", str(tmp_path / "pipe"), "--output", str(tmp_path / "s.png")])
 
 
 def test_generate_with_the_fused_kernels(tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ def sample(args: argparse.Namespace) -> None:
     from .pipelines import LiTPipeline, LiTTextToImagePipeline, scheduler_from_name
 
     if (args.class_labels is None) == (args.prompt is None):
-        raise SystemExit("diffusers-lit sample: give either --class-labels or --prompt (one of them).")
+        raise ValueError("give either --class-labels or --prompt (one of them).")
     pipe = LiTPipeline.from_pretrained(args.model)
     if args.scheduler:
         pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
@@ -50,7 +50,7 @@ def sample(args: argparse.Namespace) -> None:
     size = {"height": args.height, "width": args.width}
     if isinstance(pipe, LiTTextToImagePipeline):
         if args.prompt is None:
-            raise SystemExit(f"{args.model} is a text-to-image pipeline: give --prompt, not --class-labels.")
+            raise ValueError(f"{args.model} is a text-to-image pipeline: give --prompt, not --class-labels.")
         images = pipe(
             list(args.prompt),
             num_inference_steps=args.steps,
@@ -61,7 +61,7 @@ def sample(args: argparse.Namespace) -> None:
         labels = list(args.prompt)
     else:
         if args.class_labels is None:
-            raise SystemExit(f"{args.model} is a class-conditional pipeline: give --class-labels, not --prompt.")
+            raise ValueError(f"{args.model} is a class-conditional pipeline: give --class-labels, not --prompt.")
         class_labels = [int(label) if label.isdigit() else label for label in args.class_labels]
         images = pipe(
             class_labels,
@@ -145,10 +145,10 @@ def _prompts(source: str, count: int) -> list[str]:
         return scene_prompts(count)
     path = Path(source)
     if not path.is_file():
-        raise SystemExit(f"error: --prompts {source}: no such file (give 'scenes' or a text file, one prompt a line).")
+        raise ValueError(f"--prompts {source}: no such file (give 'scenes' or a text file, one prompt a line).")
     prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts:
-        raise SystemExit(f"error: --prompts {source} holds no prompts: write one prompt per line.")
+        raise ValueError(f"--prompts {source} holds no prompts: write one prompt per line.")
     return [prompts[i % len(prompts)] for i in range(count)]  # repeated in turn up to the sample count
 
 
@@ -165,7 +165,7 @@ def _sample(args: argparse.Namespace, num_samples: int) -> "tuple[torch.Tensor, 
         pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     if args.linear_attention_backend != "torch":
         if not hasattr(pipe.transformer, "set_linear_attention_backend"):
-            raise SystemExit(
+            raise ValueError(
                 f"--linear-attention-backend needs a LiT transformer; {args.model} has a "
                 f"{type(pipe.transformer).__name__}."
             )
@@ -192,7 +192,7 @@ def generate(args: argparse.Namespace) -> None:
     from .evaluation import save_samples
 
     if not args.output.endswith(".npz"):
-        raise SystemExit(f"diffusers-lit generate: --output must name a .npz file, got {args.output}.")
+        raise ValueError(f"--output must name a .npz file, got {args.output}.")
     images, labels, info = _sample(args, args.num_samples)
     save_samples(args.output, images, labels, info)
     print(f"Wrote {len(images)} samples of {args.model} to {args.output} ({info['seconds_per_image']:.4f} s / image)")
@@ -207,7 +207,7 @@ def evaluate(args: argparse.Namespace) -> None:
         images, labels, info = load_samples(args.model)
         if args.num_samples is not None:
             if args.num_samples > len(images):
-                raise SystemExit(f"{args.model} holds {len(images)} samples, under --num-samples {args.num_samples}.")
+                raise ValueError(f"{args.model} holds {len(images)} samples, under --num-samples {args.num_samples}.")
             images, labels = images[: args.num_samples], labels[: args.num_samples]
             if "prompts" in info:
                 info["prompts"] = info["prompts"][: args.num_samples]
