@@ -418,6 +418,12 @@ def test_no_secret_is_written_and_no_run_is_overwritten(class_setup):
         (["--learning_rate", "0"], "--learning_rate must be positive"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be at least 1"),
         (["--ema_decay", "1.5"], "--ema_decay must be in"),
+        (["--resume_from_checkpoint", "latest", "--overwrite_output_dir"], "contradict each other"),
+        (["--train_batch_size", "0"], "--train_batch_size"),
+        (["--max_grad_norm", "-1"], "--max_grad_norm"),
+        (["--lora_rank", "0"], "--lora_rank"),
+        (["--lora_rank", "4", "--use_ema"], "--lora_rank trains adapters only"),
+        (["--inherit", "qk"], "invalid choice: 'qk'"),
     ],
 )
 def test_nonsense_flags_are_refused_before_any_work(flags, message, capsys):
