@@ -17,6 +17,7 @@ INHERIT = {  # --inherit, the paper's ablation: which self-attention projections
 }
 LINEAR_ATTENTION_BACKENDS = ("torch", "triton")  # --linear-attention-backend: the processors' `backend` names
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --dtype: names of torch dtypes
+SAMPLE_LAYOUTS = ("diffusers_lit", "adm")  # generate --format: this project's samples file, or ADM's sample batch
 # The paper's model sizes: DiT's depths and widths (patch 2), with LiT's linear-attention heads. The presets
 # (`lit_preset("LiT-XL/2")`), the benchmark's sizes and the converter's known widths are read from this table.
 MODEL_SIZES = {

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .bench_options import add_bench_arguments
-from .choices import INHERIT, LINEAR_ATTENTION_BACKENDS, SCHEDULERS
+from .choices import INHERIT, LINEAR_ATTENTION_BACKENDS, SAMPLE_LAYOUTS, SCHEDULERS
 
 if TYPE_CHECKING:
-    import torch
+    from collections.abc import Callable
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -152,14 +152,15 @@ def _prompts(source: str, count: int) -> list[str]:
     return [prompts[i % len(prompts)] for i in range(count)]  # repeated in turn up to the sample count
 
 
-def _sample(args: argparse.Namespace, num_samples: int) -> "tuple[torch.Tensor, list, dict]":
-    """Sample `args.model` as `generate` / `evaluate` ask: 8-bit images, labels (class ids, or the scene items
-    of the prompts), and the settings, model, class names or prompts."""
+def _sampler(args: argparse.Namespace, num_samples: int, device: str) -> "Callable[[range], tuple]":
+    """`sample(indices)` of `args.model` as `generate` / `evaluate` ask: samples `indices` of the seeded sequence
+    as 8-bit images, labels (class ids, or the scene items of the prompts), and the settings, model, class names
+    or prompts."""
     from .evaluation import quantize, sample_for_evaluation
     from .models.linear_attention import check_backend
     from .pipelines import LiTPipeline, LiTTextToImagePipeline, scheduler_from_name
 
-    check_backend(args.linear_attention_backend, args.device)
+    check_backend(args.linear_attention_backend, device)
     pipe = LiTPipeline.from_pretrained(args.model)
     if args.scheduler:
         pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
@@ -172,30 +173,53 @@ def _sample(args: argparse.Namespace, num_samples: int) -> "tuple[torch.Tensor, 
         pipe.transformer.set_linear_attention_backend(args.linear_attention_backend)
     text_to_image = isinstance(pipe, LiTTextToImagePipeline)
     prompts = _prompts(args.prompts, num_samples) if text_to_image else None
-    images, labels, info = sample_for_evaluation(
-        pipe.to(args.device),
-        num_samples,
-        steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        prompts=prompts,
-    )
-    info = {"model": args.model, **info, "linear_attention_backend": args.linear_attention_backend}
-    if not text_to_image:
-        info["id2label"] = pipe.config.id2label
-    return quantize(images), labels, info
+    pipe.to(device)
+
+    def sample(indices: range) -> tuple:
+        images, labels, info = sample_for_evaluation(
+            pipe,
+            len(indices),
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            prompts=prompts,
+            start=indices.start,
+        )
+        info = {"model": args.model, **info, "linear_attention_backend": args.linear_attention_backend}
+        if not text_to_image:
+            info["id2label"] = pipe.config.id2label
+        return quantize(images), labels, info
+
+    return sample
 
 
 def generate(args: argparse.Namespace) -> None:
-    """Sample a pipeline into a .npz file (8-bit images, labels, settings and prompts), to score later."""
-    from .evaluation import save_samples
+    """Sample a pipeline into a .npz file (8-bit images, labels, settings and prompts), to score later; under
+    `accelerate launch` the samples are shared out over the processes (`sharded_sampling`)."""
+    from .sharded_sampling import process_state, sample_in_shards
 
     if not args.output.endswith(".npz"):
         raise ValueError(f"--output must name a .npz file, got {args.output}.")
-    images, labels, info = _sample(args, args.num_samples)
-    save_samples(args.output, images, labels, info)
-    print(f"Wrote {len(images)} samples of {args.model} to {args.output} ({info['seconds_per_image']:.4f} s / image)")
+    if args.num_samples < 1 or args.shard_size < 1:
+        raise ValueError("--num-samples and --shard-size must be at least 1.")
+    state = process_state()
+    device = str(state.device) if state.use_distributed else args.device
+    settings = {  # what changes the images: shards of a run with other settings are refused, not mixed
+        key: getattr(args, key)
+        for key in ("model", "steps", "guidance_scale", "scheduler", "seed", "prompts", "linear_attention_backend")
+    }
+    info = sample_in_shards(
+        _sampler(args, args.num_samples, device),
+        args.num_samples,
+        args.output,
+        settings,
+        shard_size=args.shard_size,
+        layout=args.format,
+    )
+    if info is not None:
+        speed = f" ({info['seconds_per_image']:.4f} s / image)" if "seconds_per_image" in info else ""
+        print(f"Wrote {args.num_samples} samples of {args.model} to {args.output}{speed}")
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -212,7 +236,8 @@ def evaluate(args: argparse.Namespace) -> None:
             if "prompts" in info:
                 info["prompts"] = info["prompts"][: args.num_samples]
     else:
-        images, labels, info = _sample(args, args.num_samples or 1000)
+        count = args.num_samples or 1000
+        images, labels, info = _sampler(args, count, args.device)(range(count))
     text_to_image = "prompts" in info
     reference = args.reference or ("fashion-mnist-scenes" if text_to_image else "fashion-mnist")
     results = score_images(
@@ -308,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a LiT (or DiT) pipeline folder or Hub repo id")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--output", required=True, help="the .npz file to write (8-bit images, labels, settings)")
+    p.add_argument(
+        "--format",
+        choices=SAMPLE_LAYOUTS,
+        default="diffusers_lit",
+        help="diffusers_lit (images, labels, info) or adm (the ADM evaluation suite's arr_0 / arr_1 batch)",
+    )
+    p.add_argument("--shard-size", type=int, default=100, help="samples per resumable shard")
     add_sampling_arguments(p)
     p.set_defaults(func=generate)
 

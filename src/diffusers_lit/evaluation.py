@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from .choices import SAMPLE_LAYOUTS
+
 INCEPTION_SIZE = 299
 INCEPTION_RANGE = (-1.0, 0.9921875)  # the TensorFlow Inception's input range, as FID's reference code feeds it
 FID_WEIGHTS_ENV = "DIFFUSERS_LIT_FID_WEIGHTS"
@@ -139,17 +141,19 @@ def generate_images(
     num_inference_steps: int = 50,
     guidance_scale: float = 1.0,
     seed: int = 0,
+    start: int = 0,
 ) -> tuple[torch.Tensor, list[int]]:
     """`num_samples` images (N, C, H, W) in [0, 1] from a class-conditional pipeline, classes in turn, and their
-    labels. Image i is drawn with the seed `seed + i` whatever the batching, so that two models compared with
+    labels: images `start` to `start + num_samples - 1` of the sequence where image i has class i mod classes and
+    is drawn with the seed `seed + i`, whatever the batching (or the process), so that two models compared with
     the same seeds start from the same noise."""
     if not hasattr(pipe, "labels") or getattr(pipe.transformer.config, "norm_type", None) != "ada_norm_zero":
         raise ValueError("FID sampling here takes a class-conditional pipeline (LiTPipeline).")
     num_classes = pipe.transformer.config.num_embeds_ada_norm
-    labels = [i % num_classes for i in range(num_samples)]
+    labels = {i: i % num_classes for i in range(start, start + num_samples)}
     images = []
-    for start in tqdm(range(0, num_samples, batch_size), desc="sampling"):
-        indices = range(start, min(start + batch_size, num_samples))
+    for first in tqdm(range(start, start + num_samples, batch_size), desc="sampling"):
+        indices = range(first, min(first + batch_size, start + num_samples))
         generators = [torch.Generator().manual_seed(seed + i) for i in indices]
         out = pipe(
             [labels[i] for i in indices],
@@ -159,7 +163,7 @@ def generate_images(
             output_type="pt",
         )
         images.append(out.images.float().cpu())
-    return torch.cat(images), labels
+    return torch.cat(images), list(labels.values())
 
 
 @torch.no_grad()
@@ -172,18 +176,20 @@ def generate_text_images(
     guidance_scale: float = 4.0,
     seed: int = 0,
     negative_prompt: str = "",
+    start: int = 0,
 ) -> torch.Tensor:
-    """Images (N, C, H, W) in [0, 1] of a text-to-image pipeline, one per prompt. Image i is drawn with the seed
-    `seed + i` whatever the batching, so that two models compared with the same seeds start from the same noise."""
+    """Images (N, C, H, W) in [0, 1] of a text-to-image pipeline, one per prompt. The prompts are images `start`
+    on of a sequence where image i is drawn with the seed `seed + i`, whatever the batching (or the process), so
+    that two models compared with the same seeds start from the same noise."""
     if getattr(pipe.transformer.config, "norm_type", None) != "ada_norm_single":
         raise ValueError("Prompt sampling takes a text-to-image pipeline (LiTTextToImagePipeline).")
     prompts = list(prompts)
     if not prompts:
         raise ValueError("The prompt set is empty: give at least one prompt.")
     images = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="sampling"):
-        indices = range(start, min(start + batch_size, len(prompts)))
-        generators = [torch.Generator().manual_seed(seed + i) for i in indices]
+    for first in tqdm(range(0, len(prompts), batch_size), desc="sampling"):
+        indices = range(first, min(first + batch_size, len(prompts)))
+        generators = [torch.Generator().manual_seed(seed + start + i) for i in indices]
         out = pipe(
             [prompts[i] for i in indices],
             negative_prompt=negative_prompt,
@@ -235,16 +241,20 @@ def score_images(
     device: torch.device | str = "cpu",
 ) -> dict:
     """FID, precision and recall of N generated images (N, C, H, W) in [0, 1] or uint8 against the first N images
-    of `reference` ("fashion-mnist", or a dataset name / folder), whose features are cached. Images are scored as
-    8-bit images, so samples saved with `save_samples` score the same as fresh ones. `fid_at` adds the FID of the
-    first n images against the first n reference images for each n <= N, from the same features."""
+    of `reference` ("fashion-mnist", or a dataset name / folder), whose features are cached, or against an ADM-style
+    reference batch (a `.npz` file: all its `arr_0` images, and its own `mu` / `sigma` for the FID where it carries
+    them). Images are scored as 8-bit images, so samples saved with `save_samples` score the same as fresh ones.
+    `fid_at` adds the FID of the first n images against the first n reference images for each n <= N, from the same
+    features."""
     num_samples = len(images)
     if any(not 2 <= n <= num_samples for n in fid_at):
         raise ValueError(f"`fid_at` counts must lie in [2, {num_samples}] (the images given), got {list(fid_at)}.")
     images = quantize(images)
+    channels, resolution = images.shape[1], tuple(images.shape[-2:])
+    if str(reference).endswith(".npz"):
+        return _score_against_reference_batch(images, Path(reference), fid_at, cache_dir, inception, device)
     inception = inception or load_inception(device)
     fake = inception_features(images.float() / 255, inception, device=device)
-    channels, resolution = images.shape[1], tuple(images.shape[-2:])
 
     def reference_features() -> np.ndarray:
         if reference == "fashion-mnist":
@@ -277,6 +287,56 @@ def score_images(
     return results
 
 
+def _score_against_reference_batch(
+    images: torch.Tensor,
+    path: Path,
+    fid_at: Sequence[int],
+    cache_dir: str | os.PathLike | None,
+    inception: torch.jit.ScriptModule | None,
+    device: torch.device | str,
+) -> dict:
+    """`score_images` against an ADM-style reference batch file (see there)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No reference batch {path}: give an ADM-style .npz (arr_0 images, or mu and sigma).")
+    with np.load(path) as data:
+        if "arr_0" not in data.files and not {"mu", "sigma"} <= set(data.files):
+            raise ValueError(f"{path} is not a reference batch: it holds neither arr_0 images nor mu and sigma.")
+        statistics = (data["mu"], data["sigma"]) if {"mu", "sigma"} <= set(data.files) else None
+        reference = data["arr_0"] if "arr_0" in data.files else None
+    if reference is not None and reference.shape[1:3] != tuple(images.shape[-2:]):
+        raise ValueError(
+            f"The reference batch {path} holds {reference.shape[1]}x{reference.shape[2]} images, the samples are "
+            f"{images.shape[-2]}x{images.shape[-1]}: sample at the reference's resolution."
+        )
+    if statistics is not None and statistics[0].shape != (2048,):
+        raise ValueError(f"{path}: mu must be the 2048 pool statistics of Inception-v3, got {statistics[0].shape}.")
+    inception = inception or load_inception(device)
+    fake = inception_features(images.float() / 255, inception, device=device)
+    real = None
+    if reference is not None:
+        stamp = f"{path.name}-{path.stat().st_size}-{int(path.stat().st_mtime)}"
+        real = cached_reference_features(
+            stamp,
+            lambda: inception_features(torch.from_numpy(reference).permute(0, 3, 1, 2).float() / 255, inception),
+            cache_dir or default_cache_dir() / "fid",
+        )
+    own_statistics = statistics is not None
+    statistics = statistics if own_statistics else feature_statistics(real)
+    precision, recall = precision_recall(real, fake) if real is not None and len(fake) > 3 else (None, None)
+    results = {
+        "fid": frechet_distance(*statistics, *feature_statistics(fake)),
+        "fid_reference_statistics": "the batch's own mu and sigma" if own_statistics else "its arr_0 images",
+        "precision": precision,
+        "recall": recall,
+        "num_samples": len(images),
+        "num_reference": None if real is None else len(real),
+        "reference": str(path),
+    }
+    if fid_at:
+        results["fid_at"] = {str(n): frechet_distance(*statistics, *feature_statistics(fake[:n])) for n in fid_at}
+    return results
+
+
 def sample_for_evaluation(
     pipe,
     num_samples: int,
@@ -286,21 +346,32 @@ def sample_for_evaluation(
     batch_size: int = 100,
     seed: int = 0,
     prompts: Sequence[str] | None = None,
+    start: int = 0,
 ) -> tuple[torch.Tensor, list, dict]:
-    """`generate_images` (class-conditional pipelines) or `generate_text_images` of the first `num_samples`
-    `prompts` (text-to-image), with a timer: (images, labels, the sampling settings and seconds per image). A text
-    sample's label is the (left, right) classes its prompt names as a scene caption, (-1, -1) for other prompts."""
+    """`generate_images` (class-conditional pipelines) or `generate_text_images` of `prompts[start:start + N]`
+    (text-to-image), images `start` to `start + N - 1` of the seeded sequence, with a timer: (images, labels, the
+    sampling settings and seconds per image). A text sample's label is the (left, right) classes its prompt names as
+    a scene caption, (-1, -1) for other prompts."""
     pipe.set_progress_bar_config(disable=True)
-    start = time.perf_counter()
+    started = time.perf_counter()
     info = {}
     if getattr(pipe.transformer.config, "norm_type", None) == "ada_norm_single":
         from .scenes import parse_scene_caption
 
-        if prompts is None or len(prompts) < num_samples:
-            raise ValueError(f"{num_samples} text-to-image samples need as many prompts, got {len(prompts or [])}.")
-        prompts = list(prompts[:num_samples])
+        if prompts is None or len(prompts) < start + num_samples:
+            raise ValueError(
+                f"Text-to-image samples {start} to {start + num_samples - 1} need as many prompts, got "
+                f"{len(prompts or [])}."
+            )
+        prompts = list(prompts[start : start + num_samples])
         images = generate_text_images(
-            pipe, prompts, batch_size=batch_size, num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed
+            pipe,
+            prompts,
+            batch_size=batch_size,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            start=start,
         )
         labels = [list(parse_scene_caption(prompt) or (-1, -1)) for prompt in prompts]
         info["prompts"] = prompts
@@ -312,53 +383,75 @@ def sample_for_evaluation(
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
             seed=seed,
+            start=start,
         )
     info = {
         "steps": steps,
         "guidance_scale": guidance_scale,
         "scheduler": type(pipe.scheduler).__name__,
         "seed": seed,
-        "seconds_per_image": (time.perf_counter() - start) / num_samples,
+        "seconds_per_image": (time.perf_counter() - started) / num_samples,
         "device": str(pipe.device),
         **info,
     }
     return images, labels, info
 
 
-def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: Sequence, info: dict) -> Path:
-    """Write generated images as 8-bit (N, C, H, W), their labels (N,) (or scene items (N, 2)) and how they were
-    made (`info`, JSON, with the prompts of text samples) to one .npz file, atomically; `diffusers-lit evaluate`
-    scores such a file like a model."""
+def save_samples(
+    path: str | os.PathLike, images: torch.Tensor, labels: Sequence, info: dict, layout: str = "diffusers_lit"
+) -> Path:
+    """Write generated images, their labels (class ids (N,), or scene items (N, 2)) and how they were made (`info`,
+    JSON, with the prompts of text samples) to one .npz file, atomically; `diffusers-lit evaluate` scores such a
+    file like a model. `layout`: "diffusers_lit" (`images` 8-bit (N, C, H, W), `labels`, `info`) or "adm", the
+    sample batch of the ADM evaluation suite (`arr_0` 8-bit (N, H, W, C), `arr_1` the class ids; scene items as
+    `labels` and the settings as `info` ride along, which ADM's evaluator ignores)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"Samples are saved as .npz, got {path}.")
     if len(labels) != len(images):
         raise ValueError(f"Got {len(labels)} labels for {len(images)} images.")
+    if layout not in SAMPLE_LAYOUTS:
+        raise ValueError(f"`layout` must be one of {SAMPLE_LAYOUTS}, got {layout!r}.")
+    images, labels = quantize(images).numpy(), np.asarray(labels, dtype=np.int64)
+    arrays = {"images": images, "labels": labels}
+    if layout == "adm":
+        arrays = {
+            "arr_0": images.transpose(0, 2, 3, 1),
+            **({"arr_1": labels} if labels.ndim == 1 else {"labels": labels}),
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez_compressed(
-        tmp,
-        images=quantize(images).numpy(),
-        labels=np.asarray(labels, dtype=np.int64),
-        info=np.asarray(json.dumps(info)),
-    )
+    np.savez_compressed(tmp, **arrays, info=np.asarray(json.dumps(info)))
     os.replace(tmp, path)
     return path
 
 
 def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, list, dict]:
-    """(images uint8 (N, C, H, W), labels, info) of a file written by `save_samples`."""
+    """(images uint8 (N, C, H, W), labels, info) of a samples file: one `save_samples` wrote (either layout), or
+    an ADM sample batch from elsewhere (`arr_0` (N, H, W, C), class ids `arr_1` if any, else labels -1)."""
     with np.load(path) as data:
-        missing = {"images", "labels", "info"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path} is not a samples file of `diffusers-lit generate`: it lacks {sorted(missing)}.")
-        images = data["images"]
+        if "arr_0" in data.files:
+            images = data["arr_0"]
+            if images.ndim != 4 or images.shape[-1] not in (1, 3):
+                raise ValueError(f"{path}: an ADM batch's arr_0 is (N, H, W, 1 or 3), got {images.shape}.")
+            images = images.transpose(0, 3, 1, 2)
+            labels = data["labels"] if "labels" in data.files else data["arr_1"] if "arr_1" in data.files else None
+            labels = np.full(len(images), -1) if labels is None else labels
+            info = json.loads(str(data["info"])) if "info" in data.files else {"source": "an ADM sample batch"}
+        else:
+            missing = {"images", "labels", "info"} - set(data.files)
+            if missing:
+                raise ValueError(
+                    f"{path} is neither a samples file of `diffusers-lit generate` nor an ADM batch (arr_0): it "
+                    f"lacks {sorted(missing)}."
+                )
+            images, labels, info = data["images"], data["labels"], json.loads(str(data["info"]))
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(
                 f"{path} holds {images.dtype} images of shape {images.shape}: a samples file holds 8-bit images "
                 "(N, C, H, W), as `diffusers-lit generate` writes them (floats in 0..255 or 0..1 are not guessed)."
             )
-        return torch.from_numpy(images), data["labels"].tolist(), json.loads(str(data["info"]))
+        return torch.from_numpy(np.ascontiguousarray(images)), labels.tolist(), info
 
 
 def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
