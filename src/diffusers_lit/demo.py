@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-TEACHER = REPO / "assets" / "fmnist-dit"
-TEXT_TEACHER = REPO / "assets" / "scenes-pixart"  # the text-to-image teacher (make teacher-t2i)
-TEXT_STUDENT = REPO / "assets" / "scenes-lit"  # its LiT student, distilled by benchmarks/text_to_image.sh
-DISTILL_SCRIPT = REPO / "examples" / "distill_lit.py"
+# The demo's one tie to the repository checkout: the models it ships under assets/ (not in the wheel).
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+TEACHER = ASSETS / "fmnist-dit"
+TEXT_TEACHER = ASSETS / "scenes-pixart"  # the text-to-image teacher (make teacher-t2i)
+TEXT_STUDENT = ASSETS / "scenes-lit"  # its LiT student, distilled by benchmarks/text_to_image.sh
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -50,16 +50,20 @@ def run_demo(
     from .pipelines import LiTPipeline, scheduler_from_name
 
     output_dir = Path(output_dir)
-    if not DISTILL_SCRIPT.is_file():
-        raise FileNotFoundError(f"The demo runs {DISTILL_SCRIPT}: run it from a checkout of the repository.")
+    if not Path(teacher, "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"No teacher pipeline at {teacher}: the demo's models ship in the repository's assets/ folder (not in the "
+            "wheel), so run it from a checkout, or pass `teacher` (and the text-to-image ones) explicitly."
+        )
     print(f"1/5 Converting the teacher {teacher} into a LiT student (self-attention fresh)")
     init = convert_to_lit(teacher, output_dir / "lit-init", overwrite=True, seed=seed)
 
     print(f"2/5 Hybrid knowledge distillation: {distill_steps} steps of {batch_size} images")
     student_dir = output_dir / "lit"
-    command = [
+    command = [  # a process of its own, as `accelerate launch` would start it
         sys.executable,
-        str(DISTILL_SCRIPT),
+        "-m",
+        "diffusers_lit.training",
         "--teacher",
         str(teacher),
         "--student",
