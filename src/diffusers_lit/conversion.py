@@ -25,12 +25,12 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from .choices import DTYPES, INHERIT, MODEL_SIZES, torch_dtype
+from .files import write_atomically
 from .hub import (
     REMOTE_CODE_MODULE,
     pipeline_class_name,
     read_card_info,
     resolve_pretrained_folder,
-    write_atomically,
     write_card_info,
     write_remote_code,
 )

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from .choices import SAMPLE_LAYOUTS
+from .files import atomic_path
 
 INCEPTION_SIZE = 299
 INCEPTION_RANGE = (-1.0, 0.9921875)  # the TensorFlow Inception's input range, as FID's reference code feeds it
@@ -126,9 +127,8 @@ def cached_reference_features(
         return np.load(path)
     features = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}.npy")
-    np.save(tmp, features)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, features)
     return features
 
 
@@ -420,9 +420,8 @@ def save_samples(
             **({"arr_1": labels} if labels.ndim == 1 else {"labels": labels}),
         }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez_compressed(tmp, **arrays, info=np.asarray(json.dumps(info)))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays, info=np.asarray(json.dumps(info)))
     return path
 
 

@@ -11,6 +11,8 @@ from huggingface_hub import ModelCard, ModelCardData, create_repo, snapshot_down
 from huggingface_hub.constants import is_offline_mode
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+from .files import write_atomically
+
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card_template.md"  # package data; the top level links here
 UNRECORDED_ORIGIN = "Saved with diffusers_lit's `save_pretrained`; its origin was not recorded."
 CARD_INFO_FILE = "card_info.json"  # the facts a pipeline's model card is rendered from, kept as data
@@ -144,13 +146,6 @@ def render_model_card(
         is_lit=transformer_class == "LiTTransformer2DModel",
         transformer_class=transformer_class,
     )
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it into place."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
 
 
 def lit_pipeline_classes() -> dict[str, type]:

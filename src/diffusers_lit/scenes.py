@@ -7,12 +7,12 @@ statistics and prompts. `load_scenes` builds a `datasets.Dataset` with columns `
 `text`, `left_label`, `right_label` and `phrasing`, and caches it with `save_to_disk` under the Hugging Face home.
 """
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
+
+from .files import atomic_path
 
 SCENES_DATASET = "fashion-mnist-scenes"  # the name `--dataset` and `load_image_dataset` know
 SCENE_HEIGHT, SCENE_WIDTH = 32, 64
@@ -153,10 +153,6 @@ def load_scenes(split: str = "train", num_scenes: int | None = None, seed: int |
         return datasets.load_from_disk(str(folder))
     scenes = build_scenes(split, num_scenes, seed)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    scenes.save_to_disk(str(tmp))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process cached the same scenes first
-        shutil.rmtree(tmp)
+    with atomic_path(folder, keep_existing=True) as tmp:  # another process may cache the same scenes first
+        scenes.save_to_disk(str(tmp))
     return datasets.load_from_disk(str(folder))

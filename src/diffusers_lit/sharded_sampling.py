@@ -20,6 +20,7 @@ from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
 
 from .evaluation import load_samples, save_samples
+from .files import write_atomically
 
 SETTINGS_FILE = "run.json"
 
@@ -48,9 +49,7 @@ def _check_settings(folder: Path, settings: dict[str, Any], state: PartialState)
     if state.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
         if not path.is_file():
-            tmp = path.with_name(f".{SETTINGS_FILE}.tmp")
-            tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-            tmp.replace(path)
+            write_atomically(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
     state.wait_for_everyone()
     recorded = json.loads(path.read_text())
     if recorded != json.loads(json.dumps(settings)):

@@ -20,6 +20,12 @@ from .schedulers import SAMPLES_WITH_VARIANCE, uses_learned_variance
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
+def vae_scale_factor(vae: AutoencoderKL | None) -> int:
+    """Pixels per latent along each side: 2 per VAE down block after the first (8 for Stable Diffusion's); 1 in
+    pixel space (`vae=None`)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+
+
 def check_pixel_space(transformer, vae) -> None:
     """Without a VAE a pipeline samples pixels: refuse a transformer of latent channels (it would decode nothing)."""
     if vae is None and transformer.config.in_channels not in (1, 3):
@@ -74,7 +80,7 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
         id2label = {int(key): value for key, value in (id2label or {}).items()}
         self.register_to_config(id2label={str(key): value for key, value in sorted(id2label.items())} or None)
         self.labels = {name.strip(): key for key, value in id2label.items() for name in value.split(",")}
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+        self.vae_scale_factor = vae_scale_factor(vae)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.card_info = {}
         self._current_timestep = None

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_path, write_atomically
+
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "training_state.json"
 EMA_WEIGHTS, EMA_STATE = "ema.safetensors", "ema.json"
@@ -108,9 +110,8 @@ def save_ema(ema, checkpoint_dir: str | os.PathLike) -> None:
 
     folder = Path(checkpoint_dir)
     tensors = {f"shadow.{index}": param.detach().cpu().contiguous() for index, param in enumerate(ema.shadow_params)}
-    tmp = folder / f".{EMA_WEIGHTS}.tmp-{os.getpid()}"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / EMA_WEIGHTS)
+    with atomic_path(folder / EMA_WEIGHTS) as tmp:
+        save_file(tensors, str(tmp))
     state = {
         "optimization_step": int(ema.optimization_step),
         "decay": ema.decay,
@@ -161,10 +162,8 @@ def load_ema(ema, checkpoint_dir: str | os.PathLike) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` as JSON to a temporary file beside `path`, then rename it into place."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        json.dump(data, tmp, indent=2, sort_keys=True, default=str)
-    os.replace(tmp.name, path)
+    """Write `data` as JSON to `path`, whole."""
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def write_training_state(checkpoint_dir: str | os.PathLike, state: dict[str, Any]) -> None:

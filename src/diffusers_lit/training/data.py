@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_path
 from ..image_datasets import check_dataset_columns, preprocess_image
 
 CACHE_VERSION = 1
@@ -234,10 +235,6 @@ def cache_key(dataset, **settings: Any) -> str:
 
 def save_training_data(data: TrainingData, folder: Path) -> None:
     """Write the cache atomically: tensors.safetensors and meta.json in `folder`, renamed into place last."""
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file(data.tensors(), str(tmp / "tensors.safetensors"))
     meta = {
         "kind": data.kind,
         "random_flip": data.random_flip,
@@ -245,13 +242,10 @@ def save_training_data(data: TrainingData, folder: Path) -> None:
         "shift_factor": data.shift_factor,
         "metadata": data.metadata,
     }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process wrote the same cache first
-        for path in tmp.iterdir():
-            path.unlink()
-        tmp.rmdir()
+    with atomic_path(folder, keep_existing=True) as tmp:  # another process may write the same cache first
+        tmp.mkdir(parents=True)
+        save_file(data.tensors(), str(tmp / "tensors.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 def load_training_data(folder: Path) -> TrainingData:

@@ -29,10 +29,12 @@ from ..hardware import cpu_has_native_bf16
 from ..image_datasets import check_dataset_columns, dataset_class_names, load_image_dataset, parse_resolution
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
 from ..pipelines.lora import LORA_TARGET_MODULES
+from ..pipelines.pipeline_lit import vae_scale_factor
 from .checkpointing import (
     check_no_pickled_objects,
     check_output_dir_writable,
     check_resume_compatible,
+    checkpoint_step,
     clear_previous_run,
     load_ema,
     previous_run,
@@ -286,7 +288,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     if text_to_image and (tokenizer is None or text_encoder is None):
         raise ValueError(f"The text-to-image teacher {args.teacher} has no tokenizer / text encoder.")
 
-    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+    vae_scale = vae_scale_factor(vae)
     resolution = args.resolution or (tuple(teacher.image_size) if teacher.image_size else None)
     resolution = resolution or student.config.sample_size * vae_scale
     multiple = vae_scale * student.config.patch_size
@@ -437,7 +439,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             load_ema(ema, checkpoint)  # checked before accelerate's state is touched
             ema.to(device)
         accelerator.load_state(str(checkpoint))
-        global_step = int(checkpoint.name.split("-")[-1])
+        global_step = checkpoint_step(checkpoint)
         logger.info(f"Resumed from {checkpoint} at step {global_step}")
 
     null_class = None if text_to_image else accelerator.unwrap_model(student).config.num_embeds_ada_norm
