@@ -50,8 +50,8 @@ teacher: $(STAMP) fashion-mnist jemalloc
 		--max_train_steps 4000 --resume_from_checkpoint latest
 
 # The text-to-image teacher of Fashion-MNIST scenes (assets/scenes-pixart): diffusers' PixArt-Sigma layout in
-# pixels, all-MiniLM-L6-v2 captions, 2,500 steps of 64 scenes, about 75 minutes on 2 quiet cores with bf16 and
-# jemalloc (docs/results.md, "Text-to-image"). Resumable: run it again after a stop.
+# pixels, all-MiniLM-L6-v2 captions, 5,000 steps of 64 scenes, about 2.4 hours of training steps on 2 quiet cores
+# with bf16 and jemalloc (docs/results.md, "Text-to-image"). Resumable: run it again after a stop.
 T2I_TEACHER_DIR ?= runs/scenes-pixart-cpu
 teacher-t2i: $(STAMP) fashion-mnist jemalloc
 	. ./scripts/jemalloc.sh && $(PY) examples/train_dit.py --dataset fashion-mnist-scenes --output_dir $(T2I_TEACHER_DIR) \
