@@ -84,6 +84,12 @@ def test_the_command_line_parses_without_torch_or_diffusers():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+    mistake = (  # a user's mistake is answered before the heavy imports too
+        "import sys\nfrom diffusers_lit.cli import main\ntry:\n    main(['generate', 'm', '--output', 'x.png'])\n"
+        "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", mistake], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["2", "False"] and "error: --output must name a .npz file" in result.stderr
 
 
 def test_the_choices_name_what_the_modules_act_on():

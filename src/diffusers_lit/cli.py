@@ -36,11 +36,11 @@ def demo(args: argparse.Namespace) -> None:
 
 def sample(args: argparse.Namespace) -> None:
     """Generate images with a LiT pipeline and write them as a labelled grid."""
+    if (args.class_labels is None) == (args.prompt is None):  # checked before the heavy imports
+        raise ValueError("give either --class-labels or --prompt (one of them).")
     from .evaluation import image_grid
     from .pipelines import LiTPipeline, LiTTextToImagePipeline, scheduler_from_name
 
-    if (args.class_labels is None) == (args.prompt is None):
-        raise ValueError("give either --class-labels or --prompt (one of them).")
     pipe = LiTPipeline.from_pretrained(args.model)
     if args.scheduler:
         pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
@@ -194,17 +194,24 @@ def _sampler(args: argparse.Namespace, num_samples: int, device: str) -> "Callab
     return sample
 
 
+def _device(args: argparse.Namespace) -> str:
+    """`--device`, or cuda where PyTorch sees a GPU, else cpu (imports torch: call it after the cheap checks)."""
+    from .hardware import default_device
+
+    return args.device or default_device()
+
+
 def generate(args: argparse.Namespace) -> None:
     """Sample a pipeline into a .npz file (8-bit images, labels, settings and prompts), to score later; under
     `accelerate launch` the samples are shared out over the processes (`sharded_sampling`)."""
-    from .sharded_sampling import process_state, sample_in_shards
-
-    if not args.output.endswith(".npz"):
+    if not args.output.endswith(".npz"):  # checked before the heavy imports
         raise ValueError(f"--output must name a .npz file, got {args.output}.")
     if args.num_samples < 1 or args.shard_size < 1:
         raise ValueError("--num-samples and --shard-size must be at least 1.")
+    from .sharded_sampling import process_state, sample_in_shards
+
     state = process_state()
-    device = str(state.device) if state.use_distributed else args.device
+    device = str(state.device) if state.use_distributed else _device(args)
     settings = {  # what changes the images: shards of a run with other settings are refused, not mixed
         key: getattr(args, key)
         for key in ("model", "steps", "guidance_scale", "scheduler", "seed", "prompts", "linear_attention_backend")
@@ -226,6 +233,8 @@ def evaluate(args: argparse.Namespace) -> None:
     """Score a pipeline's samples, or a samples file of `generate`: FID, precision, recall; for text-to-image
     samples of scene prompts also scene and object accuracy (prompt adherence)."""
     from .evaluation import load_samples, score_images
+
+    args.device = _device(args)
 
     if args.model.endswith(".npz"):
         images, labels, info = load_samples(args.model)
@@ -377,10 +386,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     `error: ...` and exits with status 2; `--debug` shows the traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if "device" in args and args.device is None:
-        from .hardware import default_device
-
-        args.device = default_device()
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, OSError) as error:
