@@ -317,7 +317,9 @@ def _score_against_reference_batch(
         stamp = f"{path.name}-{path.stat().st_size}-{int(path.stat().st_mtime)}"
         real = cached_reference_features(
             stamp,
-            lambda: inception_features(torch.from_numpy(reference).permute(0, 3, 1, 2).float() / 255, inception),
+            lambda: inception_features(
+                torch.from_numpy(reference).permute(0, 3, 1, 2).float() / 255, inception, device=device
+            ),
             cache_dir or default_cache_dir() / "fid",
         )
     own_statistics = statistics is not None
