@@ -58,7 +58,7 @@ teacher-t2i: $(STAMP) fashion-mnist jemalloc
 		--text_encoder sentence-transformers/all-MiniLM-L6-v2 --caption_length 32 --resolution 32x64 --patch_size 4 \
 		--width 192 --depth 6 --heads 3 --train_batch_size 64 --learning_rate 3e-4 --use_ema --ema_decay 0.999 \
 		--ema_schedule warmup --max_grad_norm 1.0 --mixed_precision $(MIXED_PRECISION) --checkpointing_steps 250 \
-		--max_train_steps 5000 --validation_steps 500 --resume_from_checkpoint latest
+		--max_train_steps 7500 --validation_steps 500 --resume_from_checkpoint latest
 
 # The scene classifier that scores prompt adherence (assets/fmnist-classifier), a few minutes on a CPU.
 CLASSIFIER_DIR ?= runs/fmnist-classifier

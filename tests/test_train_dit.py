@@ -135,6 +135,17 @@ def test_help_lists_the_model_flags_and_points_to_the_loop(capsys):
     assert model_args.width == 64 and rest == ["--max_train_steps", "3"]  # the loop's flags pass through
 
 
+def test_the_from_scratch_loop_has_no_teacher_flags(capsys):
+    """examples/train_dit.py trains without a teacher: the loop's flags less the teacher's, lambdas 0."""
+    base = ["--dataset", "d", "--output_dir", "o", "--max_train_steps", "3"]
+    args = parse_distill_args(base, from_scratch=True)
+    assert (args.teacher, args.student, args.lambda_noise, args.lambda_var) == (None, None, 0.0, 0.0)
+    for flags in (["--teacher", "t"], ["--lambda_noise", "0.5"], ["--inherit", "qkv"]):
+        with pytest.raises(SystemExit):
+            parse_distill_args([*base, *flags], from_scratch=True)
+        assert "unrecognized arguments: " + flags[0] in capsys.readouterr().err
+
+
 def test_make_teacher_trains_the_shipped_architecture():
     """`make teacher` (the teacher retrained on a CPU) builds the shipped teacher's model, with valid loop flags."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("MAKE")}
@@ -144,7 +155,7 @@ def test_make_teacher_trains_the_shipped_architecture():
     command = next(line for line in recipe.splitlines() if "examples/train_dit.py" in line)
     argv = shlex.split(command.split("examples/train_dit.py", 1)[1])
     model_args, rest = parse_dit_args(argv)
-    loop_args = parse_distill_args([*rest, "--teacher", "unused"])
+    loop_args = parse_distill_args(rest, from_scratch=True)
     shipped = json.loads((ROOT / "assets" / "fmnist-dit" / "transformer" / "config.json").read_text())
     assert (model_args.width, model_args.depth, model_args.heads, model_args.patch_size, model_args.resolution) == (
         shipped["num_attention_heads"] * shipped["attention_head_dim"],

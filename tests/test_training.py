@@ -291,6 +291,11 @@ def test_checkpoint_listing_limit_and_resume_checks(tmp_path):
     other = {**signature, "student": config_signature(tiny_lit(num_classes=5))}
     with pytest.raises(ValueError, match="another student.*num_embeds_ada_norm: 3 in the checkpoint, 5 now"):
         check_resume_compatible(tmp_path / "checkpoint-30", other)
+    # A from-scratch run has no teacher (None): whatever a checkpoint recorded in its place is not compared.
+    scratch = {**signature, "teacher": None}
+    assert check_resume_compatible(tmp_path / "checkpoint-30", scratch)["step"] == 30
+    with pytest.raises(ValueError, match="another student"):
+        check_resume_compatible(tmp_path / "checkpoint-30", {**other, "teacher": None})
 
     check_output_dir_writable(tmp_path / "new" / "out")
     (tmp_path / "file").write_text("")

@@ -660,7 +660,8 @@ def convert_to_lit(
 
 @dataclass
 class SourceModel:
-    """A DiT / PixArt teacher as diffusers objects: its transformer and the components of its pipeline."""
+    """A loaded DiT / PixArt source (a distillation's teacher, a from-scratch run's own model) as diffusers
+    objects: its transformer and the components of its pipeline."""
 
     name: str
     layout: str
@@ -668,8 +669,12 @@ class SourceModel:
     components: dict[str, Any]
     id2label: dict[int, str] | None
     text_encoder_id: str | None = None
-    max_sequence_length: int | None = None
-    image_size: list[int] | None = None
+    max_sequence_length: int | None = None  # the caption length it was trained with, if recorded
+    image_size: list[int] | None = None  # (height, width) in pixels of a model trained on non-square images
+
+    @property
+    def is_text_to_image(self) -> bool:
+        return getattr(self.transformer.config, "norm_type", None) == "ada_norm_single"
 
 
 def load_source(

@@ -338,8 +338,8 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         height, width = hidden_states.shape[-2] // patch, hidden_states.shape[-1] // patch
         timestep = torch.as_tensor(timestep, device=hidden_states.device).reshape(-1).expand(batch)
 
+        # 1. Input: patch and position embeddings, then the conditioning (timestep + class, or timestep + caption)
         hidden_states = self.pos_embed(hidden_states)  # (B, N, D)
-
         if self.config.norm_type == "ada_norm_zero":
             embedders = self.time_class_embed if self.config.per_block_embedders else [self.time_class_embed]
             conditionings = [embed(timestep, class_labels, hidden_dtype=hidden_states.dtype) for embed in embedders]
@@ -356,6 +356,7 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
                 encoder_attention_mask = encoder_attention_mask.unsqueeze(1)
             conditionings = [conditioning]
 
+        # 2. Blocks
         for index, block in enumerate(self.transformer_blocks):
             args = (
                 hidden_states,
@@ -371,6 +372,7 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
             else:
                 hidden_states = block(*args)
 
+        # 3. Output: the final modulated norm and linear layer, then patches back to an image
         if self.config.norm_type == "ada_norm_zero":
             shift, scale = self.proj_out_1(F.silu(embedded)).chunk(2, dim=1)  # (B, D) each
             hidden_states = self.norm_out(hidden_states) * (1 + scale[:, None]) + shift[:, None]
@@ -379,7 +381,6 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
             shift, scale = (self.scale_shift_table[None] + embedded[:, None]).chunk(2, dim=1)  # (B, 1, D) each
             hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
             hidden_states = self.proj_out(hidden_states)  # (B, N, p * p * C_out)
-
         output = self.unpatchify(hidden_states, height, width)  # (B, C_out, H, W)
         if not return_dict:
             return (output,)

@@ -27,7 +27,6 @@ from .data import (
     step_generator,
 )
 from .distillation import (
-    Teacher,
     check_teacher_student,
     config_signature,
     convert_teacher,
@@ -55,7 +54,6 @@ from .validation import log_validation_grid, save_validation_grid, validation_gr
 
 __all__ = [
     "DiffusionSchedule",
-    "Teacher",
     "TrainingData",
     "build_training_data",
     "cached_training_data",

@@ -178,11 +178,11 @@ def read_training_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
 def check_resume_compatible(checkpoint_dir: str | os.PathLike, signature: dict[str, Any]) -> dict[str, Any]:
     """Refuse to resume from a checkpoint of another model: its student, teacher or data layout must be the same.
 
-    `signature` has "student" and "teacher" (`config_signature`) and "data" (input kind and shape); returns the
-    checkpoint's training state."""
+    `signature` has "student" and "teacher" (`config_signature`) and "data" (input kind and shape); a part that is
+    None (a from-scratch run's teacher) is not compared. Returns the checkpoint's training state."""
     state = read_training_state(checkpoint_dir)
     recorded = state.get("signature", {})
-    for part in ("student", "teacher", "data"):
+    for part in (name for name in ("student", "teacher", "data") if signature.get(name) is not None):
         if json.loads(json.dumps(recorded.get(part), default=str)) != json.loads(
             json.dumps(signature.get(part), default=str)
         ):

@@ -1,30 +1,12 @@
 """Teacher and student of hybrid knowledge distillation: loading, compatibility checks, conditions, CFG dropout."""
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..conversion import SourceCheckpoint, SourceModel, convert_transformer, load_source
 from ..models import LiTTransformer2DModel
-
-
-@dataclass
-class Teacher:
-    """A frozen teacher: its transformer (DiT / PixArt layout) and the components that go with it."""
-
-    transformer: torch.nn.Module
-    components: dict[str, Any] = field(default_factory=dict)
-    id2label: dict[int, str] | None = None
-    name: str = "teacher"
-    layout: str = "dit"
-    text_encoder_id: str | None = None  # a text encoder referenced by name (not saved with the pipeline)
-    max_sequence_length: int | None = None  # the caption length the teacher was trained with, if recorded
-    image_size: list[int] | None = None  # (height, width) in pixels of a teacher trained on non-square images
-
-    @property
-    def is_text_to_image(self) -> bool:
-        return getattr(self.transformer.config, "norm_type", None) == "ada_norm_single"
 
 
 def load_teacher(
@@ -34,25 +16,13 @@ def load_teacher(
     token: str | None = None,
     cache_dir: str | None = None,
     components: str | os.PathLike | None = None,
-) -> Teacher:
+) -> SourceModel:
     """
-    The teacher from a Hub id, a diffusers folder or an original checkpoint (`diffusers_lit.conversion.load_source`).
+    The frozen teacher from a Hub id, a diffusers folder or an original checkpoint (`load_source`).
     `components`: a pipeline folder or Hub id to take the VAE, scheduler, tokenizer and text encoder from, for
     sources without them (an original checkpoint file).
     """
-    from ..conversion import load_source
-
-    loaded = load_source(str(source), revision=revision, token=token, cache_dir=cache_dir)
-    teacher = Teacher(
-        loaded.transformer,
-        dict(loaded.components),
-        loaded.id2label,
-        loaded.name,
-        loaded.layout,
-        loaded.text_encoder_id,
-        loaded.max_sequence_length,
-        loaded.image_size,
-    )
+    teacher = load_source(str(source), revision=revision, token=token, cache_dir=cache_dir)
     if components is not None:
         extra = load_source(str(components), revision=revision, token=token, cache_dir=cache_dir)
         teacher.components = {**extra.components, **teacher.components}
@@ -60,15 +30,12 @@ def load_teacher(
     return teacher
 
 
-def load_student(
-    source: str | os.PathLike, *, lit_only: bool = True, **kwargs: Any
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The transformer of a LiT pipeline folder (or Hub id), and that pipeline's other components. `lit_only`:
-    refuse a pipeline whose transformer is not a LiT (a DiT trained from scratch passes `lit_only=False`)."""
+def load_student(source: str | os.PathLike, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict[str, Any]]:
+    """The LiT transformer of a LiT pipeline folder (or Hub id), and that pipeline's other components."""
     from ..pipelines import LiTPipeline
 
     pipe = LiTPipeline.from_pretrained(str(source), **kwargs)
-    if lit_only and not isinstance(pipe.transformer, LiTTransformer2DModel):
+    if not isinstance(pipe.transformer, LiTTransformer2DModel):
         raise ValueError(
             f"--student {source} holds a {type(pipe.transformer).__name__}, not a LiTTransformer2DModel: convert "
             "it with `diffusers-lit convert`, or leave --student out to convert the teacher on the fly."
@@ -77,11 +44,9 @@ def load_student(
     return pipe.transformer, components
 
 
-def convert_teacher(teacher: Teacher, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict]:
+def convert_teacher(teacher: SourceModel, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict]:
     """A LiT student converted from the teacher's transformer (`diffusers_lit.conversion.convert_transformer`):
     every weight copied but the self-attention's. `kwargs`: linear_attention_heads, dwc_kernel_size, inherit, seed."""
-    from ..conversion import SourceCheckpoint, convert_transformer
-
     config = {key: value for key, value in dict(teacher.transformer.config).items() if not key.startswith("_")}
     state_dict = {key: value.detach().float() for key, value in teacher.transformer.state_dict().items()}
     return convert_transformer(SourceCheckpoint(teacher.name, teacher.layout, config, state_dict), **kwargs)

@@ -21,7 +21,7 @@ def parse_dit_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, l
     parser = argparse.ArgumentParser(
         description="Train a class-conditional DiT, or with --text_encoder a text-to-image PixArt, from scratch.",
         epilog="Every other flag is the distillation loop's: `python examples/distill_lit.py --help` lists them "
-        "(--teacher, --lambda_noise and --lambda_var are set here: no teacher).",
+        "(less the teacher's: --teacher, --student, its conversion and --lambda_noise / --lambda_var).",
     )
     parser.add_argument(
         "--resolution",
@@ -104,12 +104,12 @@ def train_dit(argv: list[str] | None = None) -> Path:
     """Train a DiT (or PixArt) from scratch with the flags of `examples/train_dit.py`; returns the output folder.
     The fresh model is written once to OUTPUT_DIR/init_pipeline."""
     model_args, rest = parse_dit_args(argv)
-    args = parse_distill_args([*rest, "--teacher", "unused", "--lambda_noise", "0", "--lambda_var", "0"])
+    args = parse_distill_args(rest, from_scratch=True)
     init_folder = Path(args.output_dir) / "init_pipeline"
     if args.overwrite_output_dir and init_folder.is_dir():  # a new run: a new model, not the earlier run's
         shutil.rmtree(init_folder)
     init = initial_dit_pipeline(model_args, args.dataset, args.label_column, init_folder, args.seed)
-    args.teacher = args.student = str(init)
+    args.student = str(init)
     args.resolution = model_args.resolution
     if model_args.text_encoder is not None:
         args.max_sequence_length = model_args.caption_length

@@ -24,7 +24,7 @@ from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
 from ..choices import INHERIT
-from ..conversion import default_scheduler
+from ..conversion import default_scheduler, load_source
 from ..hardware import cpu_has_native_bf16
 from ..image_datasets import check_dataset_columns, dataset_class_names, load_image_dataset, parse_resolution
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
@@ -74,24 +74,31 @@ def ema_text(decay: float, schedule: str) -> str:
     return f", EMA weights (diffusers' warmup: decay min((1 + s) / (10 + s), {decay}) at step s)"
 
 
-def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The flags of `examples/distill_lit.py` (`--help` lists them), checked."""
+def parse_distill_args(argv: list[str] | None = None, *, from_scratch: bool = False) -> argparse.Namespace:
+    """The flags of `examples/distill_lit.py` (`--help` lists them), checked. `from_scratch` (examples/train_dit.py):
+    the loop's flags without a teacher, its conversion or its loss weights (teacher None, lambdas 0)."""
     parser = argparse.ArgumentParser(description="Distil a LiT student from a DiT / PixArt teacher.")
-    # Models.
-    parser.add_argument("--teacher", required=True, help="Hub id, folder or original checkpoint of the teacher.")
-    parser.add_argument("--student", default=None, help="LiT pipeline folder or Hub id; omitted: convert the teacher.")
-    parser.add_argument("--revision", default=None, help="Hub revision of the teacher.")
-    parser.add_argument(
-        "--teacher_components", default=None, help="Pipeline to take the VAE / scheduler / text encoder from."
-    )
-    parser.add_argument("--linear_attention_heads", type=int, default=None, help="On-the-fly conversion: LiT heads.")
-    parser.add_argument("--dwc_kernel_size", type=int, default=5, help="On-the-fly conversion: DWC kernel.")
-    parser.add_argument(
-        "--inherit",
-        default="none",
-        choices=list(INHERIT),
-        help="On-the-fly conversion: self-attention projections to copy from the teacher.",
-    )
+    if from_scratch:
+        parser.set_defaults(teacher=None, student=None, teacher_components=None, lambda_noise=0.0, lambda_var=0.0)
+    else:  # Models.
+        parser.add_argument("--teacher", required=True, help="Hub id, folder or original checkpoint of the teacher.")
+        parser.add_argument(
+            "--student", default=None, help="LiT pipeline folder or Hub id; omitted: convert the teacher."
+        )
+        parser.add_argument("--revision", default=None, help="Hub revision of the teacher.")
+        parser.add_argument(
+            "--teacher_components", default=None, help="Pipeline to take the VAE / scheduler / text encoder from."
+        )
+        parser.add_argument(
+            "--linear_attention_heads", type=int, default=None, help="On-the-fly conversion: LiT heads."
+        )
+        parser.add_argument("--dwc_kernel_size", type=int, default=5, help="On-the-fly conversion: DWC kernel.")
+        parser.add_argument(
+            "--inherit",
+            default="none",
+            choices=list(INHERIT),
+            help="On-the-fly conversion: self-attention projections to copy from the teacher.",
+        )
     # Data.
     parser.add_argument("--dataset", required=True, help="Hub dataset name, image folder, or save_to_disk folder.")
     parser.add_argument("--dataset_config_name", default=None)
@@ -112,8 +119,9 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache_dir", default=None, help="Where latents / text embeddings are cached.")
     parser.add_argument("--cfg_dropout_prob", type=float, default=0.1, help="Class / caption dropout for CFG.")
     # Loss.
-    parser.add_argument("--lambda_noise", type=float, default=0.5, help="Weight of MSE(eps_student, eps_teacher).")
-    parser.add_argument("--lambda_var", type=float, default=0.05, help="Weight of MSE(v_student, v_teacher).")
+    if not from_scratch:
+        parser.add_argument("--lambda_noise", type=float, default=0.5, help="Weight of MSE(eps_student, eps_teacher).")
+        parser.add_argument("--lambda_var", type=float, default=0.05, help="Weight of MSE(v_student, v_teacher).")
     parser.add_argument("--vlb_scale", type=float, default=1.0, help="Weight of L_vlb (DiT: 1).")
     # Optimisation.
     parser.add_argument("--train_batch_size", type=int, default=32, help="Per process.")
@@ -214,8 +222,8 @@ def parse_distill_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     """Distil `args.student` from `args.teacher` (flags of `parse_distill_args`); returns the output folder, which
-    holds the final pipeline. `from_scratch` (examples/train_dit.py): train the student, which may be a DiT, with the
-    plain diffusion loss; the teacher folder only lends its components (scheduler, VAE)."""
+    holds the final pipeline. `from_scratch` (examples/train_dit.py): no teacher; train the student pipeline's own
+    transformer, which may be a DiT or PixArt, with the plain diffusion loss."""
     if from_scratch and (args.lambda_noise != 0 or args.lambda_var != 0):
         raise ValueError("Training from scratch has no teacher to distil from: lambda_noise and lambda_var must be 0.")
     output_dir = check_output_dir_writable(args.output_dir)  # refused before anything is loaded
@@ -252,44 +260,49 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     device = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
-    # Teacher and student.
-    teacher = load_teacher(
-        args.teacher, revision=args.revision, token=args.hub_token, components=args.teacher_components
-    )
-    if args.student is not None:
-        student, student_components = load_student(args.student, lit_only=not from_scratch)
+    # Teacher and student. `source` lends the VAE, scheduler, text encoder and labels: the teacher, or from scratch
+    # the student's own pipeline (loaded once: its transformer is the student).
+    if from_scratch:
+        teacher, source = None, load_source(args.student)
+        student, student_components = source.transformer, {}
     else:
-        student, report = convert_teacher(
-            teacher,
-            linear_attention_heads=args.linear_attention_heads,
-            dwc_kernel_size=args.dwc_kernel_size,
-            inherit=args.inherit,
-            seed=args.seed,
+        teacher = source = load_teacher(
+            args.teacher, revision=args.revision, token=args.hub_token, components=args.teacher_components
         )
-        student_components = {}
-        logger.info(f"Converted the teacher on the fly: {report}")
-    check_teacher_student(teacher.transformer, student, lambda_var=args.lambda_var)
+        if args.student is not None:
+            student, student_components = load_student(args.student)
+        else:
+            student, report = convert_teacher(
+                teacher,
+                linear_attention_heads=args.linear_attention_heads,
+                dwc_kernel_size=args.dwc_kernel_size,
+                inherit=args.inherit,
+                seed=args.seed,
+            )
+            student_components = {}
+            logger.info(f"Converted the teacher on the fly: {report}")
+        check_teacher_student(teacher.transformer, student, lambda_var=args.lambda_var)
     disable_label_dropout(student)  # classifier-free guidance dropout is the loop's, applied once to both models
     embedder_copies = dit_embedder_copies(student)
-    text_to_image = teacher.is_text_to_image
-    vae = teacher.components.get("vae")
-    tokenizer, text_encoder = teacher.components.get("tokenizer"), teacher.components.get("text_encoder")
+    text_to_image = source.is_text_to_image
+    vae = source.components.get("vae")
+    tokenizer, text_encoder = source.components.get("tokenizer"), source.components.get("text_encoder")
     if vae is None and student.config.in_channels not in (1, 3):
         raise ValueError(
             f"The teacher works on {student.config.in_channels}-channel latents but comes without a VAE: pass "
             "--teacher_components with a pipeline that has its VAE (e.g. facebook/DiT-XL-2-256)."
         )
     # DiT and PixArt train on DDPM's 1000 linear betas (diffusers' defaults) when the teacher names no scheduler.
-    teacher_scheduler = teacher.components.get("scheduler") or default_scheduler(
+    teacher_scheduler = source.components.get("scheduler") or default_scheduler(
         "pixart" if text_to_image else "dit", latent=vae is not None
     )
     scheduler = student_components.get("scheduler") or teacher_scheduler  # the saved pipeline's sampler
     schedule = DiffusionSchedule.from_scheduler(teacher_scheduler)
     if text_to_image and (tokenizer is None or text_encoder is None):
-        raise ValueError(f"The text-to-image teacher {args.teacher} has no tokenizer / text encoder.")
+        raise ValueError(f"The text-to-image model {source.name} has no tokenizer / text encoder.")
 
     vae_scale = vae_scale_factor(vae)
-    resolution = args.resolution or (tuple(teacher.image_size) if teacher.image_size else None)
+    resolution = args.resolution or (tuple(source.image_size) if source.image_size else None)
     resolution = resolution or student.config.sample_size * vae_scale
     multiple = vae_scale * student.config.patch_size
     if any(side % multiple for side in ((resolution,) if isinstance(resolution, int) else resolution)):
@@ -302,15 +315,16 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     label_column = None if text_to_image else args.label_column
     caption_column = args.caption_column if text_to_image else None
     check_dataset_columns(dataset, args.image_column, label_column, caption_column)
-    id2label = teacher.id2label
+    id2label = source.id2label
     if id2label is None and not text_to_image:
         names = dataset_class_names(dataset, label_column)
         id2label = dict(enumerate(names)) if names else None
 
-    # Resuming: the checkpoint must come from this teacher, student and data layout.
+    # Resuming: the checkpoint must come from this teacher, student and data layout (from scratch: any teacher
+    # recorded, as earlier runs recorded their own model in its place).
     signature = {
         "student": config_signature(student),
-        "teacher": config_signature(teacher.transformer),
+        "teacher": config_signature(teacher.transformer) if teacher is not None else None,
         "data": {"kind": "latents" if vae is not None else "pixels", "resolution": resolution, "channels": channels},
     }
     checkpoint = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
@@ -328,7 +342,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     for module in (vae, text_encoder):
         if module is not None:
             module.requires_grad_(False).eval().to(device, dtype=torch.float32)  # the cache is computed in float32
-    max_sequence_length = args.max_sequence_length or teacher.max_sequence_length
+    max_sequence_length = args.max_sequence_length or source.max_sequence_length
     max_sequence_length = max_sequence_length or (min(300, tokenizer.model_max_length) if tokenizer else None)
     key_settings = {
         "image_column": args.image_column,
@@ -378,7 +392,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     max_train_steps = args.max_train_steps or math.ceil(args.num_train_epochs * len(data) / global_batch)
 
     # Models on the device: the teacher frozen in eval mode (no internal label dropout), the student trained.
-    teacher_model = teacher.transformer.requires_grad_(False).eval().to(device)
+    teacher_model = teacher.transformer.requires_grad_(False).eval().to(device) if teacher is not None else None
     for module in (teacher_model, vae, text_encoder):
         if module is not None and module.dtype != weight_dtype:
             module.to(dtype=weight_dtype)
@@ -444,9 +458,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
 
     null_class = None if text_to_image else accelerator.unwrap_model(student).config.num_embeds_ada_norm
     needs_teacher = args.lambda_noise != 0 or args.lambda_var != 0
-    added_cond = uses_additional_conditions(teacher_model) or uses_additional_conditions(
-        accelerator.unwrap_model(student)
-    )
+    added_cond = uses_additional_conditions(accelerator.unwrap_model(student))
     validation_items = _validation_inputs(args, data, dataset, text_to_image, id2label, student)
     logs_dir = output_dir / args.logging_dir
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -568,7 +580,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
                     args,
                     student,
                     ema,
-                    teacher,
+                    source,
                     scheduler,
                     id2label,
                     text_settings,
@@ -601,7 +613,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         final.load_state_dict(state_dict)
         if ema is not None:
             ema.copy_to(final.parameters())
-        pipe = _output_pipeline(final, teacher, scheduler, id2label, text_settings, dtype=torch.float32)
+        pipe = _output_pipeline(final, source, scheduler, id2label, text_settings, dtype=torch.float32)
         schedule_text = (
             f"{max_train_steps} steps of {global_batch} examples, AdamW lr {learning_rate} ({args.lr_scheduler})"
             f"{ema_text(args.ema_decay, args.ema_schedule) if ema is not None else ''}, "
@@ -669,29 +681,29 @@ def _validation_inputs(args, data, dataset, text_to_image, id2label, student) ->
     return list(range(min(8, getattr(student, "module", student).config.num_embeds_ada_norm)))
 
 
-def _output_pipeline(transformer, teacher, scheduler, id2label, text_settings=None, dtype=None):
-    """A LiT pipeline of the student with the teacher's VAE (and text encoder; `text_settings`: the trained
+def _output_pipeline(transformer, source, scheduler, id2label, text_settings=None, dtype=None):
+    """A LiT pipeline of the student with the source's VAE (and text encoder; `text_settings`: the trained
     caption length and image size)."""
-    components = dict(teacher.components)
+    components = dict(source.components)
     if dtype is not None:
         for name in ("vae", "text_encoder"):
             if components.get(name) is not None:
                 components[name] = components[name].to(dtype)
-    if teacher.is_text_to_image:
+    if source.is_text_to_image:
         return LiTTextToImagePipeline(
             tokenizer=components["tokenizer"],
             text_encoder=components["text_encoder"],
             vae=components.get("vae"),
             transformer=transformer,
             scheduler=scheduler,
-            text_encoder_id=teacher.text_encoder_id,
+            text_encoder_id=source.text_encoder_id,
             **(text_settings or {}),
         )
     return LiTPipeline(transformer=transformer, scheduler=scheduler, vae=components.get("vae"), id2label=id2label)
 
 
 def _run_validation(
-    accelerator, args, student, ema, teacher, scheduler, id2label, text_settings, items, step, output_dir
+    accelerator, args, student, ema, source, scheduler, id2label, text_settings, items, step, output_dir
 ) -> None:
     """Sample the grid with the student (EMA weights when used), write it to disk and to the trackers."""
     model = accelerator.unwrap_model(student)
@@ -701,9 +713,9 @@ def _run_validation(
     model.eval()
     try:
         pipe = _output_pipeline(
-            model, teacher, scheduler.__class__.from_config(scheduler.config), id2label, text_settings
+            model, source, scheduler.__class__.from_config(scheduler.config), id2label, text_settings
         )
-        kwargs = {"prompts": items} if teacher.is_text_to_image else {"class_labels": items}
+        kwargs = {"prompts": items} if source.is_text_to_image else {"class_labels": items}
         with accelerator.autocast():
             grid = validation_grid(
                 pipe,
