@@ -6,12 +6,14 @@ each command imports torch, diffusers and the package's models when it runs.
 
 import argparse
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .bench_options import add_bench_arguments
 from .choices import INHERIT, LINEAR_ATTENTION_BACKENDS, SAMPLE_LAYOUTS, SCHEDULERS
+from .files import atomic_path, write_atomically
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -77,7 +79,8 @@ def sample(args: argparse.Namespace) -> None:
         grid = image_grid(images, labels, columns=1, scale=4 if max(images[0].size) < 128 else 1)
     else:
         grid = image_grid(images, labels)
-    grid.save(output)
+    with atomic_path(output, suffix=output.suffix) as tmp:
+        grid.save(tmp)
     print(f"Wrote {len(images)} images to {output}")
 
 
@@ -201,13 +204,9 @@ def _device(args: argparse.Namespace) -> str:
     return args.device or default_device()
 
 
-def generate(args: argparse.Namespace) -> None:
-    """Sample a pipeline into a .npz file (8-bit images, labels, settings and prompts), to score later; under
-    `accelerate launch` the samples are shared out over the processes (`sharded_sampling`)."""
-    if not args.output.endswith(".npz"):  # checked before the heavy imports
-        raise ValueError(f"--output must name a .npz file, got {args.output}.")
-    if args.num_samples < 1 or args.shard_size < 1:
-        raise ValueError("--num-samples and --shard-size must be at least 1.")
+def _draw(args: argparse.Namespace, num_samples: int, output: str, layout: str = "diffusers_lit") -> dict | None:
+    """Sample `args.model` into the samples file `output`, shared out over the processes of `accelerate launch` (or
+    one) in resumable shards (`sharded_sampling`). Returns the merged file's info on the main process, else None."""
     from .sharded_sampling import process_state, sample_in_shards
 
     state = process_state()
@@ -216,14 +215,18 @@ def generate(args: argparse.Namespace) -> None:
         key: getattr(args, key)
         for key in ("model", "steps", "guidance_scale", "scheduler", "seed", "prompts", "linear_attention_backend")
     }
-    info = sample_in_shards(
-        _sampler(args, args.num_samples, device),
-        args.num_samples,
-        args.output,
-        settings,
-        shard_size=args.shard_size,
-        layout=args.format,
-    )
+    sampler = _sampler(args, num_samples, device)
+    return sample_in_shards(sampler, num_samples, output, settings, shard_size=args.shard_size, layout=layout)
+
+
+def generate(args: argparse.Namespace) -> None:
+    """Sample a pipeline into a .npz file (8-bit images, labels, settings and prompts), to score later; under
+    `accelerate launch` the samples are shared out over the processes."""
+    if not args.output.endswith(".npz"):  # checked before the heavy imports
+        raise ValueError(f"--output must name a .npz file, got {args.output}.")
+    if args.num_samples < 1 or args.shard_size < 1:
+        raise ValueError("--num-samples and --shard-size must be at least 1.")
+    info = _draw(args, args.num_samples, args.output, args.format)
     if info is not None:
         speed = f" ({info['seconds_per_image']:.4f} s / image)" if "seconds_per_image" in info else ""
         print(f"Wrote {args.num_samples} samples of {args.model} to {args.output}{speed}")
@@ -231,22 +234,43 @@ def generate(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     """Score a pipeline's samples, or a samples file of `generate`: FID, precision, recall; for text-to-image
-    samples of scene prompts also scene and object accuracy (prompt adherence)."""
+    samples of scene prompts also scene and object accuracy (prompt adherence). A pipeline is sampled as `generate`
+    samples it (over the processes of `accelerate launch`, into `--samples`), then scored on the main process."""
+    if args.samples is not None and not args.samples.endswith(".npz"):  # checked before the heavy imports
+        raise ValueError(f"--samples must name a .npz file, got {args.samples}.")
+    if (args.num_samples is not None and args.num_samples < 1) or args.shard_size < 1:
+        raise ValueError("--num-samples and --shard-size must be at least 1.")
+    if args.model.endswith(".npz"):
+        _score(args, args.model, args.num_samples)
+        return
+    from .sharded_sampling import process_state
+
+    count = args.num_samples or 1000
+    if args.samples is not None:
+        if _draw(args, count, args.samples) is not None:  # the main process scores
+            _score(args, args.samples, count)
+        return
+    if process_state().num_processes > 1:
+        raise ValueError(
+            "Under accelerate launch the processes draw into one samples file they share: pass --samples FILE.npz."
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        _draw(args, count, str(Path(folder) / "samples.npz"))
+        _score(args, str(Path(folder) / "samples.npz"), count)
+
+
+def _score(args: argparse.Namespace, samples: str, num_samples: int | None) -> None:
+    """Score the first `num_samples` (default all) of a samples file; print the results, write --output, --grid."""
     from .evaluation import load_samples, score_images
 
-    args.device = _device(args)
-
-    if args.model.endswith(".npz"):
-        images, labels, info = load_samples(args.model)
-        if args.num_samples is not None:
-            if args.num_samples > len(images):
-                raise ValueError(f"{args.model} holds {len(images)} samples, under --num-samples {args.num_samples}.")
-            images, labels = images[: args.num_samples], labels[: args.num_samples]
-            if "prompts" in info:
-                info["prompts"] = info["prompts"][: args.num_samples]
-    else:
-        count = args.num_samples or 1000
-        images, labels, info = _sampler(args, count, args.device)(range(count))
+    device = _device(args)
+    images, labels, info = load_samples(samples)
+    if num_samples is not None:
+        if num_samples > len(images):
+            raise ValueError(f"{samples} holds {len(images)} samples, under --num-samples {num_samples}.")
+        images, labels = images[:num_samples], labels[:num_samples]
+        if "prompts" in info:
+            info["prompts"] = info["prompts"][:num_samples]
     text_to_image = "prompts" in info
     reference = args.reference or ("fashion-mnist-scenes" if text_to_image else "fashion-mnist")
     results = score_images(
@@ -255,7 +279,7 @@ def evaluate(args: argparse.Namespace) -> None:
         split=args.split,
         fid_at=args.fid_at or (),
         cache_dir=args.cache_dir,
-        device=args.device,
+        device=device,
     )
     if text_to_image:
         import torch
@@ -272,12 +296,14 @@ def evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(results, indent=2))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        write_atomically(Path(args.output), json.dumps(results, indent=2) + "\n")
     if args.grid:
         from .evaluation import image_grid, tensor_to_pil
 
         captions = prompts[:64] if prompts else [names.get(str(label), str(label)) for label in labels[:64]]
-        image_grid(tensor_to_pil(images[:64].float() / 255), captions, scale=4 if prompts else 1).save(args.grid)
+        grid = image_grid(tensor_to_pil(images[:64].float() / 255), captions, scale=4 if prompts else 1)
+        with atomic_path(args.grid, suffix=Path(args.grid).suffix) as tmp:
+            grid.save(tmp)
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -288,6 +314,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
     parser.add_argument("--device", help="default: cuda where PyTorch sees a GPU, else cpu")
+    parser.add_argument("--shard-size", type=int, default=100, help="samples per resumable shard")
     parser.add_argument(
         "--prompts",
         default="scenes",
@@ -348,7 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="diffusers_lit",
         help="diffusers_lit (images, labels, info) or adm (the ADM evaluation suite's arr_0 / arr_1 batch)",
     )
-    p.add_argument("--shard-size", type=int, default=100, help="samples per resumable shard")
     add_sampling_arguments(p)
     p.set_defaults(func=generate)
 
@@ -368,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="reference features cache (default ~/.cache/diffusers_lit/fid)")
     p.add_argument("--output", help="write the results as JSON")
     p.add_argument("--grid", help="write the first 64 samples as a labelled PNG grid")
+    p.add_argument(
+        "--samples",
+        help="a pipeline's samples are drawn into this .npz file, kept (resumable; needed under accelerate "
+        "launch, which shares the sampling out); default a temporary file",
+    )
     add_sampling_arguments(p)
     p.set_defaults(func=evaluate)
 
