@@ -107,10 +107,25 @@ def test_non_square_sizes(vae):
     ids=["ddim", "ddpm-learned-range", "dpmsolver++", "euler"],
 )
 def test_schedulers(scheduler):
+    """Each scheduler samples as its documented loop does: x_T scaled by `init_noise_sigma`, the model input by
+    `scale_model_input`, the variance passed on only where the scheduler learns it (written out here, guidance 1)."""
     pipe = class_pipeline()
     pipe.scheduler = scheduler
-    images = generate(pipe, num_inference_steps=4)
-    assert images.shape == (3, 8, 8, 1) and np.isfinite(images).all()
+    images = generate(pipe, num_inference_steps=4, guidance_scale=1.0)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((3, 1, 8, 8), generator=generator) * scheduler.init_noise_sigma
+    scheduler.set_timesteps(4)
+    learned = scheduler.config.get("variance_type") in ("learned", "learned_range")
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            output = pipe.transformer(
+                scheduler.scale_model_input(x, t), timestep=t.expand(3), class_labels=torch.tensor([0, 1, 2])
+            ).sample  # (3, 2, 8, 8): eps and the variance
+            kwargs = {"generator": generator} if isinstance(scheduler, DDPMScheduler) else {}
+            x = scheduler.step(output if learned else output[:, :1], t, x, **kwargs).prev_sample
+    expected = (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    assert images.shape == (3, 8, 8, 1) and expected.std() > 0.05
+    np.testing.assert_allclose(images, expected, atol=1e-5)
 
 
 def test_learned_variance_reaches_schedulers_that_use_it():
