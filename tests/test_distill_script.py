@@ -216,7 +216,7 @@ def test_bad_inputs_are_refused_before_the_first_step(class_setup, tmp_path):
         (dict(student=other_student), "do not match: in_channels 1 vs 3"),
         (dict(label_column="class"), "no column 'class'"),
         (dict(dataset=empty), "empty"),
-        (dict(output_dir=tmp_path / "a-file" / "out"), "not a writable folder"),
+        (dict(output_dir=tmp_path / "a-file" / "out"), "is not writable"),
     ]
     for index, (changes, message) in enumerate(cases):
         out = changes.get("output_dir", tmp_path / f"out-{index}")

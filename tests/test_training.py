@@ -223,7 +223,7 @@ def test_datasets_from_imagefolder_disk_and_bad_columns(tmp_path):
     assert len(load_image_dataset(tmp_path / "dict", split="validation")) == 6
     with pytest.raises(ValueError, match="no split 'train'"):
         load_image_dataset(tmp_path / "dict")
-    with pytest.raises(ValueError, match="no column 'class'.*--label_column.*image, label"):
+    with pytest.raises(ValueError, match="no column 'class'.*label_column.*image, label"):
         check_dataset_columns(dataset, "image", "class")
     with pytest.raises(ValueError, match="empty"):
         check_dataset_columns(dataset.select([]), "image", "label")
@@ -299,5 +299,5 @@ def test_checkpoint_listing_limit_and_resume_checks(tmp_path):
 
     check_output_dir_writable(tmp_path / "new" / "out")
     (tmp_path / "file").write_text("")
-    with pytest.raises(ValueError, match="not a writable folder"):
+    with pytest.raises(ValueError, match="is not writable"):
         check_output_dir_writable(tmp_path / "file" / "out")

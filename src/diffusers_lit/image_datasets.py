@@ -49,7 +49,7 @@ def load_image_dataset(
         else:
             loaded = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir)
     elif path.exists():
-        raise ValueError(f"--dataset {dataset} is a file; give a dataset folder or a Hub dataset name.")
+        raise ValueError(f"The dataset {dataset} is a file; give a dataset folder or a Hub dataset name.")
     else:
         loaded = datasets.load_dataset(str(dataset), config_name, revision=revision, cache_dir=cache_dir)
     if isinstance(loaded, datasets.DatasetDict):
@@ -67,9 +67,9 @@ def check_dataset_columns(
         raise ValueError("The training dataset is empty: it has no examples to train on.")
     columns = dataset.column_names
     for option, column in (
-        ("--image_column", image_column),
-        ("--label_column", label_column),
-        ("--caption_column", caption_column),
+        ("image_column", image_column),
+        ("label_column", label_column),
+        ("caption_column", caption_column),
     ):
         if column is not None and column not in columns:
             raise ValueError(

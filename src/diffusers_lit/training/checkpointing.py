@@ -65,8 +65,8 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from: str | None) -
         path = Path(output_dir) / resume_from
     if not (path / STATE_FILE).is_file():
         raise ValueError(
-            f"--resume_from_checkpoint {resume_from}: no checkpoint of distill_lit.py there ({path} has no "
-            f"{STATE_FILE}). Give 'latest', a checkpoint folder or its name in --output_dir."
+            f"Cannot resume from {resume_from}: no checkpoint of a diffusers_lit run there ({path} has no "
+            f"{STATE_FILE}). Give 'latest', a checkpoint folder or its name in the output folder."
         )
     return path
 
@@ -77,7 +77,7 @@ def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None) ->
     if total_limit is None:
         return []
     if total_limit < 1:
-        raise ValueError("--checkpoints_total_limit must be at least 1.")
+        raise ValueError(f"`total_limit` must be at least 1 (None keeps every checkpoint), got {total_limit}.")
     checkpoints = list_checkpoints(output_dir)
     removed = checkpoints[: max(0, len(checkpoints) - total_limit)]
     for path in removed:
@@ -217,5 +217,5 @@ def check_output_dir_writable(output_dir: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise ValueError(f"--output_dir {output_dir} is not a writable folder: {error}") from error
+        raise ValueError(f"The output folder {output_dir} is not writable: {error}") from error
     return path

@@ -120,7 +120,7 @@ def encode_captions(
     if too_long:
         logger.warning(
             f"{too_long} of {len(text)} captions are longer than {max_sequence_length} tokens (up to {max(lengths)}) "
-            "and are truncated: raise --max_sequence_length to keep them whole."
+            "and are truncated: raise `max_sequence_length` to keep them whole."
         )
     tokens = tokenizer(
         text,

@@ -37,8 +37,8 @@ def load_student(source: str | os.PathLike, **kwargs: Any) -> tuple[LiTTransform
     pipe = LiTPipeline.from_pretrained(str(source), **kwargs)
     if not isinstance(pipe.transformer, LiTTransformer2DModel):
         raise ValueError(
-            f"--student {source} holds a {type(pipe.transformer).__name__}, not a LiTTransformer2DModel: convert "
-            "it with `diffusers-lit convert`, or leave --student out to convert the teacher on the fly."
+            f"The student {source} holds a {type(pipe.transformer).__name__}, not a LiTTransformer2DModel: convert "
+            "it with `diffusers-lit convert`, or give no student to convert the teacher on the fly."
         )
     components = {name: module for name, module in pipe.components.items() if name != "transformer"}
     return pipe.transformer, components
@@ -72,7 +72,7 @@ def check_teacher_student(teacher: torch.nn.Module, student: torch.nn.Module, *,
     if problems:
         raise ValueError(
             "The teacher and the student do not match: " + "; ".join(problems) + " (teacher vs student). Convert "
-            "the student from this teacher (`diffusers-lit convert`, or leave --student out)."
+            "the student from this teacher (`diffusers-lit convert`, or give no student to convert it on the fly)."
         )
     in_channels = s.in_channels
     if student.out_channels != 2 * in_channels:
@@ -81,7 +81,7 @@ def check_teacher_student(teacher: torch.nn.Module, student: torch.nn.Module, *,
     if teacher_out not in (in_channels, 2 * in_channels):
         raise ValueError(f"The teacher outputs {teacher_out} channels for {in_channels} input channels.")
     if lambda_var != 0 and teacher_out != 2 * in_channels:
-        raise ValueError("The teacher predicts no variance (no learned sigma): pass --lambda_var 0.")
+        raise ValueError("The teacher predicts no variance (no learned sigma): set `lambda_var` to 0.")
 
 
 def disable_label_dropout(model: torch.nn.Module) -> None:
