@@ -212,6 +212,33 @@ def test_preprocess_and_batch_positions():
     assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
 
 
+def test_a_micro_batch_is_drawn_from_its_generator_alone():
+    """`draw_micro_batch`: equal for equal (seed, step, process), other draws at another step; x_t from its x_0, t and
+    eps; the null class exactly where the dropout draw falls under the probability."""
+    from diffusers_lit.training.data import TrainingData
+    from diffusers_lit.training.loop import draw_micro_batch
+
+    data = TrainingData(kind="pixels", inputs=torch.randn(8, 1, 4, 4), labels=torch.arange(8) % 3)
+    schedule = DiffusionSchedule(torch.linspace(1e-4, 0.02, 1000))
+    indices = torch.tensor([5, 1, 7, 2, 0, 3])
+
+    def draw(step: int):
+        return draw_micro_batch(data, indices, step_generator(0, step, 0), schedule, 0.5, null_class=3)
+
+    (x0, t, eps, x_t, condition), again, other = draw(1), draw(1), draw(2)
+    assert torch.equal(x0, data.inputs[indices])
+    assert all(torch.equal(a, b) for a, b in zip((t, eps, x_t), again[1:4], strict=True))
+    assert torch.equal(condition["class_labels"], again[4]["class_labels"])
+    assert not torch.equal(eps, other[2]) and not torch.equal(t, other[1])
+    torch.testing.assert_close(x_t, schedule.add_noise(x0, eps, t))
+    generator = step_generator(0, 1, 0)  # the same draws in the documented order: t, eps, then the dropout
+    torch.randint(0, 1000, (6,), generator=generator)
+    torch.randn(x0.shape, generator=generator)
+    dropped = torch.rand(6, generator=generator) < 0.5
+    expected = torch.where(dropped, torch.tensor(3), data.labels[indices])
+    assert 0 < int(dropped.sum()) < 6 and torch.equal(condition["class_labels"], expected)
+
+
 def test_datasets_from_imagefolder_disk_and_bad_columns(tmp_path):
     import datasets
 

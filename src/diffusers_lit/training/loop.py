@@ -43,7 +43,7 @@ from .checkpointing import (
     save_ema,
     write_training_state,
 )
-from .data import cached_training_data, global_batch_indices, module_fingerprint, step_generator
+from .data import TrainingData, cached_training_data, global_batch_indices, module_fingerprint, step_generator
 from .distillation import (
     check_teacher_student,
     config_signature,
@@ -487,26 +487,8 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
                 args.seed,
             )
             step_indices.extend(indices.tolist())
-            batch = data.get_batch(indices, generator)
-            x_start = batch["x_start"].to(device)
-            timesteps = torch.randint(0, schedule.num_timesteps, (len(indices),), generator=generator)
-            noise = torch.randn(x_start.shape, generator=generator).to(device)
-            drop = torch.rand(len(indices), generator=generator) < args.cfg_dropout_prob
-            timesteps = timesteps.to(device)
-            x_t = schedule.add_noise(x_start, noise, timesteps)
-            if text_to_image:
-                condition = {
-                    "encoder_hidden_states": batch["prompt_embeds"].to(device),
-                    "encoder_attention_mask": batch["prompt_masks"].to(device),
-                }
-            else:
-                condition = {"class_labels": batch["class_labels"].to(device)}
-            condition = drop_conditions(
-                condition,
-                drop,
-                null_class=null_class,
-                null_prompt_embeds=data.null_prompt_embeds,
-                null_prompt_mask=data.null_prompt_mask,
+            x_start, timesteps, noise, x_t, condition = draw_micro_batch(
+                data, indices, generator, schedule, args.cfg_dropout_prob, null_class, device
             )
             if added_cond:
                 height, width = x_start.shape[-2] * vae_scale, x_start.shape[-1] * vae_scale
@@ -642,6 +624,41 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             pipe.push_to_hub(args.hub_model_id or output_dir.name, token=args.hub_token)
     accelerator.end_training()
     return output_dir
+
+
+def draw_micro_batch(
+    data: TrainingData,
+    indices: torch.Tensor,
+    generator: torch.Generator,
+    schedule: DiffusionSchedule,
+    cfg_dropout_prob: float,
+    null_class: int | None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The inputs of one micro-batch of the examples at `indices` (B,): x_0 (B, C, H, W), t (B,), eps and x_t
+    (B, C, H, W), and the condition with classifier-free guidance dropout applied (`drop_conditions`). Every random
+    draw comes from `generator`, in this order: the batch's own (flips, latent samples), t, eps, the dropout."""
+    batch = data.get_batch(indices, generator)
+    x_start = batch["x_start"].to(device)
+    timesteps = torch.randint(0, schedule.num_timesteps, (len(indices),), generator=generator).to(device)
+    noise = torch.randn(x_start.shape, generator=generator).to(device)
+    drop = torch.rand(len(indices), generator=generator) < cfg_dropout_prob
+    x_t = schedule.add_noise(x_start, noise, timesteps)
+    if "prompt_embeds" in batch:
+        condition = {
+            "encoder_hidden_states": batch["prompt_embeds"].to(device),
+            "encoder_attention_mask": batch["prompt_masks"].to(device),
+        }
+    else:
+        condition = {"class_labels": batch["class_labels"].to(device)}
+    condition = drop_conditions(
+        condition,
+        drop,
+        null_class=null_class,
+        null_prompt_embeds=data.null_prompt_embeds,
+        null_prompt_mask=data.null_prompt_mask,
+    )
+    return x_start, timesteps, noise, x_t, condition
 
 
 def weights_hash(model: torch.nn.Module) -> str:
