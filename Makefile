@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo teacher teacher-t2i classifier test lint clean fashion-mnist jemalloc
+.PHONY: demo teacher teacher-t2i classifier test mutation lint clean fashion-mnist jemalloc
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 # torch is pinned first: the CPU wheel kept on this machine (an unpinned torch pulls a CUDA build).
@@ -68,9 +68,18 @@ classifier: $(STAMP) fashion-mnist
 test: $(STAMP) fashion-mnist
 	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest -q tests
 
+# Mutation testing of the modules whose numbers users see ([tool.mutmut] in pyproject.toml; docs/testing.md): hours
+# on a CPU, not part of `make test`. MUTANTS narrows it by mutant name, e.g. MUTANTS='diffusers_lit.training.losses.*'.
+# Resumable: mutmut keeps its results in mutants/; `$(VENV)/bin/mutmut results` lists the survivors.
+MUTANTS ?=
+mutation: $(STAMP) fashion-mnist
+	$(PY) -m pip install --quiet -e ".[mutation]"
+	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
+	$(VENV)/bin/mutmut results
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples
 	$(VENV)/bin/ruff format --check src tests examples
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs mutants

@@ -1,6 +1,7 @@
 """diffusers_lit.training: losses against hand and float64 computations, data and caches, checks, checkpoints."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -148,6 +149,54 @@ def test_lambdas_zero_is_plain_diffusion_training_and_vlb_trains_only_the_varian
         hybrid_distillation_loss(student, teacher[:, :2], noise, x_start, x_t, timesteps, schedule)
     with pytest.raises(ValueError, match="epsilon"):
         DiffusionSchedule.from_scheduler(DDPMScheduler(prediction_type="v_prediction"))
+
+
+def test_schedule_refuses_bad_betas_and_keeps_the_posterior_of_ddpm():
+    """(0, 1] betas in one dimension only; the posterior mean of q(x_{t-1} | x_t, x_0) written out in float64 (its
+    x_t coefficient cancels out of the VLB's KL and vanishes at t = 0, so only this pins it); a scheduler config
+    without `prediction_type` predicts epsilon, diffusers' default."""
+    for betas in (torch.full((2, 3), 0.01), torch.tensor([0.0, 0.1]), torch.tensor([0.1, 1.5])):
+        with pytest.raises(ValueError, match="values in"):
+            DiffusionSchedule(betas)
+    assert DiffusionSchedule(torch.tensor([0.1, 1.0])).num_timesteps == 2  # beta = 1 is allowed
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    schedule = DiffusionSchedule(betas)
+    generator = torch.Generator().manual_seed(0)
+    x_start, x_t = (torch.randn((3, 1, 2, 2), generator=generator, dtype=torch.float64) for _ in range(2))
+    timesteps = torch.tensor([1, 500, 999])
+    alpha_bar = torch.cumprod(1 - betas, dim=0)
+    a, a_prev, b = alpha_bar[timesteps], alpha_bar[timesteps - 1], betas[timesteps]
+    c1, c2 = b * a_prev.sqrt() / (1 - a), (1 - a_prev) * (1 - b).sqrt() / (1 - a)
+    expected = c1[:, None, None, None] * x_start + c2[:, None, None, None] * x_t
+    torch.testing.assert_close(schedule.posterior_mean(x_start, x_t, timesteps), expected, rtol=1e-12, atol=0)
+    no_type = SimpleNamespace(config={}, betas=betas)
+    assert DiffusionSchedule.from_scheduler(no_type).num_timesteps == 1000
+
+
+def test_each_kd_term_follows_its_own_lambda_and_vlb_scale_reaches_the_vlb():
+    """One lambda at 0 keeps the other term; a lambda of 1 counts its term once; `vlb_scale` weights L_vlb."""
+    schedule = DiffusionSchedule.from_scheduler(DDPMScheduler())
+    x_start, noise, student, teacher, timesteps = fixed_batch(seed=2)
+    x_t = schedule.add_noise(x_start, noise, timesteps)
+    eps_s, v_s, eps_t, v_t = (*student.chunk(2, dim=1), *teacher.chunk(2, dim=1))
+    noise_kd, variance_kd = ((eps_s - eps_t) ** 2).mean(), ((v_s - v_t) ** 2).mean()
+
+    def loss(**kwargs):
+        return hybrid_distillation_loss(student, teacher, noise, x_start, x_t, timesteps, schedule, **kwargs)
+
+    base = diffusion_loss(student, noise, x_start, x_t, timesteps, schedule)
+    only_variance = loss(lambda_noise=0, lambda_var=1.0)
+    torch.testing.assert_close(only_variance["variance_kd"], variance_kd)
+    torch.testing.assert_close(only_variance["loss"], base["loss"] + variance_kd)
+    only_noise = loss(lambda_noise=1.0, lambda_var=0)
+    assert only_noise["variance_kd"].item() == 0.0
+    torch.testing.assert_close(only_noise["loss"], base["loss"] + noise_kd)
+    none = hybrid_distillation_loss(
+        student, None, noise, x_start, x_t, timesteps, schedule, lambda_noise=0, lambda_var=0
+    )
+    assert (none["noise_kd"].item(), none["variance_kd"].item()) == (0.0, 0.0)
+    half = loss(vlb_scale=0.5)
+    torch.testing.assert_close(half["loss"] - loss()["loss"], -0.5 * base["vlb"])
 
 
 def test_condition_dropout_applies_once_to_both_models():
