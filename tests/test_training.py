@@ -286,6 +286,28 @@ def test_a_micro_batch_is_drawn_from_its_generator_alone():
     dropped = torch.rand(6, generator=generator) < 0.5
     expected = torch.where(dropped, torch.tensor(3), data.labels[indices])
     assert 0 < int(dropped.sum()) < 6 and torch.equal(condition["class_labels"], expected)
+    assert not torch.equal(eps, draw_micro_batch(data, indices, step_generator(1, 1, 0), schedule, 0.5, 3)[2])  # seed
+
+
+def test_random_flips_mirror_exactly_the_drawn_examples():
+    """Pixels (no stored mirror images): the examples whose draw from the generator falls under 0.5 come mirrored,
+    the others as stored; latents with stored mirror images take those instead."""
+    from diffusers_lit.training.data import TrainingData
+
+    inputs = torch.randn(6, 1, 2, 3)
+    indices = torch.tensor([4, 0, 5, 1, 3, 2])
+    flips = torch.rand(6, generator=torch.Generator().manual_seed(1)) < 0.5
+    assert 0 < int(flips.sum()) < 6
+    pixels = TrainingData(kind="pixels", inputs=inputs, random_flip=True)
+    batch = pixels.get_batch(indices, torch.Generator().manual_seed(1))["x_start"]
+    mirrored = torch.where(flips[:, None, None, None], inputs[indices].flip(-1), inputs[indices])
+    torch.testing.assert_close(batch, mirrored)
+    mirrors = torch.randn(6, 1, 2, 3)  # stored mirror images (here: any other tensor), as VAE latents keep them
+    stored = TrainingData(kind="pixels", inputs=inputs, inputs_flipped=mirrors, random_flip=True)
+    batch = stored.get_batch(indices, torch.Generator().manual_seed(1))["x_start"]
+    torch.testing.assert_close(batch, torch.where(flips[:, None, None, None], mirrors[indices], inputs[indices]))
+    plain = TrainingData(kind="pixels", inputs=inputs).get_batch(indices, torch.Generator().manual_seed(1))
+    assert torch.equal(plain["x_start"], inputs[indices])
 
 
 def test_datasets_from_imagefolder_disk_and_bad_columns(tmp_path):
