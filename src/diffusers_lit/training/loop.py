@@ -458,7 +458,9 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
 
     null_class = None if text_to_image else accelerator.unwrap_model(student).config.num_embeds_ada_norm
     needs_teacher = args.lambda_noise != 0 or args.lambda_var != 0
-    added_cond = uses_additional_conditions(accelerator.unwrap_model(student))
+    added_cond = uses_additional_conditions(accelerator.unwrap_model(student)) or (
+        teacher_model is not None and uses_additional_conditions(teacher_model)
+    )
     validation_items = _validation_inputs(args, data, dataset, text_to_image, id2label, student)
     logs_dir = output_dir / args.logging_dir
     logs_dir.mkdir(parents=True, exist_ok=True)
