@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo teacher teacher-t2i classifier test mutation lint clean fashion-mnist jemalloc
+.PHONY: demo teacher teacher-t2i classifier test mutation remote-code lint clean fashion-mnist jemalloc
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 # torch is pinned first: the CPU wheel kept on this machine (an unpinned torch pulls a CUDA build).
@@ -50,7 +50,7 @@ teacher: $(STAMP) fashion-mnist jemalloc
 		--max_train_steps 4000 --resume_from_checkpoint latest
 
 # The text-to-image teacher of Fashion-MNIST scenes (assets/scenes-pixart): diffusers' PixArt-Sigma layout in
-# pixels, all-MiniLM-L6-v2 captions, 5,000 steps of 64 scenes, about 2.4 hours of training steps on 2 quiet cores
+# pixels, all-MiniLM-L6-v2 captions, 10,000 steps of 64 scenes, about 4.7 hours of training steps on 2 quiet cores
 # with bf16 and jemalloc (docs/results.md, "Text-to-image"). Resumable: run it again after a stop.
 T2I_TEACHER_DIR ?= runs/scenes-pixart-cpu
 teacher-t2i: $(STAMP) fashion-mnist jemalloc
@@ -58,7 +58,7 @@ teacher-t2i: $(STAMP) fashion-mnist jemalloc
 		--text_encoder sentence-transformers/all-MiniLM-L6-v2 --caption_length 32 --resolution 32x64 --patch_size 4 \
 		--width 192 --depth 6 --heads 3 --train_batch_size 64 --learning_rate 3e-4 --use_ema --ema_decay 0.999 \
 		--ema_schedule warmup --max_grad_norm 1.0 --mixed_precision $(MIXED_PRECISION) --checkpointing_steps 250 \
-		--max_train_steps 7500 --validation_steps 500 --resume_from_checkpoint latest
+		--max_train_steps 10000 --validation_steps 500 --resume_from_checkpoint latest
 
 # The scene classifier that scores prompt adherence (assets/fmnist-classifier), a few minutes on a CPU.
 CLASSIFIER_DIR ?= runs/fmnist-classifier
@@ -76,6 +76,13 @@ mutation: $(STAMP) fashion-mnist
 	$(PY) -m pip install --quiet -e ".[mutation]"
 	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
 	$(VENV)/bin/mutmut results
+
+# The code the shipped pipeline folders carry for diffusers alone (diffusers_lit/remote_code.py), written again after
+# a change to the package's modules (tests/test_structure.py checks that it is current).
+remote-code: $(STAMP)
+	$(PY) -c "import json, sys; from pathlib import Path; from diffusers_lit.hub import write_model_index; \
+		[write_model_index(Path(f), json.loads(Path(f, 'model_index.json').read_text())) for f in sys.argv[1:]]" \
+		assets/fmnist-dit assets/scenes-pixart assets/scenes-lit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples

@@ -590,8 +590,9 @@ def test_a_converted_folder_loads_with_diffusers_own_loader(tmp_path):
 
     out = convert_to_lit(save_dit_pipeline(tmp_path / "dit"), tmp_path / "lit")
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == ["pipeline_lit", "LiTPipeline"]
-    loaded = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)
-    assert type(loaded) is LiTPipeline and loaded.labels["goldfish"] == 1
+    loaded = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)  # the folder's own code, as pushed
+    assert type(loaded).__name__ == "LiTPipeline" and loaded.labels["goldfish"] == 1
+    assert type(loaded.transformer).__name__ == "LiTTransformer2DModel"
 
 
 def test_what_a_killed_conversion_left_is_tidied_by_the_next(tmp_path):

@@ -15,7 +15,7 @@ from diffusers import (
 from helpers import class_pipeline, put_in_hf_cache, text_pipeline, tiny_text_transformer
 from PIL import Image
 
-from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
+from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
 
 
 def generate(pipe, seed=0, **kwargs):
@@ -486,34 +486,68 @@ def test_pipeline_conventions_callbacks_read_guidance_and_steps():
     assert {"prompt", "negative_prompt", "prompt_embeds", "max_sequence_length", "guidance_scale"} <= set(parameters)
 
 
-@pytest.mark.parametrize("kind", ["class", "text"])
-def test_diffusers_own_loader_reads_a_lit_folder_and_repo(tmp_path, kind):
-    """`diffusers.DiffusionPipeline.from_pretrained` loads a saved LiT folder and an HF-cache repo (as pushed)
-    through the pipeline_lit.py saved with it, only with `trust_remote_code=True`: the same class, the same
-    images. diffusers_lit's own loader never runs that file."""
+DIFFUSERS_ALONE = """
+import sys
+
+sys.modules["diffusers_lit"] = None  # as where only diffusers is installed: `import diffusers_lit` fails
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+for source, kind, out in zip(*[iter(sys.argv[1:])] * 3):
+    pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    torch.manual_seed(0)
+    if kind == "class":
+        images = pipe(class_labels=[0, 1, 2], num_inference_steps=3, output_type="np").images
+    else:
+        images = pipe("a cat", num_inference_steps=2, output_type="np").images
+    np.save(out, images)
+    print(type(pipe).__module__, type(pipe).__name__, type(pipe.transformer).__name__)
+"""
+
+
+def test_diffusers_alone_runs_lit_folders_and_repos(tmp_path):
+    """Saved LiT folders of both kinds, and the same as HF-cache repos (as pushed), carry the code diffusers runs
+    with `trust_remote_code=True`: in a process where diffusers_lit cannot be imported, `DiffusionPipeline`
+    loads each and draws the same images as the in-memory pipeline. Without `trust_remote_code` diffusers refuses,
+    and diffusers_lit's own loader never runs the folder's files."""
+    import subprocess
+    import sys
+
     from diffusers import DiffusionPipeline
 
-    pipe = class_pipeline() if kind == "class" else text_pipeline(tmp_path)
-    call = generate if kind == "class" else lambda p: p("a cat", num_inference_steps=2, output_type="np").images
-    with torch.random.fork_rng():
+    jobs, expected = [], {}
+    for kind, pipe in (("class", class_pipeline()), ("text", text_pipeline(tmp_path))):
         torch.manual_seed(0)
-        expected = call(pipe)
-    folder = tmp_path / "pipe"
-    pipe.save_pretrained(folder)
+        prompt = [] if kind == "class" else ["a cat"]
+        steps = (
+            {"class_labels": [0, 1, 2], "num_inference_steps": 3} if kind == "class" else {"num_inference_steps": 2}
+        )
+        expected[kind] = pipe(*prompt, output_type="np", **steps).images
+        folder = tmp_path / kind
+        pipe.save_pretrained(folder)
+        index = json.loads((folder / "model_index.json").read_text())
+        assert index["transformer"] == ["transformer_lit", "LiTTransformer2DModel"]
+        put_in_hf_cache(folder, f"lit-tests/diffusers-{kind}")
+        jobs += [(str(folder), kind), (f"lit-tests/diffusers-{kind}", kind)]
     with pytest.raises(ValueError, match="trust_remote_code=True"):
-        DiffusionPipeline.from_pretrained(folder)
-    repo_id = f"lit-tests/diffusers-{kind}"
-    put_in_hf_cache(folder, repo_id)
-    for source in (folder, repo_id):
-        loaded = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
-        assert type(loaded) is type(pipe)
-        loaded.set_progress_bar_config(disable=True)
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            np.testing.assert_allclose(call(loaded), expected, rtol=0, atol=1e-6)
+        DiffusionPipeline.from_pretrained(tmp_path / "class")
+    args = [item for number, (source, kind) in enumerate(jobs) for item in (source, kind, tmp_path / f"{number}.npy")]
+    run = subprocess.run([sys.executable, "-c", DIFFUSERS_ALONE, *map(str, args)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Expected types" not in run.stderr  # the pipeline's annotation and the loaded transformer: one class
+    lines = run.stdout.strip().splitlines()[-len(jobs) :]
+    for number, ((_, kind), line) in enumerate(zip(jobs, lines, strict=True)):
+        name = "LiTPipeline" if kind == "class" else "LiTTextToImagePipeline"
+        assert line.split() == ["diffusers_modules.local.pipeline_lit", name, "LiTTransformer2DModel"]
+        np.testing.assert_array_equal(np.load(tmp_path / f"{number}.npy"), expected[kind])
 
-    (folder / "pipeline_lit.py").write_text("raise RuntimeError('a folder file was run')\n")
-    assert type(LiTPipeline.from_pretrained(folder)) is type(pipe)
+    folder = tmp_path / "class"
+    for name in ("pipeline_lit.py", "transformer/pipeline_lit.py", "transformer/transformer_lit.py"):
+        (folder / name).write_text("raise RuntimeError('a folder file was run')\n")
+    loaded = LiTPipeline.from_pretrained(folder)
+    assert type(loaded) is LiTPipeline and type(loaded.transformer) is LiTTransformer2DModel
 
 
 def count_calls(module: torch.nn.Module) -> list[int]:

@@ -1,10 +1,12 @@
 """The shape of the package: no module imports one that imports it back, directly or through others."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "diffusers_lit"
@@ -120,3 +122,51 @@ def test_the_paper_sizes_have_one_table():
         assert BENCH_SIZES[name].lit_heads == size["linear_attention_heads"]
         assert KNOWN_HEADS[BENCH_SIZES[name].width] == size["num_attention_heads"]
         assert default_linear_heads(size["num_attention_heads"]) == size["linear_attention_heads"]
+
+
+def test_the_remote_code_joins_the_package_modules_and_refuses_what_it_cannot_join(tmp_path, monkeypatch):
+    """pipeline_lit.py is every source module in one namespace (each top-level name once) and compiles; a
+    relative import of a name no earlier source defines, and a name two sources define, are refused."""
+    from diffusers_lit import remote_code
+
+    joined = remote_code.joined_module(remote_code.PIPELINE_SOURCES, "test")
+    tree = ast.parse(joined)
+    names = [name for node in tree.body for name in remote_code.top_level_names(node)]
+    assert len(names) == len(set(names)) and {"LiTPipeline", "LiTTransformer2DModel", "atomic_path"} <= set(names)
+    assert not [
+        node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level and node.col_offset == 0
+    ]
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "a.py").write_text('"""A."""\n\nimport os\n\nX = os.sep\n')
+    (tmp_path / "b.py").write_text("import os\n\nfrom .a import X\n\n\ndef f():\n    return X\n")
+    monkeypatch.setattr(remote_code, "PACKAGE", tmp_path)
+    joined = remote_code.joined_module(("a.py", "b.py"), "T")
+    assert joined.count("import os") == 1 and "from .a" not in joined and '"""A."""' not in joined
+    namespace = {}
+    exec(compile(joined, "joined", "exec"), namespace)
+    assert namespace["f"]() == os.sep
+    with pytest.raises(ValueError, match=r"b.py imports \['X'\] relatively"):
+        remote_code.joined_module(("b.py", "a.py"), "T")
+    with pytest.raises(ValueError, match="b.py and a.py both define 'X'"):
+        (tmp_path / "b.py").write_text("X = 2\n")
+        remote_code.joined_module(("a.py", "b.py"), "T")
+    (tmp_path / "__init__.py").unlink()  # the joined module itself, run without the package, cannot save
+    with pytest.raises(RuntimeError, match="pip install diffusers_lit"):
+        remote_code.joined_module(("a.py",), "T")
+
+
+def test_shipped_pipeline_folders_carry_this_versions_remote_code():
+    """Each pipeline folder under assets/ holds the code diffusers alone would run, as the package writes it now."""
+    import json
+
+    from diffusers_lit.hub import remote_code_index
+    from diffusers_lit.remote_code import TRANSFORMER_MODULE, remote_code_files
+
+    folders = sorted(path.parent for path in (PACKAGE.parents[1] / "assets").glob("*/model_index.json"))
+    assert len(folders) == 3
+    for folder in folders:
+        index = json.loads((folder / "model_index.json").read_text())
+        assert index == remote_code_index(index), f"{folder}: run `make remote-code`"
+        lit = index["transformer"] == [TRANSFORMER_MODULE, "LiTTransformer2DModel"]
+        for name, text in remote_code_files(lit).items():
+            assert (folder / name).read_text() == text, f"{folder / name} is stale: run `make remote-code`"

@@ -27,12 +27,11 @@ from tqdm.auto import tqdm
 from .choices import DTYPES, INHERIT, MODEL_SIZES, torch_dtype
 from .files import write_atomically
 from .hub import (
-    REMOTE_CODE_MODULE,
     pipeline_class_name,
     read_card_info,
     resolve_pretrained_folder,
     write_card_info,
-    write_remote_code,
+    write_model_index,
 )
 from .models import LiTTransformer2DModel
 from .pipelines import LiTPipeline, LiTTextToImagePipeline
@@ -596,7 +595,7 @@ def convert_to_lit(
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.converting-{os.getpid()}-", dir=output_dir.parent))
     try:
         lit.save_pretrained(tmp / "transformer")
-        index = {"_class_name": [REMOTE_CODE_MODULE, pipeline_class.__name__]}
+        index = {"_class_name": pipeline_class.__name__}
         index["_diffusers_version"] = diffusers.__version__
         for name in COMPONENTS:
             if folder is not None and isinstance(model_index.get(name), list) and (folder / name).is_dir():
@@ -614,8 +613,7 @@ def convert_to_lit(
         else:  # a text encoder referenced by name, the trained caption length and image size travel with it
             for key in ("text_encoder_id", "max_sequence_length", "image_size"):
                 index[key] = model_index.get(key)
-        write_atomically(tmp / "model_index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
-        write_remote_code(tmp)
+        write_model_index(tmp, index)
         report["components"] = {name: index.get(name) for name in COMPONENTS}
         write_atomically(tmp / "conversion_report.json", json.dumps(report, indent=2) + "\n")
 

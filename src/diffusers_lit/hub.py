@@ -12,22 +12,11 @@ from huggingface_hub.constants import is_offline_mode
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
 from .files import write_atomically
+from .remote_code import PACKAGE_TRANSFORMER_MODULE, PIPELINE_MODULE, TRANSFORMER_MODULE, remote_code_files
 
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_card_template.md"  # package data; the top level links here
 UNRECORDED_ORIGIN = "Saved with diffusers_lit's `save_pretrained`; its origin was not recorded."
 CARD_INFO_FILE = "card_info.json"  # the facts a pipeline's model card is rendered from, kept as data
-# diffusers finds a pipeline class outside diffusers through a module named in model_index.json's `_class_name`
-# (["pipeline_lit", "LiTPipeline"]) and shipped beside it, run only with `trust_remote_code=True`.
-REMOTE_CODE_MODULE = "pipeline_lit"
-REMOTE_CODE = '''"""diffusers' entry to this LiT pipeline.
-
-`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` imports its class from the diffusers_lit package
-(`pip install diffusers_lit`); diffusers_lit's own loaders never run this file."""
-
-from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
-
-__all__ = ["LiTPipeline", "LiTTextToImagePipeline"]
-'''
 
 
 def resolve_pretrained_folder(
@@ -90,9 +79,28 @@ def pipeline_class_name(recorded: str | list[str]) -> str:
     return recorded[-1] if isinstance(recorded, list) else recorded
 
 
-def write_remote_code(folder: Path) -> None:
-    """Put the module that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` imports in `folder`."""
-    write_atomically(folder / f"{REMOTE_CODE_MODULE}.py", REMOTE_CODE)
+def write_remote_code(folder: Path, with_lit_transformer: bool) -> None:
+    """Put in `folder` the code that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` runs
+    (`remote_code.remote_code_files`)."""
+    for name, text in remote_code_files(with_lit_transformer).items():
+        write_atomically(folder / name, text)
+
+
+def write_model_index(folder: Path, index: dict[str, Any]) -> None:
+    """Write a pipeline folder's model_index.json by hand (where no pipeline object is built, as diffusers' own
+    `save_pretrained` would write it), naming its code as `remote_code_index` does, with that code beside it."""
+    index = remote_code_index(index)
+    write_atomically(folder / "model_index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
+    write_remote_code(folder, index.get("transformer") == [TRANSFORMER_MODULE, "LiTTransformer2DModel"])
+
+
+def remote_code_index(index: dict[str, Any]) -> dict[str, Any]:
+    """model_index.json's entries as diffusers alone reads them: the pipeline class and a LiT transformer named
+    as custom code in the folder (`write_remote_code`)."""
+    index = dict(index, _class_name=[PIPELINE_MODULE, pipeline_class_name(index["_class_name"])])
+    if index.get("transformer", [None])[-1] == "LiTTransformer2DModel":
+        index["transformer"] = [TRANSFORMER_MODULE, "LiTTransformer2DModel"]
+    return index
 
 
 def read_card_info(folder: Path) -> dict[str, Any]:
@@ -177,13 +185,13 @@ class LiTHubMixin:
         config = loaded[0] if isinstance(loaded, tuple) else loaded
         if "_class_name" in config:
             config["_class_name"] = pipeline_class_name(config["_class_name"])
+        if config.get("transformer") == [TRANSFORMER_MODULE, "LiTTransformer2DModel"]:
+            config["transformer"] = [PACKAGE_TRANSFORMER_MODULE, "LiTTransformer2DModel"]
         return loaded
 
     def to_json_string(self) -> str:
         """model_index.json as diffusers writes it, naming the class as custom code diffusers can find."""
-        index = json.loads(super().to_json_string())
-        index["_class_name"] = [REMOTE_CODE_MODULE, type(self).__name__]
-        return json.dumps(index, indent=2, sort_keys=True) + "\n"
+        return json.dumps(remote_code_index(json.loads(super().to_json_string())), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
@@ -257,7 +265,7 @@ class LiTHubMixin:
         }
         repo_id = kwargs.pop("repo_id", None)
         super().save_pretrained(save_directory, **kwargs)
-        write_remote_code(Path(save_directory))
+        write_remote_code(Path(save_directory), type(self.transformer).__name__ == "LiTTransformer2DModel")
         write_card_info(Path(save_directory), self.card_info)
         write_atomically(Path(save_directory) / "README.md", str(self.model_card(repo_id or str(save_directory))))
         if push_to_hub:

@@ -188,14 +188,14 @@ def check_backend(backend: str, device: torch.device | str | None = None) -> Non
         raise ValueError(f"Unknown linear-attention backend {backend!r}; choose one of {LINEAR_ATTENTION_BACKENDS}.")
     if backend == "triton":
         try:
-            from . import linear_attention_triton
+            from .linear_attention_triton import check_device
         except ImportError as error:
             raise ImportError(
                 "The 'triton' linear-attention backend needs the `triton` package: `pip install triton` (CUDA "
                 "builds of PyTorch ship it), or keep the 'torch' backend."
             ) from error
         if device is not None:
-            linear_attention_triton.check_device(torch.device(device))
+            check_device(torch.device(device))
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
