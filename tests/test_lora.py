@@ -67,6 +67,26 @@ def test_lora_weights_of_another_architecture_are_refused(tmp_path):
         class_pipeline().load_lora_weights(foreign)
 
 
+def test_lora_weights_of_another_rank_or_width_are_refused_and_leave_the_pipeline_as_it_was():
+    """Adapters whose shapes do not fit the layers (another model width) are refused by name and size; the
+    pipeline keeps no half-loaded adapter and draws the images it drew before."""
+    source = class_pipeline()
+    source.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q"]))
+    weights = {f"transformer.{key}": value for key, value in get_peft_model_state_dict(source.transformer).items()}
+    wide = {
+        key: torch.ones(value.shape[0], value.shape[1] + 3) if "lora_A" in key else value
+        for key, value in weights.items()
+    }
+    pipe = class_pipeline()
+    before = draw(pipe, class_labels=[0, 1])
+    with pytest.raises(
+        RuntimeError, match=r"size mismatch for transformer_blocks.0.attn1.to_q.lora_A.*\[4, 19\].*\[4, 16\]"
+    ):
+        pipe.load_lora_weights(wide)
+    assert not getattr(pipe.transformer, "peft_config", None)
+    torch.testing.assert_close(draw(pipe, class_labels=[0, 1]), before, rtol=0, atol=0)
+
+
 def test_distillation_trains_lora_adapters_on_a_frozen_student(tmp_path):
     """distill_lit.py --lora_rank: the student's own weights stay as they were, the adapters train, and the saved
     adapters loaded into a fresh pipeline of the student draw what the trained model draws."""

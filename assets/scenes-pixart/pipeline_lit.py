@@ -1017,6 +1017,20 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
             }
         )
 
+    def set_attn_processor(self, processor: Any) -> None:
+        """diffusers' `set_attn_processor` (one processor for every layer, or a dict by `attn_processors`' names),
+        with a dict's names checked before any processor is set, and the dict left as it was given."""
+        if isinstance(processor, dict) and len(processor) == len(self.attn_processors):  # diffusers checks counts
+            unknown = sorted(set(processor) - set(self.attn_processors))
+            if unknown:
+                missing = sorted(set(self.attn_processors) - set(processor))
+                raise ValueError(
+                    f"The processor dict names {unknown}, which are not attention layers of this model (missing: "
+                    f"{missing}): use the names of `attn_processors`, e.g. {next(iter(self.attn_processors))!r}."
+                )
+            processor = dict(processor)  # diffusers takes the processors out of the dict it is given
+        super().set_attn_processor(processor)
+
     def set_default_attn_processor(self) -> None:
         """The default processors: `LiTLinearAttnProcessor` for attn1, diffusers' `AttnProcessor2_0` for attn2."""
         from diffusers.models.attention_processor import AttnProcessor2_0
