@@ -24,7 +24,7 @@ if [ ! -f "$TEACHER/model_index.json" ]; then  # ship the finished teacher: the 
     echo "error: $TEACHER_RUN holds no finished teacher: run make teacher-t2i first" >&2; exit 2
   fi
   mkdir -p "$TEACHER"
-  cp -r "$TEACHER_RUN"/{model_index.json,README.md,card_info.json,pipeline_lit.py,scheduler,transformer} "$TEACHER/"
+  cp -r "$TEACHER_RUN"/{model_index.json,README.md,card_info.json,scheduler,transformer} "$TEACHER_RUN"/*.py "$TEACHER/"
 fi
 
 # row -> "student | convert options | lambda_noise lambda_var | guidance". student: the recipe (Q, K, V inherited,
@@ -74,7 +74,7 @@ for row in $ROWS; do
   run_row "$row"
   if [ "$SHIP" = 1 ] && [ "$row" = student ] && [ ! -f assets/scenes-lit/model_index.json ]; then  # the recipe's
     mkdir -p assets/scenes-lit
-    cp -r "$RUNS/student/student"/{model_index.json,README.md,card_info.json,pipeline_lit.py,scheduler,transformer} assets/scenes-lit/
+    cp -r "$RUNS/student/student"/{model_index.json,README.md,card_info.json,scheduler,transformer} "$RUNS/student/student"/*.py assets/scenes-lit/
   fi
 done
 # The README's grid: the first prompts, teacher row then student row, from the same samples files.
