@@ -40,6 +40,7 @@ from diffusers_lit.training import (
     variational_bound,
     write_training_state,
 )
+from diffusers_lit.training.data import epoch_permutation
 
 
 def fixed_batch(seed: int = 0, channels: int = 2):
@@ -261,6 +262,17 @@ def test_preprocess_and_batch_positions():
     assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
 
 
+def test_the_seeded_streams_are_the_same_in_every_version():
+    """The data order and each step's draws are one fixed function of (seed, epoch or step, process): the recorded
+    results (docs/results.md, `make demo`) come out the same from a fresh clone only while it stays the same. Pinned
+    values: the epoch orders of seed 7 and where a global batch crosses from epoch 0 into epoch 1, and a step's
+    timesteps (a changed stream tag, a dropped seed or shift would change them)."""
+    assert epoch_permutation(10, 7, 0).tolist() == [3, 5, 7, 8, 0, 1, 2, 9, 6, 4]
+    assert epoch_permutation(10, 7, 1).tolist() == [7, 1, 9, 4, 0, 6, 5, 2, 8, 3]
+    assert global_batch_indices(10, 2, 4, 1, 0, seed=7).tolist() == [6, 4, 7, 1]  # positions 8-11: epochs 0 and 1
+    assert torch.randint(0, 1000, (4,), generator=step_generator(5, 3, 1)).tolist() == [750, 969, 404, 202]
+
+
 def test_a_micro_batch_is_drawn_from_its_generator_alone():
     """`draw_micro_batch`: equal for equal (seed, step, process), other draws at another step; x_t from its x_0, t and
     eps; the null class exactly where the dropout draw falls under the probability."""
@@ -344,7 +356,7 @@ def test_latent_and_text_caches_are_written_once_and_reused(tmp_path):
     )
     key = {"resolution": 16, "vae": "tiny"}
     data, folder, from_cache = cached_training_data(dataset, cache_dir=tmp_path / "cache", key_settings=key, **kwargs)
-    assert not from_cache and data.kind == "latents" and data.inputs.shape == (3, 8, 8, 8)
+    assert not from_cache and data.kind == "latents" and data.inputs.shape == (3, 8, 8, 8) and len(data) == 3
     assert data.inputs_flipped.shape == data.inputs.shape and data.prompt_embeds.shape == (3, 8, 24)
     assert data.null_prompt_mask.sum() == 2  # [CLS] [SEP]
     assert data.prompt_masks.sum(1).tolist() == [2 + len(CAPTIONS[i].split()) for i in range(3)]
