@@ -1,5 +1,6 @@
 """diffusers_lit.training: losses against hand and float64 computations, data and caches, checks, checkpoints."""
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -411,3 +412,43 @@ def test_checkpoint_listing_limit_and_resume_checks(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="is not writable"):
         check_output_dir_writable(tmp_path / "file" / "out")
+
+
+def test_the_cache_key_follows_the_content_and_every_setting_but_not_their_order(tmp_path):
+    """Two datasets of the same size and columns but other content get other caches (their fingerprints, not a
+    length-and-columns stand-in); the same content and settings in any order, the same cache; a Path setting counts."""
+    from datasets import Dataset
+
+    from diffusers_lit.training.data import cache_key
+
+    cats = Dataset.from_dict({"text": ["a cat", "a dog"]})
+    assert cache_key(cats, resolution=16) == cache_key(Dataset.from_dict({"text": ["a cat", "a dog"]}), resolution=16)
+    assert cache_key(cats, resolution=16) != cache_key(Dataset.from_dict({"text": ["a cat", "a cow"]}), resolution=16)
+    assert cache_key(cats, resolution=16, vae="x") == cache_key(cats, vae="x", resolution=16)
+    assert cache_key(cats, vae=tmp_path / "a") != cache_key(cats, vae=tmp_path / "b")
+
+
+def test_captions_are_strings_or_lists_of_them_and_the_first_of_several_is_used():
+    from diffusers_lit.training.data import _caption_text
+
+    assert _caption_text(["the first", "the second"], "text") == "the first"
+    for bad, name in ((5, "int"), ([], "list"), ([5, "a cat"], "list"), (None, "NoneType")):
+        with pytest.raises(ValueError, match=rf"Caption column 'text' must hold strings .*, got {name}\."):
+            _caption_text(bad, "text")
+
+
+def test_a_cache_is_written_under_new_folders_records_its_settings_and_keeps_the_first_copy(tmp_path):
+    """The cache folder's parents are made as needed, meta.json records the settings and the example count, and a
+    second writer of the same cache (another process) leaves the first copy in place instead of failing."""
+    from diffusers_lit.training.data import load_training_data, save_training_data
+
+    dataset = load_image_dataset(write_imagefolder(tmp_path / "images", per_class=1))
+    kwargs = dict(image_column="image", resolution=8, channels=1, random_flip=False)
+    key = {"resolution": 8}
+    data, folder, _ = cached_training_data(dataset, cache_dir=tmp_path / "a" / "b", key_settings=key, **kwargs)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["metadata"] == {"settings": key, "examples": 3} and len(data) == 3
+    other = load_training_data(folder)
+    other.inputs = other.inputs + 1
+    save_training_data(other, folder)  # as a second process would, with the same key
+    assert torch.equal(load_training_data(folder).inputs, data.inputs)
