@@ -61,7 +61,9 @@ def tiny_text_encoder(tmp_path: Path, hidden_size: int = 24, seed: int = 0):
     """A BERT tokenizer over a small vocabulary written to disk, and a random BERT of `hidden_size`."""
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), model_max_length=32)
+    # transformers 5 reads the word list from `vocab` (and ignores `vocab_file`, leaving every word [UNK]), 4 from
+    # `vocab_file`: both are given, and the test below checks that the words are read.
+    tokenizer = BertTokenizerFast(vocab=str(vocab), vocab_file=str(vocab), model_max_length=32)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(WORDS) + 5,

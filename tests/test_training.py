@@ -452,3 +452,24 @@ def test_a_cache_is_written_under_new_folders_records_its_settings_and_keeps_the
     other.inputs = other.inputs + 1
     save_training_data(other, folder)  # as a second process would, with the same key
     assert torch.equal(load_training_data(folder).inputs, data.inputs)
+
+
+def test_captions_are_encoded_masked_and_truncated_at_the_length_asked(tmp_path, caplog):
+    """The states of a caption's tokens do not depend on how far it is padded (the keep mask reaches the
+    encoder); a caption of exactly `max_sequence_length` tokens is kept whole without a word, a longer one is cut
+    to that length and counted in the warning."""
+    from diffusers_lit.training.data import encode_captions
+
+    tokenizer, encoder = tiny_text_encoder(tmp_path)
+    assert tokenizer("a cat dog").input_ids == [2, 5, 8, 9, 3]  # [CLS], WORDS' ids (not [UNK], 1), [SEP]
+    short, exact, long = "a cat", "a red cat", "a small red cat on the grass"  # 4, 5 and 9 tokens with [CLS] [SEP]
+    with caplog.at_level("WARNING"):
+        embeds, masks = encode_captions([short, exact], tokenizer, encoder, max_sequence_length=5)
+    assert caplog.text == "" and masks.sum(1).tolist() == [4, 5]
+    padded, _ = encode_captions([short, "a dog"], tokenizer, encoder, max_sequence_length=12)
+    torch.testing.assert_close(padded[0, :4], embeds[0, :4])
+    assert not torch.allclose(padded[0, :4], padded[1, :4])  # the words are read
+    with caplog.at_level("WARNING"):
+        cut, cut_masks = encode_captions([long, short], tokenizer, encoder, max_sequence_length=5)
+    assert cut.shape == (2, 5, 24) and cut_masks[0].tolist() == [1] * 5
+    assert "1 of 2 captions are longer than 5 tokens (up to 9) and are truncated" in caplog.text
