@@ -67,7 +67,7 @@ def test_lora_weights_of_another_architecture_are_refused(tmp_path):
         class_pipeline().load_lora_weights(foreign)
 
 
-def test_lora_weights_of_another_rank_or_width_are_refused_and_leave_the_pipeline_as_it_was():
+def test_lora_weights_of_another_width_are_refused_and_leave_the_pipeline_as_it_was():
     """Adapters whose shapes do not fit the layers (another model width) are refused by name and size; the
     pipeline keeps no half-loaded adapter and draws the images it drew before."""
     source = class_pipeline()
