@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import (
+    AutoencoderKL,
     DDIMScheduler,
     DiTPipeline,
     DiTTransformer2DModel,
@@ -424,13 +426,45 @@ def test_output_dir_is_never_half_written(tmp_path, monkeypatch):
     assert not (existing / "my_checkpoint.bin").exists() and (existing / "model_index.json").is_file()
 
 
+def test_conversion_saves_the_components_it_loaded_in_their_stored_dtype(tmp_path):
+    """The converted folder is written by the LiT pipeline's save_pretrained from the components it loaded: a
+    half-precision VAE stays half precision (diffusers would load it as fp32), with the same values."""
+    folder = save_dit_pipeline(tmp_path / "dit")
+    vae = AutoencoderKL.from_pretrained(folder / "vae").half()
+    vae.save_pretrained(folder / "vae")
+    out = convert_to_lit(folder, tmp_path / "lit")
+    saved = load_file(out / "vae" / "diffusion_pytorch_model.safetensors")
+    assert {tensor.dtype for tensor in saved.values()} == {torch.float16}
+    assert all(torch.equal(saved[key], value) for key, value in vae.state_dict().items())
+    assert json.loads((out / "model_index.json").read_text())["vae"] == ["diffusers", "AutoencoderKL"]
+
+
+def test_a_model_index_naming_another_module_for_a_component_is_refused_unimported(tmp_path, monkeypatch):
+    """model_index.json names each component's library; LiT imports diffusers' and transformers' only, so a
+    folder cannot make conversion (or a teacher's loading) import a module of its choosing."""
+    planted = tmp_path / "modules"
+    planted.mkdir()
+    (planted / "planted_module.py").write_text("import os\nos.environ['PLANTED_MODULE_RAN'] = '1'\n")
+    monkeypatch.syspath_prepend(str(planted))
+    monkeypatch.delenv("PLANTED_MODULE_RAN", raising=False)
+    folder = save_dit_pipeline(tmp_path / "dit")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "vae": ["planted_module", "AutoencoderKL"]}))
+    for load in (lambda: convert_to_lit(folder, tmp_path / "lit"), lambda: load_source(folder)):
+        with pytest.raises(ValueError, match=r"names vae \['planted_module', 'AutoencoderKL'\], but LiT loads"):
+            load()
+    assert "PLANTED_MODULE_RAN" not in os.environ and not (tmp_path / "lit").exists()
+
+
 def test_push_to_hub_uploads_the_finished_folder(tmp_path, monkeypatch):
-    import huggingface_hub
+    import diffusers.utils.hub_utils
     from huggingface_hub import RepoUrl
 
+    import diffusers_lit.hub
+
     uploads = []
-    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: RepoUrl(f"https://hf.co/{repo_id}"))
-    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
+    monkeypatch.setattr(diffusers_lit.hub, "create_repo", lambda repo_id, **kw: RepoUrl(f"https://hf.co/{repo_id}"))
+    monkeypatch.setattr(diffusers.utils.hub_utils, "upload_folder", lambda **kwargs: uploads.append(kwargs))
     out = convert_to_lit(save_dit_pipeline(tmp_path / "dit"), tmp_path / "lit", push_to_hub="someone/lit-tiny")
     assert uploads[0]["repo_id"] == "someone/lit-tiny" and Path(uploads[0]["folder_path"]) == out
     assert 'LiTPipeline.from_pretrained("someone/lit-tiny")' in (out / "README.md").read_text()

@@ -478,9 +478,21 @@ class LiTHubMixin:
         repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as tmpdir:
             self.save_pretrained(tmpdir, safe_serialization=safe_serialization, variant=variant, repo_id=repo_id)
-            return self._upload_folder(
-                tmpdir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr
-            )
+            return self.upload_saved(tmpdir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr)
+
+    def upload_saved(
+        self,
+        folder: str | os.PathLike,
+        repo_id: str,
+        token: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+        private: bool | None = None,
+    ) -> Any:
+        """Upload `folder`, where this pipeline was saved (with what was written beside it, e.g. a conversion
+        report), to `repo_id`, created if missing."""
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        return self._upload_folder(folder, repo_id, token=token, commit_message=commit_message, create_pr=create_pr)
 
 
 # ---- diffusers_lit/text_encoders.py ----

@@ -7,6 +7,7 @@ tensors. From there one path maps it onto `LiTTransformer2DModel` (`convert_tran
 and writes a LiT pipeline folder (`convert_to_lit`).
 """
 
+import importlib
 import inspect
 import json
 import math
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import diffusers
 import torch
 from diffusers.utils import logging
 from safetensors.torch import load_file
@@ -30,8 +30,6 @@ from .hub import (
     pipeline_class_name,
     read_card_info,
     resolve_pretrained_folder,
-    write_card_info,
-    write_model_index,
 )
 from .models import LiTTransformer2DModel
 from .pipelines import LiTPipeline, LiTTextToImagePipeline
@@ -44,6 +42,8 @@ KNOWN_HEADS = {  # DiT S, B, L, XL (and PixArt-XL, as wide as DiT-XL) widths -> 
     for size in MODEL_SIZES.values()
 }
 COMPONENTS = ("vae", "scheduler", "tokenizer", "text_encoder")
+COMPONENT_LIBRARIES = ("diffusers", "transformers")  # the only modules a model_index.json may name for them
+SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 SELF_ATTENTION = "self-attention projection: LiT replaces it with fresh linear attention"
 
 
@@ -453,6 +453,71 @@ def convert_transformer(
 # Writing a LiT pipeline folder
 
 
+def _stored_dtype(folder: Path) -> torch.dtype | None:
+    """The dtype of a component's saved floating-point weights (diffusers loads fp16 weights as fp32 unless told)."""
+    from safetensors import safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(file, "pt") as weights:
+            for key in weights.keys():
+                dtype = SAFETENSORS_DTYPES.get(weights.get_slice(key).get_dtype())
+                if dtype is not None:
+                    return dtype
+    return None
+
+
+def load_components(folder: Path, model_index: dict[str, Any]) -> dict[str, Any]:
+    """The VAE, scheduler, tokenizer and text encoder that a pipeline folder's model_index.json names, loaded in
+    their stored dtype. Only diffusers' and transformers' classes: the file names no other module to import."""
+    components = {}
+    for name in COMPONENTS:
+        entry = model_index.get(name)
+        if not isinstance(entry, list) or len(entry) != 2 or entry[0] is None:
+            continue
+        library, class_name = entry
+        if library not in COMPONENT_LIBRARIES or not (folder / name).is_dir():
+            raise ValueError(
+                f"{folder}/model_index.json names {name} {entry}, but LiT loads diffusers' and transformers' "
+                f"components from their own folder only ({folder / name}): fix the pipeline folder."
+            )
+        component_class = getattr(importlib.import_module(library), class_name, None)
+        if component_class is None or not hasattr(component_class, "from_pretrained"):
+            raise ValueError(f"{folder}/model_index.json names {name} {entry}, which {library} does not have.")
+        kwargs = {}
+        if library == "diffusers" and (dtype := _stored_dtype(folder / name)) is not None:
+            kwargs["torch_dtype"] = dtype  # transformers keeps the stored dtype by itself
+        components[name] = component_class.from_pretrained(folder / name, **kwargs)
+    return components
+
+
+def lit_pipeline(
+    transformer: torch.nn.Module,
+    components: dict[str, Any],
+    *,
+    id2label: dict | None = None,
+    text_encoder_id: str | None = None,
+    max_sequence_length: int | None = None,
+    image_size: list[int] | None = None,
+) -> "LiTPipeline":
+    """The LiT pipeline of `transformer` with a source's other components (`scheduler` required): a
+    `LiTTextToImagePipeline` for the PixArt layout (its text encoder given or referenced by `text_encoder_id`, its
+    trained caption length and image size), else a `LiTPipeline` (its class names)."""
+    if getattr(transformer.config, "norm_type", None) == "ada_norm_single":
+        return LiTTextToImagePipeline(
+            tokenizer=components.get("tokenizer"),
+            text_encoder=components.get("text_encoder"),
+            vae=components.get("vae"),
+            transformer=transformer,
+            scheduler=components["scheduler"],
+            text_encoder_id=text_encoder_id,
+            max_sequence_length=max_sequence_length,
+            image_size=image_size,
+        )
+    return LiTPipeline(
+        transformer=transformer, scheduler=components["scheduler"], vae=components.get("vae"), id2label=id2label
+    )
+
+
 def default_scheduler(layout: str, latent: bool = True):
     """The sampler of a pipeline whose source names none: for "dit", DiT's DDPM with the learned variance (1000
     linear betas), which clips the predicted x_0 to [-1, 1] only in pixel space (DiT samples latents with
@@ -583,60 +648,45 @@ def convert_to_lit(
     if folder is None and components is not None:
         folder = resolve_pretrained_folder(components, revision=revision, token=token, cache_dir=cache_dir)
         model_index = json.loads((folder / "model_index.json").read_text())
-    has_vae = isinstance(model_index.get("vae"), list) and model_index["vae"][0] is not None
-    if not has_vae and lit.config.in_channels not in (1, 3):
+    loaded = load_components(folder, model_index) if folder is not None else {}
+    if loaded.get("vae") is None and lit.config.in_channels not in (1, 3):
         raise ValueError(
             f"{source} works on {lit.config.in_channels}-channel latents and comes without a VAE: pass `components` "
             "(--components) with a pipeline that has its VAE (e.g. facebook/DiT-XL-2-256 or a PixArt pipeline)."
         )
-    pipeline_class = LiTPipeline if checkpoint.layout == "dit" else LiTTextToImagePipeline
+    scheduler = loaded.get("scheduler") or default_scheduler(
+        checkpoint.layout, latent=lit.config.in_channels not in (1, 3)
+    )
+    pipe = lit_pipeline(
+        lit,
+        {**loaded, "scheduler": scheduler},
+        id2label=model_index.get("id2label"),
+        text_encoder_id=model_index.get("text_encoder_id"),
+        max_sequence_length=model_index.get("max_sequence_length"),
+        image_size=model_index.get("image_size"),
+    )
+    source_info = read_card_info(checkpoint.folder) if checkpoint.folder else {}
+    pipe.card_info = {
+        "base_model": str(source) if local_source is None else source_info.get("base_model"),
+        "license": source_info.get("license"),
+        "how_made": (
+            f"Converted from `{source}` ({checkpoint.layout}) with `diffusers-lit convert`: every weight copied "
+            f"except the self-attention, which is LiT's linear attention with "
+            f"{report['options']['linear_attention_heads']} heads and a {dwc_kernel_size}x{dwc_kernel_size} "
+            f"depth-wise convolution, started fresh (inherited projections: {inherit}). "
+            f"{report['copied']['count']} tensors copied, {report['fresh']['count']} fresh; see "
+            "conversion_report.json. Train it with hybrid knowledge distillation (examples/distill_lit.py) "
+            "before use: until then the self-attention is random."
+        ),
+    }
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.converting-{os.getpid()}-", dir=output_dir.parent))
     try:
-        lit.save_pretrained(tmp / "transformer")
-        index = {"_class_name": pipeline_class.__name__}
-        index["_diffusers_version"] = diffusers.__version__
-        for name in COMPONENTS:
-            if folder is not None and isinstance(model_index.get(name), list) and (folder / name).is_dir():
-                shutil.copytree(folder / name, tmp / name)
-                index[name] = model_index[name]
-            elif name == "scheduler":
-                scheduler = default_scheduler(checkpoint.layout, latent=lit.config.in_channels not in (1, 3))
-                scheduler.save_pretrained(tmp / name)
-                index[name] = ["diffusers", type(scheduler).__name__]
-            elif name == "vae" or pipeline_class is LiTTextToImagePipeline:
-                index[name] = [None, None]
-        index["transformer"] = [LiTTransformer2DModel.__module__, LiTTransformer2DModel.__name__]
-        if pipeline_class is LiTPipeline:
-            index["id2label"] = model_index.get("id2label")
-        else:  # a text encoder referenced by name, the trained caption length and image size travel with it
-            for key in ("text_encoder_id", "max_sequence_length", "image_size"):
-                index[key] = model_index.get(key)
-        write_model_index(tmp, index)
+        pipe.save_pretrained(tmp, repo_id=push_to_hub or output_dir.name)
+        index = json.loads((tmp / "model_index.json").read_text())
         report["components"] = {name: index.get(name) for name in COMPONENTS}
         write_atomically(tmp / "conversion_report.json", json.dumps(report, indent=2) + "\n")
-
-        source_info = read_card_info(checkpoint.folder) if checkpoint.folder else {}
-        is_repo_id = local_source is None
-        card_info = {
-            "base_model": str(source) if is_repo_id else source_info.get("base_model"),
-            "license": source_info.get("license"),
-            "how_made": (
-                f"Converted from `{source}` ({checkpoint.layout}) with `diffusers-lit convert`: every weight copied "
-                f"except the self-attention, which is LiT's linear attention with "
-                f"{report['options']['linear_attention_heads']} heads and a {dwc_kernel_size}x{dwc_kernel_size} "
-                f"depth-wise convolution, started fresh (inherited projections: {inherit}). "
-                f"{report['copied']['count']} tensors copied, {report['fresh']['count']} fresh; see "
-                "conversion_report.json. Train it with hybrid knowledge distillation (examples/distill_lit.py) "
-                "before use: until then the self-attention is random."
-            ),
-        }
-        example = next(iter((index.get("id2label") or {}).values()), None)
-        card = pipeline_class.render_card(push_to_hub or output_dir.name, card_info, example and example.split(",")[0])
-        write_card_info(tmp, card_info)
-        write_atomically(tmp / "README.md", str(card))
-
         if output_dir.exists():  # overwrite: move the old folder aside until the new one is in place
             backup = output_dir.with_name(f".{output_dir.name}.replaced-{os.getpid()}")
             output_dir.rename(backup)
@@ -649,10 +699,7 @@ def convert_to_lit(
             shutil.rmtree(tmp)
 
     if push_to_hub:
-        from huggingface_hub import create_repo, upload_folder
-
-        repo_id = create_repo(push_to_hub, token=token, exist_ok=True).repo_id
-        upload_folder(repo_id=repo_id, folder_path=output_dir, token=token, commit_message="Convert to LiT")
+        pipe.upload_saved(output_dir, push_to_hub, token=token, commit_message="Convert to LiT")
     return output_dir
 
 
@@ -685,8 +732,6 @@ def load_source(
 ) -> SourceModel:
     """Load a DiT / PixArt source (Hub id, diffusers folder or original checkpoint) as diffusers models.
     `num_attention_heads`: for original checkpoints of widths other than DiT's / PixArt's."""
-    import importlib
-
     from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
     from diffusers.models.embeddings import Timesteps
 
@@ -704,12 +749,7 @@ def load_source(
                 module.downscale_freq_shift = shift
         transformer.register_to_config(timestep_freq_shift=shift)  # and a LiT converted from it keeps them
     transformer.to(next(iter(checkpoint.state_dict.values())).dtype).eval()
-    components = {}
-    for name in COMPONENTS:
-        entry = checkpoint.model_index.get(name)
-        if checkpoint.folder is not None and isinstance(entry, list) and entry[0] is not None:
-            component_class = getattr(importlib.import_module(entry[0]), entry[1])
-            components[name] = component_class.from_pretrained(checkpoint.folder / name)
+    components = load_components(checkpoint.folder, checkpoint.model_index) if checkpoint.folder else {}
     text_encoder_id = checkpoint.model_index.get("text_encoder_id")
     if text_encoder_id and "text_encoder" not in components:
         components["tokenizer"], components["text_encoder"] = load_text_encoder(text_encoder_id)

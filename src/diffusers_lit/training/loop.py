@@ -24,7 +24,7 @@ from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
 from ..choices import INHERIT
-from ..conversion import default_scheduler, load_source
+from ..conversion import default_scheduler, lit_pipeline, load_source
 from ..hardware import cpu_has_native_bf16
 from ..image_datasets import check_dataset_columns, dataset_class_names, load_image_dataset, parse_resolution
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
@@ -703,22 +703,14 @@ def _validation_inputs(args, data, dataset, text_to_image, id2label, student) ->
 def _output_pipeline(transformer, source, scheduler, id2label, text_settings=None, dtype=None):
     """A LiT pipeline of the student with the source's VAE (and text encoder; `text_settings`: the trained
     caption length and image size)."""
-    components = dict(source.components)
+    components = {**source.components, "scheduler": scheduler}
     if dtype is not None:
         for name in ("vae", "text_encoder"):
             if components.get(name) is not None:
                 components[name] = components[name].to(dtype)
-    if source.is_text_to_image:
-        return LiTTextToImagePipeline(
-            tokenizer=components["tokenizer"],
-            text_encoder=components["text_encoder"],
-            vae=components.get("vae"),
-            transformer=transformer,
-            scheduler=scheduler,
-            text_encoder_id=source.text_encoder_id,
-            **(text_settings or {}),
-        )
-    return LiTPipeline(transformer=transformer, scheduler=scheduler, vae=components.get("vae"), id2label=id2label)
+    return lit_pipeline(
+        transformer, components, id2label=id2label, text_encoder_id=source.text_encoder_id, **(text_settings or {})
+    )
 
 
 def _run_validation(
