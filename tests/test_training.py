@@ -34,6 +34,7 @@ from diffusers_lit.training import (
     list_checkpoints,
     load_image_dataset,
     model_prediction,
+    module_fingerprint,
     preprocess_image,
     prune_checkpoints,
     resolve_checkpoint,
@@ -473,3 +474,84 @@ def test_captions_are_encoded_masked_and_truncated_at_the_length_asked(tmp_path,
         cut, cut_masks = encode_captions([long, short], tokenizer, encoder, max_sequence_length=5)
     assert cut.shape == (2, 5, 24) and cut_masks[0].tolist() == [1] * 5
     assert "1 of 2 captions are longer than 5 tokens (up to 9) and are truncated" in caplog.text
+
+
+def test_training_resolution_takes_the_flag_then_the_recorded_size_then_the_square_model():
+    from diffusers_lit.training.loop import training_resolution
+
+    assert training_resolution(None, None, sample_size=4, vae_scale=8, patch_size=2) == 32  # latents: 4 x 8 pixels
+    assert training_resolution(None, [32, 64], sample_size=32, vae_scale=1, patch_size=4) == (32, 64)
+    assert training_resolution(48, [32, 64], sample_size=32, vae_scale=1, patch_size=4) == 48
+    with pytest.raises(ValueError, match=r"--resolution 36 must be a multiple of 16 \(VAE scale x patch size\)"):
+        training_resolution(36, None, sample_size=4, vae_scale=8, patch_size=2)
+    with pytest.raises(ValueError, match=r"--resolution \(32, 66\) must be a multiple of 4"):
+        training_resolution((32, 66), None, sample_size=32, vae_scale=1, patch_size=4)
+
+
+def test_cache_key_settings_name_what_the_cached_data_depends_on():
+    """Mirrored copies are cached only for latents (pixels flip per step), the crop seed only for random crops, the
+    caption length only for captions; the encoders enter by their weights."""
+    from diffusers_lit.training.loop import cache_key_settings
+
+    settings = {
+        "image_column": "image",
+        "label_column": "label",
+        "caption_column": None,
+        "resolution": 32,
+        "channels": 1,
+        "center_crop": False,
+        "random_flip": True,
+        "vae": None,
+        "tokenizer": None,
+        "text_encoder": None,
+        "max_sequence_length": 77,
+        "seed": 3,
+    }
+    assert cache_key_settings(settings) == {
+        "image_column": "image",
+        "label_column": "label",
+        "caption_column": None,
+        "resolution": 32,
+        "channels": 1,
+        "center_crop": False,
+        "random_flip": False,
+        "crop_seed": 3,
+        "vae": module_fingerprint(None),
+        "text_encoder": module_fingerprint(None),
+        "max_sequence_length": None,
+    }
+    key = cache_key_settings({**settings, "center_crop": True, "caption_column": "text"})
+    assert key["crop_seed"] is None and key["max_sequence_length"] == 77
+    vae = tiny_vae()
+    key = cache_key_settings({**settings, "vae": vae})
+    assert key["random_flip"] is True and key["vae"] == module_fingerprint(vae) != module_fingerprint(None)
+
+
+def test_how_made_text_states_the_recipe():
+    from diffusers_lit.training.loop import how_made_text
+
+    recipe = {"steps": 200, "batch": 64, "learning_rate": 1e-3, "lr_scheduler": "constant", "max_grad_norm": 1.0}
+    assert how_made_text(None, "fashion-mnist", ema=None, lambdas=(0.0, 0.0), **recipe) == (
+        "Trained from scratch with diffusers_lit's `examples/train_dit.py` (DiT's loss: MSE + learned-range VLB) on "
+        "`fashion-mnist`: 200 steps of 64 examples, AdamW lr 0.001 (constant), gradient norm clipped at 1.0."
+    )
+    distilled = how_made_text("t", "d", ema=(0.999, "constant"), lambdas=(1.0, 0.05), **{**recipe, "max_grad_norm": 0})
+    assert distilled == (
+        "Distilled from `t` with diffusers_lit's `examples/distill_lit.py` (hybrid knowledge distillation: "
+        "lambda_noise 1.0, lambda_var 0.05) on `d`: 200 steps of 64 examples, AdamW lr 0.001 (constant), EMA "
+        "weights (constant decay 0.999), no gradient clipping."
+    )
+
+
+def test_make_ema_schedules():
+    """EMAModel's step counter: the first step copies (decay 0); then "constant" holds the decay (DiT, PixArt) and
+    "warmup" is diffusers' (1 + s) / (10 + s), s counted from the second step, capped at the decay."""
+    from diffusers_lit.training.loop import make_ema
+
+    model = tiny_vae()
+    constant, warmup = make_ema(model, 0.999, "constant"), make_ema(model, 0.999, "warmup")
+    assert constant.get_decay(1) == warmup.get_decay(1) == 0.0
+    assert constant.get_decay(5) == 0.999 and warmup.get_decay(5) == pytest.approx(5 / 14)
+    assert warmup.get_decay(100_000) == 0.999
+    with pytest.raises(ValueError, match=r"`schedule` must be one of \['constant', 'warmup'\], got 'cosine'"):
+        make_ema(model, 0.999, "cosine")

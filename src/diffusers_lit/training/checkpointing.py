@@ -219,3 +219,17 @@ def check_output_dir_writable(output_dir: str | os.PathLike) -> Path:
     except OSError as error:
         raise ValueError(f"The output folder {output_dir} is not writable: {error}") from error
     return path
+
+
+def check_run_folder(output_dir: str | os.PathLike, *, resume: str | None, overwrite: bool) -> Path:
+    """`output_dir` created and proven writable, refused if it holds an earlier run (`previous_run`) that is
+    neither to be resumed (`resume`, "latest" or a checkpoint) nor replaced (`overwrite`)."""
+    folder = check_output_dir_writable(output_dir)
+    earlier = previous_run(folder)
+    if earlier and not resume and not overwrite:
+        raise ValueError(
+            f"--output_dir {folder} holds an earlier run ({', '.join(earlier[:4])}): pass "
+            "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or choose "
+            "another folder."
+        )
+    return folder

@@ -4,9 +4,12 @@ import os
 from typing import Any
 
 import torch
+from accelerate.logging import get_logger
 
 from ..conversion import SourceCheckpoint, SourceModel, convert_transformer, load_source
 from ..models import LiTTransformer2DModel
+
+logger = get_logger(__name__, log_level="INFO")
 
 
 def load_teacher(
@@ -50,6 +53,39 @@ def convert_teacher(teacher: SourceModel, **kwargs: Any) -> tuple[LiTTransformer
     config = {key: value for key, value in dict(teacher.transformer.config).items() if not key.startswith("_")}
     state_dict = {key: value.detach().float() for key, value in teacher.transformer.state_dict().items()}
     return convert_transformer(SourceCheckpoint(teacher.name, teacher.layout, config, state_dict), **kwargs)
+
+
+def load_teacher_and_student(
+    teacher: str | os.PathLike,
+    student: str | os.PathLike | None = None,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    teacher_components: str | os.PathLike | None = None,
+    linear_attention_heads: int | None = None,
+    dwc_kernel_size: int = 5,
+    inherit: str = "none",
+    seed: int = 0,
+    lambda_var: float = 0.05,
+) -> tuple[SourceModel, LiTTransformer2DModel, dict[str, Any]]:
+    """The frozen teacher (`load_teacher`), the student (`load_student` of a LiT pipeline; `student` None: the
+    teacher converted on the fly with `linear_attention_heads`, `dwc_kernel_size`, `inherit` and `seed`) and the
+    student pipeline's other components, checked to fit each other (`check_teacher_student`)."""
+    loaded = load_teacher(teacher, revision=revision, token=token, components=teacher_components)
+    if student is not None:
+        lit, components = load_student(student)
+    else:
+        lit, report = convert_teacher(
+            loaded,
+            linear_attention_heads=linear_attention_heads,
+            dwc_kernel_size=dwc_kernel_size,
+            inherit=inherit,
+            seed=seed,
+        )
+        components = {}
+        logger.info(f"Converted the teacher on the fly: {report}")
+    check_teacher_student(loaded.transformer, lit, lambda_var=lambda_var)
+    return loaded, lit, components
 
 
 def check_teacher_student(teacher: torch.nn.Module, student: torch.nn.Module, *, lambda_var: float = 0.05) -> None:

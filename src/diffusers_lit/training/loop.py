@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -32,12 +33,11 @@ from ..pipelines.lora import LORA_TARGET_MODULES
 from ..pipelines.pipeline_lit import vae_scale_factor
 from .checkpointing import (
     check_no_pickled_objects,
-    check_output_dir_writable,
     check_resume_compatible,
+    check_run_folder,
     checkpoint_step,
     clear_previous_run,
     load_ema,
-    previous_run,
     prune_checkpoints,
     resolve_checkpoint,
     save_ema,
@@ -45,14 +45,11 @@ from .checkpointing import (
 )
 from .data import TrainingData, cached_training_data, global_batch_indices, module_fingerprint, step_generator
 from .distillation import (
-    check_teacher_student,
     config_signature,
-    convert_teacher,
     disable_label_dropout,
     dit_embedder_copies,
     drop_conditions,
-    load_student,
-    load_teacher,
+    load_teacher_and_student,
     model_prediction,
     resolution_conditions,
     sum_shared_gradients,
@@ -223,17 +220,14 @@ def parse_distill_args(argv: list[str] | None = None, *, from_scratch: bool = Fa
 def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     """Distil `args.student` from `args.teacher` (flags of `parse_distill_args`); returns the output folder, which
     holds the final pipeline. `from_scratch` (examples/train_dit.py): no teacher; train the student pipeline's own
-    transformer, which may be a DiT or PixArt, with the plain diffusion loss."""
+    transformer, which may be a DiT or PixArt, with the plain diffusion loss. Read top to bottom as diffusers'
+    training scripts: set up, models, data, optimizer, resume, the loop, the final pipeline."""
+    # 1. Set up: the output folder checked before anything is loaded, then accelerate.
     if from_scratch and (args.lambda_noise != 0 or args.lambda_var != 0):
         raise ValueError("Training from scratch has no teacher to distil from: lambda_noise and lambda_var must be 0.")
-    output_dir = check_output_dir_writable(args.output_dir)  # refused before anything is loaded
-    earlier = previous_run(output_dir)
-    if earlier and not args.resume_from_checkpoint and not args.overwrite_output_dir:
-        raise ValueError(
-            f"--output_dir {output_dir} holds an earlier run ({', '.join(earlier[:4])}): pass "
-            "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or choose "
-            "another folder."
-        )
+    output_dir = check_run_folder(
+        args.output_dir, resume=args.resume_from_checkpoint, overwrite=args.overwrite_output_dir
+    )
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -260,28 +254,25 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     device = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
-    # Teacher and student. `source` lends the VAE, scheduler, text encoder and labels: the teacher, or from scratch
-    # the student's own pipeline (loaded once: its transformer is the student).
+    # 2. Models: the teacher (none from scratch) and the student; `source` lends the VAE, scheduler, text encoder
+    # and labels (the teacher, or from scratch the student's own pipeline).
     if from_scratch:
         teacher, source = None, load_source(args.student)
         student, student_components = source.transformer, {}
     else:
-        teacher = source = load_teacher(
-            args.teacher, revision=args.revision, token=args.hub_token, components=args.teacher_components
+        teacher, student, student_components = load_teacher_and_student(
+            args.teacher,
+            args.student,
+            revision=args.revision,
+            token=args.hub_token,
+            teacher_components=args.teacher_components,
+            linear_attention_heads=args.linear_attention_heads,
+            dwc_kernel_size=args.dwc_kernel_size,
+            inherit=args.inherit,
+            seed=args.seed,
+            lambda_var=args.lambda_var,
         )
-        if args.student is not None:
-            student, student_components = load_student(args.student)
-        else:
-            student, report = convert_teacher(
-                teacher,
-                linear_attention_heads=args.linear_attention_heads,
-                dwc_kernel_size=args.dwc_kernel_size,
-                inherit=args.inherit,
-                seed=args.seed,
-            )
-            student_components = {}
-            logger.info(f"Converted the teacher on the fly: {report}")
-        check_teacher_student(teacher.transformer, student, lambda_var=args.lambda_var)
+        source = teacher
     disable_label_dropout(student)  # classifier-free guidance dropout is the loop's, applied once to both models
     embedder_copies = dit_embedder_copies(student)
     text_to_image = source.is_text_to_image
@@ -292,25 +283,24 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             f"The teacher works on {student.config.in_channels}-channel latents but comes without a VAE: pass "
             "--teacher_components with a pipeline that has its VAE (e.g. facebook/DiT-XL-2-256)."
         )
+    if text_to_image and (tokenizer is None or text_encoder is None):
+        raise ValueError(f"The text-to-image model {source.name} has no tokenizer / text encoder.")
     # DiT and PixArt train on DDPM's 1000 linear betas (diffusers' defaults) when the teacher names no scheduler.
     teacher_scheduler = source.components.get("scheduler") or default_scheduler(
         "pixart" if text_to_image else "dit", latent=vae is not None
     )
     scheduler = student_components.get("scheduler") or teacher_scheduler  # the saved pipeline's sampler
     schedule = DiffusionSchedule.from_scheduler(teacher_scheduler)
-    if text_to_image and (tokenizer is None or text_encoder is None):
-        raise ValueError(f"The text-to-image model {source.name} has no tokenizer / text encoder.")
-
     vae_scale = vae_scale_factor(vae)
-    resolution = args.resolution or (tuple(source.image_size) if source.image_size else None)
-    resolution = resolution or student.config.sample_size * vae_scale
-    multiple = vae_scale * student.config.patch_size
-    if any(side % multiple for side in ((resolution,) if isinstance(resolution, int) else resolution)):
-        raise ValueError(f"--resolution {resolution} must be a multiple of {multiple} (VAE scale x patch size).")
+    resolution = training_resolution(
+        args.resolution, source.image_size, student.config.sample_size, vae_scale, student.config.patch_size
+    )
     channels = vae.config.in_channels if vae is not None else student.config.in_channels
     learning_rate = args.learning_rate if args.learning_rate is not None else (2e-5 if text_to_image else 1e-4)
+    max_grad_norm = args.max_grad_norm if args.max_grad_norm is not None else (1.0 if text_to_image else 0.0)
 
-    # Dataset: columns checked before any work.
+    # 3. Data: columns checked before any work; latents / pixels and text embeddings cached once (the main process
+    # writes, the others read).
     dataset = load_image_dataset(args.dataset, split=args.dataset_split, config_name=args.dataset_config_name)
     label_column = None if text_to_image else args.label_column
     caption_column = args.caption_column if text_to_image else None
@@ -338,44 +328,29 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     elif args.resume_from_checkpoint:
         logger.info(f"No checkpoint in {output_dir}: starting a new run.")
 
-    # Cache latents / pixels and text embeddings once (the main process writes, the others read).
     for module in (vae, text_encoder):
         if module is not None:
             module.requires_grad_(False).eval().to(device, dtype=torch.float32)  # the cache is computed in float32
     max_sequence_length = args.max_sequence_length or source.max_sequence_length
     max_sequence_length = max_sequence_length or (min(300, tokenizer.model_max_length) if tokenizer else None)
-    key_settings = {
+    settings = {
         "image_column": args.image_column,
         "label_column": label_column,
         "caption_column": caption_column,
         "resolution": resolution,
         "channels": channels,
         "center_crop": args.center_crop,
-        "random_flip": args.random_flip and vae is not None,
-        "crop_seed": None if args.center_crop else args.seed,
-        "vae": module_fingerprint(vae),
-        "text_encoder": module_fingerprint(text_encoder),
-        "max_sequence_length": max_sequence_length if text_to_image else None,
+        "random_flip": args.random_flip,
+        "vae": vae,
+        "tokenizer": tokenizer,
+        "text_encoder": text_encoder,
+        "max_sequence_length": max_sequence_length,
+        "seed": args.seed,
     }
     cache_dir = args.cache_dir or str(Path(HF_HOME) / "diffusers_lit" / "training_cache")
     with accelerator.main_process_first():
         data, cache_folder, from_cache = cached_training_data(
-            dataset,
-            cache_dir=cache_dir,
-            key_settings=key_settings,
-            image_column=args.image_column,
-            label_column=label_column,
-            caption_column=caption_column,
-            resolution=resolution,
-            channels=channels,
-            center_crop=args.center_crop,
-            random_flip=args.random_flip,
-            vae=vae,
-            tokenizer=tokenizer,
-            text_encoder=text_encoder,
-            max_sequence_length=max_sequence_length,
-            seed=args.seed,
-            device=device,
+            dataset, cache_dir=cache_dir, key_settings=cache_key_settings(settings), device=device, **settings
         )
     logger.info(f"{'Read' if from_cache else 'Cached'} {len(data)} examples ({data.kind}) in {cache_folder}")
     text_settings = None
@@ -387,32 +362,23 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             f"The dataset has class ids up to {int(data.labels.max())}, but the models have "
             f"{student.config.num_embeds_ada_norm} classes."
         )
-
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     max_train_steps = args.max_train_steps or math.ceil(args.num_train_epochs * len(data) / global_batch)
 
-    # Models on the device: the teacher frozen in eval mode (no internal label dropout), the student trained.
-    teacher_model = teacher.transformer.requires_grad_(False).eval().to(device) if teacher is not None else None
+    # 4. Models on the device (the teacher frozen in eval mode, without internal label dropout, and only where a KD
+    # term needs it), the optimizer, its schedule and the EMA of the student.
+    needs_teacher = teacher is not None and (args.lambda_noise != 0 or args.lambda_var != 0)
+    teacher_model = teacher.transformer.requires_grad_(False).eval().to(device) if needs_teacher else None
     for module in (teacher_model, vae, text_encoder):
         if module is not None and module.dtype != weight_dtype:
             module.to(dtype=weight_dtype)
     student.train()
     if args.gradient_checkpointing:
         student.enable_gradient_checkpointing()
-    if args.lora_rank:  # adapters on a frozen student
-        from peft import LoraConfig
-
-        student.requires_grad_(False)
-        student.add_adapter(
-            LoraConfig(
-                r=args.lora_rank,
-                lora_alpha=args.lora_alpha or args.lora_rank,
-                target_modules=list(LORA_TARGET_MODULES),
-            )
-        )
-    trained = [param for param in student.parameters() if param.requires_grad]
+    if args.lora_rank:
+        add_lora_adapters(student, args.lora_rank, args.lora_alpha)
     optimizer = torch.optim.AdamW(
-        trained,
+        [param for param in student.parameters() if param.requires_grad],
         lr=learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
@@ -424,20 +390,12 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=max_train_steps * accelerator.num_processes,
     )
-    max_grad_norm = args.max_grad_norm if args.max_grad_norm is not None else (1.0 if text_to_image else 0.0)
-    ema = None
-    if args.use_ema:
-        min_decay = args.ema_decay if args.ema_schedule == "constant" else 0.0  # EMAModel clamps its decay to this
-        ema = EMAModel(
-            student.parameters(),
-            decay=args.ema_decay,
-            min_decay=min_decay,
-            model_cls=type(student),
-            model_config=student.config,
-        )
+    ema = make_ema(student, args.ema_decay, args.ema_schedule) if args.use_ema else None
+    if ema is not None:
         ema.to(device)
     student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
 
+    # 5. The run's record and trackers; resume.
     if args.overwrite_output_dir and accelerator.is_main_process:
         clear_previous_run(output_dir)
     accelerator.wait_for_everyone()
@@ -445,7 +403,6 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
     if accelerator.is_main_process:
         config = {key: value for key, value in run_record.items() if isinstance(value, int | float | str | bool)}
         accelerator.init_trackers("distill_lit", config=config)
-
     global_step = 0
     if checkpoint is not None:
         check_no_pickled_objects(checkpoint)
@@ -457,15 +414,15 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         logger.info(f"Resumed from {checkpoint} at step {global_step}")
 
     null_class = None if text_to_image else accelerator.unwrap_model(student).config.num_embeds_ada_norm
-    needs_teacher = args.lambda_noise != 0 or args.lambda_var != 0
     added_cond = uses_additional_conditions(accelerator.unwrap_model(student)) or (
-        teacher_model is not None and uses_additional_conditions(teacher_model)
+        teacher is not None and uses_additional_conditions(teacher.transformer)
     )
     validation_items = _validation_inputs(args, data, dataset, text_to_image, id2label, student)
     logs_dir = output_dir / args.logging_dir
     logs_dir.mkdir(parents=True, exist_ok=True)
     run_record = {**run_record, "num_processes": accelerator.num_processes, "max_train_steps": max_train_steps}
 
+    # 6. The loop: each optimisation step averages its terms over the accumulation steps, then over the processes.
     logger.info(
         f"Training {max_train_steps} steps of {global_batch} examples ({accelerator.num_processes} processes x "
         f"{args.train_batch_size} x {args.gradient_accumulation_steps} accumulation) on {len(data)} examples"
@@ -498,21 +455,13 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
 
             with accelerator.accumulate(student):
                 teacher_output = None
-                if needs_teacher:
+                if teacher_model is not None:
                     with torch.no_grad(), accelerator.autocast():
-                        teacher_condition = {
-                            key: value.to(weight_dtype) if torch.is_floating_point(value) else value
-                            for key, value in condition.items()
-                            if isinstance(value, torch.Tensor)
-                        }
-                        if "added_cond_kwargs" in condition:
-                            teacher_condition["added_cond_kwargs"] = condition["added_cond_kwargs"]
                         teacher_output = model_prediction(
-                            teacher_model, x_t.to(weight_dtype), timesteps, teacher_condition
+                            teacher_model, x_t.to(weight_dtype), timesteps, cast_condition(condition, weight_dtype)
                         )
-                student_output = model_prediction(student, x_t, timesteps, condition)
                 terms = hybrid_distillation_loss(
-                    student_output,
+                    model_prediction(student, x_t, timesteps, condition),
                     teacher_output,
                     noise,
                     x_start,
@@ -540,7 +489,6 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         global_step += 1
         progress.update(1)
 
-        # Each term averaged over the accumulation steps, then over the processes.
         local = {name: totals[i].item() for i, name in enumerate(LOSS_TERMS)}
         means = accelerator.gather(totals[None]).mean(dim=0)
         logs = {name: means[i].item() for i, name in enumerate(LOSS_TERMS)}
@@ -575,7 +523,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             accelerator.wait_for_everyone()
     progress.close()
 
-    # The final LiT pipeline (EMA weights when used), with a model card.
+    # 7. The final LiT pipeline (EMA weights when used) with its model card, or the LoRA adapters.
     accelerator.wait_for_everyone()
     if args.log_per_process:
         record = {
@@ -598,34 +546,121 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         if ema is not None:
             ema.copy_to(final.parameters())
         pipe = _output_pipeline(final, source, scheduler, id2label, text_settings, dtype=torch.float32)
-        schedule_text = (
-            f"{max_train_steps} steps of {global_batch} examples, AdamW lr {learning_rate} ({args.lr_scheduler})"
-            f"{ema_text(args.ema_decay, args.ema_schedule) if ema is not None else ''}, "
-            f"{'gradient norm clipped at ' + str(max_grad_norm) if max_grad_norm > 0 else 'no gradient clipping'}"
-        )
-        if from_scratch:
-            how_made = (
-                f"Trained from scratch with diffusers_lit's `examples/train_dit.py` (DiT's loss: MSE + "
-                f"learned-range VLB) on `{args.dataset}`: {schedule_text}."
-            )
-        else:
-            how_made = (
-                f"Distilled from `{teacher.name}` with diffusers_lit's `examples/distill_lit.py` (hybrid knowledge "
-                f"distillation: lambda_noise {args.lambda_noise}, lambda_var {args.lambda_var}) on `{args.dataset}`: "
-                f"{schedule_text}."
-            )
         pipe.card_info = {
-            "base_model": None if from_scratch else teacher.name,
-            "how_made": how_made,
+            "base_model": None if teacher is None else teacher.name,
+            "how_made": how_made_text(
+                teacher.name if teacher is not None else None,
+                args.dataset,
+                steps=max_train_steps,
+                batch=global_batch,
+                learning_rate=learning_rate,
+                lr_scheduler=args.lr_scheduler,
+                ema=(args.ema_decay, args.ema_schedule) if ema is not None else None,
+                max_grad_norm=max_grad_norm,
+                lambdas=(args.lambda_noise, args.lambda_var),
+            ),
             "training_steps": max_train_steps,
             "batch_size": global_batch,
         }
         pipe.save_pretrained(output_dir)
-        logger.info(f"Saved the {'trained' if from_scratch else 'distilled'} pipeline to {output_dir}")
+        logger.info(f"Saved the {'trained' if teacher is None else 'distilled'} pipeline to {output_dir}")
         if args.push_to_hub:
             pipe.push_to_hub(args.hub_model_id or output_dir.name, token=args.hub_token)
     accelerator.end_training()
     return output_dir
+
+
+def training_resolution(
+    resolution: int | tuple[int, int] | None,
+    image_size: list[int] | None,
+    sample_size: int,
+    vae_scale: int,
+    patch_size: int,
+) -> int | tuple[int, int]:
+    """The training size in pixels: `resolution` if given, else the source's recorded (height, width) `image_size`,
+    else the model's square `sample_size` x `vae_scale`; each side a multiple of `vae_scale` x `patch_size`."""
+    resolution = resolution or (tuple(image_size) if image_size else None) or sample_size * vae_scale
+    multiple = vae_scale * patch_size
+    if any(side % multiple for side in ((resolution,) if isinstance(resolution, int) else resolution)):
+        raise ValueError(f"--resolution {resolution} must be a multiple of {multiple} (VAE scale x patch size).")
+    return resolution
+
+
+def cache_key_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """What the cached training data made with `settings` (the keywords of `cached_training_data`) depends on, its
+    key: the columns, size, crop and flip (mirrored latents are cached only with a VAE; pixels flip per step), the
+    encoders' weights and the caption length (text only)."""
+    return {
+        **{key: settings[key] for key in ("image_column", "label_column", "caption_column", "resolution", "channels")},
+        "center_crop": settings["center_crop"],
+        "random_flip": settings["random_flip"] and settings["vae"] is not None,
+        "crop_seed": None if settings["center_crop"] else settings["seed"],
+        "vae": module_fingerprint(settings["vae"]),
+        "text_encoder": module_fingerprint(settings["text_encoder"]),
+        "max_sequence_length": settings["max_sequence_length"] if settings["caption_column"] else None,
+    }
+
+
+def add_lora_adapters(student: torch.nn.Module, rank: int, alpha: float | None) -> None:
+    """Freeze the student and add trainable LoRA adapters of `rank` (scale `alpha` / rank, default 1) to its
+    attention projections (`LORA_TARGET_MODULES`)."""
+    from peft import LoraConfig
+
+    student.requires_grad_(False)
+    student.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(LORA_TARGET_MODULES)))
+
+
+def make_ema(student: torch.nn.Module, decay: float, schedule: str) -> EMAModel:
+    """diffusers' EMAModel of the student: "constant" `decay` from the second step, as DiT and PixArt, or "warmup",
+    diffusers' min((1 + s) / (10 + s), decay) at step s."""
+    if schedule not in EMA_SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {list(EMA_SCHEDULES)}, got {schedule!r}.")
+    min_decay = decay if schedule == "constant" else 0.0  # EMAModel clamps its decay to this
+    return EMAModel(
+        student.parameters(), decay=decay, min_decay=min_decay, model_cls=type(student), model_config=student.config
+    )
+
+
+def cast_condition(condition: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    """The condition for the teacher, in its dtype: floating-point tensors cast, ids and masks as they are, the
+    additional conditions (PixArt-alpha's resolution and aspect ratio) kept."""
+    cast = {
+        key: value.to(dtype) if torch.is_floating_point(value) else value
+        for key, value in condition.items()
+        if isinstance(value, torch.Tensor)
+    }
+    if "added_cond_kwargs" in condition:
+        cast["added_cond_kwargs"] = condition["added_cond_kwargs"]
+    return cast
+
+
+def how_made_text(
+    teacher: str | None,
+    dataset: str,
+    *,
+    steps: int,
+    batch: int,
+    learning_rate: float,
+    lr_scheduler: str,
+    ema: tuple[float, str] | None,
+    max_grad_norm: float,
+    lambdas: tuple[float, float],
+) -> str:
+    """The model card's "How it was made" of a trained (`teacher` None) or distilled pipeline."""
+    schedule = (
+        f"{steps} steps of {batch} examples, AdamW lr {learning_rate} ({lr_scheduler})"
+        f"{ema_text(*ema) if ema is not None else ''}, "
+        f"{'gradient norm clipped at ' + str(max_grad_norm) if max_grad_norm > 0 else 'no gradient clipping'}"
+    )
+    if teacher is None:
+        return (
+            f"Trained from scratch with diffusers_lit's `examples/train_dit.py` (DiT's loss: MSE + learned-range VLB) "
+            f"on `{dataset}`: {schedule}."
+        )
+    return (
+        f"Distilled from `{teacher}` with diffusers_lit's `examples/distill_lit.py` (hybrid knowledge distillation: "
+        f"lambda_noise {lambdas[0]}, lambda_var {lambdas[1]}) on `{dataset}`: {schedule}."
+    )
 
 
 def draw_micro_batch(
