@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}; TEACHER_RUN=${TEACHER_RUN:-runs/scenes-pixart-cpu}; TEACHER=${TEACHER:-assets/scenes-pixart}
 SHIP=${SHIP:-1}  # copy the finished student to assets/scenes-lit
 RUNS=${RUNS:-runs/text_to_image}; OUT=${OUT:-benchmarks/results/text_to_image}
-STEPS=${STEPS:-500}; BATCH=${BATCH:-64}; LR=${LR:-1e-3}; SAMPLES=${SAMPLES:-1000}; SAMPLE_STEPS=${SAMPLE_STEPS:-20}
+STEPS=${STEPS:-2000}; BATCH=${BATCH:-64}; LR=${LR:-1e-3}; SAMPLES=${SAMPLES:-1000}; SAMPLE_STEPS=${SAMPLE_STEPS:-20}
 MIXED_PRECISION=${MIXED_PRECISION:-$("$PY" -m diffusers_lit.hardware)}
 . scripts/jemalloc.sh
 ROWS=${ROWS:-"teacher student teacher-g1 teacher-g2 student-g1 student-g2 student-no-kd student-inherit-none student-inherit-o"}
