@@ -478,7 +478,9 @@ class LiTHubMixin:
         repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as tmpdir:
             self.save_pretrained(tmpdir, safe_serialization=safe_serialization, variant=variant, repo_id=repo_id)
-            return self.upload_saved(tmpdir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr)
+            return self._upload_folder(
+                tmpdir, repo_id, token=token, commit_message=commit_message, create_pr=create_pr
+            )
 
     def upload_saved(
         self,

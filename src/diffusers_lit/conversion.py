@@ -498,7 +498,7 @@ def lit_pipeline(
     text_encoder_id: str | None = None,
     max_sequence_length: int | None = None,
     image_size: list[int] | None = None,
-) -> "LiTPipeline":
+) -> LiTPipeline | LiTTextToImagePipeline:
     """The LiT pipeline of `transformer` with a source's other components (`scheduler` required): a
     `LiTTextToImagePipeline` for the PixArt layout (its text encoder given or referenced by `text_encoder_id`, its
     trained caption length and image size), else a `LiTPipeline` (its class names)."""
