@@ -74,7 +74,7 @@ def test_summed_gradients_train_the_copies_as_one_shared_embedder():
     )
 
 
-def test_train_dit_end_to_end_then_convert(tmp_path):
+def test_train_dit_end_to_end_then_convert(tmp_path, capsys):
     images = write_imagefolder(tmp_path / "images", size=8)
     out = tmp_path / "dit"
     argv = [
@@ -124,6 +124,35 @@ def test_train_dit_end_to_end_then_convert(tmp_path):
     report = json.loads((lit / "conversion_report.json").read_text())
     assert report["fresh"]["count"] == 2 * 10
 
+    # --init_from: train a saved pipeline's model on (a fresh optimizer), its card continuing the folder's story.
+    with torch.no_grad():
+        pipe.transformer.proj_out_2.bias.add_(1.0)  # weights no fresh model has
+    pipe.save_pretrained(tmp_path / "edited")
+    loop_flags = argv[argv.index("--max_train_steps") :]
+    more = tmp_path / "more"
+    train_dit(
+        [
+            str(arg)
+            for arg in ["--init_from", tmp_path / "edited", "--dataset", images, "--output_dir", more]
+            + [str(arg) for arg in loop_flags]
+        ]
+    )
+    continued = LiTPipeline.from_pretrained(more)
+    assert continued.transformer.config.num_layers == 2 and not (more / "init_pipeline").exists()
+    moved = continued.transformer.proj_out_2.bias - pipe.transformer.proj_out_2.bias
+    assert 0 < moved.abs().max() < 3 * 1e-4 * 1.5  # three AdamW steps at lr 1e-4 from the folder's weights
+    info = json.loads((more / "card_info.json").read_text())
+    assert info["training_steps"] == 3 + 3
+    first = json.loads((out / "card_info.json").read_text())["how_made"]
+    assert info["how_made"].startswith(f"Training continued from `{tmp_path / 'edited'}` with")
+    assert info["how_made"].endswith(f"was: {first}")
+    with pytest.raises(SystemExit):  # the model is the folder's: a shape flag beside --init_from is refused
+        parse_dit_args(["--init_from", str(out), "--width", "32"])
+    assert "--init_from takes the model from" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_dit_args(["--init_from", str(images)])
+    assert "is not a pipeline folder" in capsys.readouterr().err
+
 
 def test_help_lists_the_model_flags_and_points_to_the_loop(capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -146,15 +175,19 @@ def test_the_from_scratch_loop_has_no_teacher_flags(capsys):
         assert "unrecognized arguments: " + flags[0] in capsys.readouterr().err
 
 
-def test_make_teacher_trains_the_shipped_architecture():
-    """`make teacher` (the teacher retrained on a CPU) builds the shipped teacher's model, with valid loop flags."""
+def train_dit_recipe(target: str) -> tuple:
+    """The model and loop flags of the examples/train_dit.py command of `make TARGET`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("MAKE")}
     recipe = subprocess.run(
-        ["make", "-s", "-n", "-C", str(ROOT), "teacher"], env=env, capture_output=True, text=True, check=True
+        ["make", "-s", "-n", "-C", str(ROOT), target], env=env, capture_output=True, text=True, check=True
     ).stdout.replace("\\\n", " ")
     command = next(line for line in recipe.splitlines() if "examples/train_dit.py" in line)
-    argv = shlex.split(command.split("examples/train_dit.py", 1)[1])
-    model_args, rest = parse_dit_args(argv)
+    return parse_dit_args(shlex.split(command.split("examples/train_dit.py", 1)[1]))
+
+
+def test_make_teacher_trains_the_shipped_architecture():
+    """`make teacher` (the teacher retrained on a CPU) builds the shipped teacher's model, with valid loop flags."""
+    model_args, rest = train_dit_recipe("teacher")
     loop_args = parse_distill_args(rest, from_scratch=True)
     shipped = json.loads((ROOT / "assets" / "fmnist-dit" / "transformer" / "config.json").read_text())
     assert (model_args.width, model_args.depth, model_args.heads, model_args.patch_size, model_args.resolution) == (
@@ -166,3 +199,19 @@ def test_make_teacher_trains_the_shipped_architecture():
     )
     assert (loop_args.max_train_steps, loop_args.train_batch_size, loop_args.dataset) == (4000, 64, "fashion-mnist")
     assert loop_args.resume_from_checkpoint == "latest" and loop_args.use_ema
+
+
+def test_make_teacher_t2i_more_trains_the_shipped_text_teacher_on(monkeypatch):
+    """`make teacher-t2i-more` continues assets/scenes-pixart's weights: EMA 0.999 from its first step (they are
+    already averaged), the teacher's lr and batch after a warmup of the fresh optimizer."""
+    monkeypatch.chdir(ROOT)  # --init_from is relative to the checkout
+    model_args, rest = train_dit_recipe("teacher-t2i-more")
+    loop_args = parse_distill_args(rest, from_scratch=True)
+    assert model_args.init_from == "assets/scenes-pixart" and loop_args.dataset == "fashion-mnist-scenes"
+    assert (loop_args.learning_rate, loop_args.train_batch_size, loop_args.max_grad_norm) == (3e-4, 64, 1.0)
+    assert (loop_args.ema_decay, loop_args.ema_schedule, loop_args.lr_scheduler) == (
+        0.999,
+        "constant",
+        "constant_with_warmup",
+    )
+    assert loop_args.resume_from_checkpoint == "latest"

@@ -15,6 +15,19 @@ from ..pipelines import LiTPipeline, LiTTextToImagePipeline
 from ..text_encoders import load_text_encoder
 from .loop import distill, parse_distill_args
 
+# The flags that shape a fresh model (an --init_from run takes them from its folder).
+MODEL_FLAGS = (
+    "resolution",
+    "channels",
+    "patch_size",
+    "width",
+    "depth",
+    "heads",
+    "num_classes",
+    "text_encoder",
+    "caption_length",
+)
+
 
 def parse_dit_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """The DiT's own flags, and the rest (the loop's flags, `parse_distill_args`)."""
@@ -44,7 +57,21 @@ def parse_dit_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument(
         "--caption_length", type=int, default=32, help="Text-to-image: caption tokens the model is trained with."
     )
-    return parser.parse_known_args(argv)
+    parser.add_argument(
+        "--init_from",
+        default=None,
+        help="A pipeline folder this script saved (e.g. assets/scenes-pixart): train its model on from its weights, "
+        "with a fresh optimizer, instead of a fresh model. Its size, classes or text encoder and caption length are "
+        "the folder's: leave the flags above out.",
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.init_from is not None:
+        given = [f"--{name}" for name in MODEL_FLAGS if getattr(args, name) != parser.get_default(name)]
+        if given:
+            parser.error(f"--init_from takes the model from {args.init_from}: leave out {', '.join(given)}.")
+        if not (Path(args.init_from) / "model_index.json").is_file():
+            parser.error(f"--init_from {args.init_from} is not a pipeline folder (it has no model_index.json).")
+    return args, rest
 
 
 def initial_dit_pipeline(args: argparse.Namespace, dataset: str, label_column: str, folder: Path, seed: int) -> Path:
@@ -102,9 +129,12 @@ def initial_dit_pipeline(args: argparse.Namespace, dataset: str, label_column: s
 
 def train_dit(argv: list[str] | None = None) -> Path:
     """Train a DiT (or PixArt) from scratch with the flags of `examples/train_dit.py`; returns the output folder.
-    The fresh model is written once to OUTPUT_DIR/init_pipeline."""
+    The fresh model is written once to OUTPUT_DIR/init_pipeline (with --init_from, that folder's model is trained)."""
     model_args, rest = parse_dit_args(argv)
     args = parse_distill_args(rest, from_scratch=True)
+    if model_args.init_from is not None:
+        args.student = args.init_from = model_args.init_from
+        return distill(args, from_scratch=True)
     init_folder = Path(args.output_dir) / "init_pipeline"
     if args.overwrite_output_dir and init_folder.is_dir():  # a new run: a new model, not the earlier run's
         shutil.rmtree(init_folder)

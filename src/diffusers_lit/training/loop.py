@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..choices import INHERIT
 from ..conversion import default_scheduler, lit_pipeline, load_source
 from ..hardware import cpu_has_native_bf16
+from ..hub import read_card_info
 from ..image_datasets import check_dataset_columns, dataset_class_names, load_image_dataset, parse_resolution
 from ..pipelines import LiTPipeline, LiTTextToImagePipeline
 from ..pipelines.lora import LORA_TARGET_MODULES
@@ -76,7 +77,9 @@ def parse_distill_args(argv: list[str] | None = None, *, from_scratch: bool = Fa
     the loop's flags without a teacher, its conversion or its loss weights (teacher None, lambdas 0)."""
     parser = argparse.ArgumentParser(description="Distil a LiT student from a DiT / PixArt teacher.")
     if from_scratch:
-        parser.set_defaults(teacher=None, student=None, teacher_components=None, lambda_noise=0.0, lambda_var=0.0)
+        parser.set_defaults(
+            teacher=None, student=None, init_from=None, teacher_components=None, lambda_noise=0.0, lambda_var=0.0
+        )
     else:  # Models.
         parser.add_argument("--teacher", required=True, help="Hub id, folder or original checkpoint of the teacher.")
         parser.add_argument(
@@ -546,11 +549,13 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
         if ema is not None:
             ema.copy_to(final.parameters())
         pipe = _output_pipeline(final, source, scheduler, id2label, text_settings, dtype=torch.float32)
+        earlier = read_card_info(Path(args.init_from)) if from_scratch and args.init_from else None
         pipe.card_info = {
             "base_model": None if teacher is None else teacher.name,
             "how_made": how_made_text(
                 teacher.name if teacher is not None else None,
                 args.dataset,
+                continued_from=(args.init_from, earlier) if earlier is not None else None,
                 steps=max_train_steps,
                 batch=global_batch,
                 learning_rate=learning_rate,
@@ -559,7 +564,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
                 max_grad_norm=max_grad_norm,
                 lambdas=(args.lambda_noise, args.lambda_var),
             ),
-            "training_steps": max_train_steps,
+            "training_steps": max_train_steps + (earlier.get("training_steps", 0) if earlier else 0),
             "batch_size": global_batch,
         }
         pipe.save_pretrained(output_dir)
@@ -645,13 +650,22 @@ def how_made_text(
     ema: tuple[float, str] | None,
     max_grad_norm: float,
     lambdas: tuple[float, float],
+    continued_from: tuple[str, dict[str, Any]] | None = None,
 ) -> str:
-    """The model card's "How it was made" of a trained (`teacher` None) or distilled pipeline."""
+    """The model card's "How it was made" of a trained (`teacher` None) or distilled pipeline. `continued_from`: the
+    folder a trained model started from (`--init_from`) and its card_info, whose story this one continues."""
     schedule = (
         f"{steps} steps of {batch} examples, AdamW lr {learning_rate} ({lr_scheduler})"
         f"{ema_text(*ema) if ema is not None else ''}, "
         f"{'gradient norm clipped at ' + str(max_grad_norm) if max_grad_norm > 0 else 'no gradient clipping'}"
     )
+    if teacher is None and continued_from is not None:
+        folder, earlier = continued_from
+        return (
+            f"Training continued from `{folder}` with diffusers_lit's `examples/train_dit.py --init_from` (DiT's "
+            f"loss: MSE + learned-range VLB; a fresh optimizer) on `{dataset}`: {schedule}. "
+            f"`{folder}` was: {earlier.get('how_made', 'not recorded.')}"
+        )
     if teacher is None:
         return (
             f"Trained from scratch with diffusers_lit's `examples/train_dit.py` (DiT's loss: MSE + learned-range VLB) "
