@@ -1,6 +1,6 @@
 """Speed and memory of LiT against DiT, PixArt and Sana: `python benchmarks/bench.py --help`.
 
-The same as `diffusers-lit bench`; the logic lives in `diffusers_lit.benchmarking`. Results (json, md, png) go to
+The same as `diffusers-lit bench`; the logic lives in `diffusers_lit.benchmarking.runs`. Results (json, md, png) go to
 `--output-dir`; docs/benchmarks.md records the runs.
 """
 
@@ -19,8 +19,8 @@ except ImportError as error:  # e.g. no transformers on a bare GPU machine: the 
     package.__path__ = [str(SRC / "diffusers_lit")]
     sys.modules["diffusers_lit"] = package
 
-from diffusers_lit.bench_options import add_bench_arguments  # noqa: E402
-from diffusers_lit.benchmarking import bench_main  # noqa: E402
+from diffusers_lit.benchmarking.options import add_bench_arguments  # noqa: E402
+from diffusers_lit.benchmarking.runs import bench_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,14 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without installing
 
-from diffusers_lit.bench_options import BENCH_SIZES  # noqa: E402
-from diffusers_lit.benchmarking import (  # noqa: E402
-    block_flops,
-    machine_info,
-    measure_matmul_rate,
-    peak_memory,
-    time_fn,
-)
+from diffusers_lit.benchmarking.flops import block_flops  # noqa: E402
+from diffusers_lit.benchmarking.measuring import machine_info, measure_matmul_rate, peak_memory, time_fn  # noqa: E402
+from diffusers_lit.benchmarking.options import BENCH_SIZES  # noqa: E402
 from diffusers_lit.choices import DTYPES, LINEAR_ATTENTION_BACKENDS, torch_dtype  # noqa: E402
 from diffusers_lit.models.linear_attention import LiTLinearAttention  # noqa: E402
 

@@ -14,13 +14,9 @@ from pathlib import Path
 
 import torch
 
-from diffusers_lit.bench_options import BENCH_SIZES
-from diffusers_lit.benchmarking import (
-    build_class_pipeline,
-    machine_info,
-    pipeline_results_markdown,
-    time_pipeline,
-)
+from diffusers_lit.benchmarking.measuring import machine_info
+from diffusers_lit.benchmarking.options import BENCH_SIZES
+from diffusers_lit.benchmarking.pipelines import build_class_pipeline, pipeline_results_markdown, time_pipeline
 from diffusers_lit.choices import DTYPES, LINEAR_ATTENTION_BACKENDS, torch_dtype
 
 

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout without installing
 
-from diffusers_lit.benchmarking import machine_info  # noqa: E402
+from diffusers_lit.benchmarking.measuring import machine_info  # noqa: E402
 from diffusers_lit.evaluation import load_samples  # noqa: E402
 from diffusers_lit.files import write_atomically  # noqa: E402
 

@@ -5,20 +5,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffusers_lit.benchmarking import (
-    ARCHS,
-    BENCH_SIZES,
-    MODEL_ARCHS,
-    BenchSize,
-    block_flops,
-    build_model,
-    make_runner,
-    model_flops,
-    peak_memory,
-    run_benchmark,
-    time_fn,
-    tokens_of_resolution,
-)
+from diffusers_lit.benchmarking.flops import block_flops, model_flops, tokens_of_resolution
+from diffusers_lit.benchmarking.measuring import peak_memory, time_fn
+from diffusers_lit.benchmarking.models import build_model, make_runner
+from diffusers_lit.benchmarking.options import ARCHS, BENCH_SIZES, MODEL_ARCHS, BenchSize
+from diffusers_lit.benchmarking.runs import run_benchmark
 from diffusers_lit.cli import main
 
 SMALL = BenchSize(heads=2, head_dim=16, depth=2, lit_heads=2)  # width 32
@@ -200,7 +191,7 @@ def test_bench_cli_with_the_triton_backend(tmp_path, monkeypatch):
 
 
 def test_pipeline_throughput_of_lit_and_dit():
-    from diffusers_lit.benchmarking import build_class_pipeline, pipeline_results_markdown, time_pipeline
+    from diffusers_lit.benchmarking.pipelines import build_class_pipeline, pipeline_results_markdown, time_pipeline
 
     rows = []
     for arch in ("lit", "dit"):

@@ -22,7 +22,7 @@ def test_this_machines_flags_are_read():
 def test_benchmarks_record_the_cpu_model_and_its_instruction_sets(monkeypatch):
     import torch
 
-    from diffusers_lit.benchmarking import machine_info
+    from diffusers_lit.benchmarking.measuring import machine_info
 
     monkeypatch.setattr(hardware, "_cpuinfo_field", {"model name": "Some CPU 9000", "flags": "fpu avx2 fma"}.get)
     info = machine_info(torch.device("cpu"))

@@ -110,7 +110,7 @@ def test_the_choices_name_what_the_modules_act_on():
 
 def test_the_paper_sizes_have_one_table():
     from diffusers_lit import LIT_PRESETS
-    from diffusers_lit.bench_options import BENCH_SIZES
+    from diffusers_lit.benchmarking.options import BENCH_SIZES
     from diffusers_lit.choices import MODEL_SIZES
     from diffusers_lit.conversion import KNOWN_HEADS, default_linear_heads
 

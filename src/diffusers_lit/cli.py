@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .bench_options import add_bench_arguments
+from .benchmarking.options import add_bench_arguments
 from .choices import INHERIT, LINEAR_ATTENTION_BACKENDS, SAMPLE_LAYOUTS, SCHEDULERS
 from .files import atomic_path, write_atomically
 
@@ -330,7 +330,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bench(args: argparse.Namespace) -> None:
     """Time LiT against DiT, PixArt and Sana and write the results (docs/benchmarks.md)."""
-    from .benchmarking import bench_main
+    from .benchmarking.runs import bench_main
 
     bench_main(args)
 

@@ -1,11 +1,11 @@
 """What `diffusers-lit bench` (and benchmarks/bench.py) measures, by name: the architectures and the sizes, and
 the command's options. Plain data, so that the command line parses them without importing torch; the measuring is
-in `diffusers_lit.benchmarking`."""
+in the other modules of `diffusers_lit.benchmarking`."""
 
 import argparse
 from dataclasses import dataclass
 
-from .choices import DTYPES, LINEAR_ATTENTION_BACKENDS, MODEL_SIZES
+from ..choices import DTYPES, LINEAR_ATTENTION_BACKENDS, MODEL_SIZES
 
 ARCHS = ("lit", "dit", "lit-attn", "dit-attn", "lit-t2i", "pixart", "sana")
 MODEL_ARCHS = ("lit", "dit", "lit-t2i", "pixart", "sana")  # the ones that have a whole model
