@@ -212,17 +212,9 @@ def test_shipped_classifier_recognises_real_scene_halves():
     assert sum(p.numel() for p in model.parameters()) * 4 < 2e6  # under 2 MB
 
 
-def reset_accelerate() -> None:
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def test_text_chain_teacher_from_scratch_convert_distill_and_score(scenes, tmp_path, capsys):
     """The text-to-image chain with the real MiniLM encoder, reduced: a pixel PixArt teacher trained from scratch
     on scenes (two steps), a LiT converted and distilled from it (two steps), and both scored."""
-    reset_accelerate()
     common = [
         "--dataset",
         str(scenes),
@@ -262,7 +254,6 @@ def test_text_chain_teacher_from_scratch_convert_distill_and_score(scenes, tmp_p
     assert index["transformer"] == ["diffusers", "PixArtTransformer2DModel"] and index["image_size"] == [32, 64]
     assert index["max_sequence_length"] == 16 and index["text_encoder_id"] == MINILM
 
-    reset_accelerate()
     student = distill(
         parse_distill_args(
             [

@@ -106,10 +106,6 @@ def test_train_dit_end_to_end_then_convert(tmp_path, capsys):
         "--checkpointing_steps",
         "2",
     ]
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
     train_dit([str(arg) for arg in argv])
     pipe = LiTPipeline.from_pretrained(out)
     assert isinstance(pipe.transformer, DiTTransformer2DModel) and pipe.transformer.config.num_layers == 2
