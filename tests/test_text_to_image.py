@@ -13,6 +13,7 @@ from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
 from diffusers_lit.adherence import FashionClassifier, classify, load_classifier, place_items, scene_adherence
 from diffusers_lit.cli import main as cli
+from diffusers_lit.conversion import convert_to_lit
 from diffusers_lit.evaluation import load_samples
 from diffusers_lit.scenes import (
     PHRASINGS,
@@ -253,6 +254,12 @@ def test_text_chain_teacher_from_scratch_convert_distill_and_score(scenes, tmp_p
     index = json.loads((teacher / "model_index.json").read_text())
     assert index["transformer"] == ["diffusers", "PixArtTransformer2DModel"] and index["image_size"] == [32, 64]
     assert index["max_sequence_length"] == 16 and index["text_encoder_id"] == MINILM
+    first_caption = build_scenes("test", 24, seed=3)[0][
+        "text"
+    ]  # the cards show a caption of the data, not a stock one
+    assert json.loads((teacher / "card_info.json").read_text())["example_prompt"] == first_caption
+    converted = convert_to_lit(teacher, tmp_path / "converted")
+    assert f'pipe("{first_caption}"' in (converted / "README.md").read_text()
 
     student = distill(
         parse_distill_args(
@@ -273,6 +280,10 @@ def test_text_chain_teacher_from_scratch_convert_distill_and_score(scenes, tmp_p
     )
     pipe = LiTPipeline.from_pretrained(student)
     assert type(pipe.transformer).__name__ == "LiTTransformer2DModel" and pipe.config.image_size == [32, 64]
+    assert (
+        f'pipe("{first_caption}"' in (student / "README.md").read_text()
+        and "astronaut" not in pipe.model_card("s").text
+    )
     metrics = [json.loads(line) for line in (student / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and all(m["noise_kd"] > 0 and m["variance_kd"] > 0 for m in metrics)
 

@@ -430,12 +430,12 @@ def test_the_cache_key_follows_the_content_and_every_setting_but_not_their_order
 
 
 def test_captions_are_strings_or_lists_of_them_and_the_first_of_several_is_used():
-    from diffusers_lit.training.data import _caption_text
+    from diffusers_lit.training.data import caption_text
 
-    assert _caption_text(["the first", "the second"], "text") == "the first"
+    assert caption_text(["the first", "the second"], "text") == "the first"
     for bad, name in ((5, "int"), ([], "list"), ([5, "a cat"], "list"), (None, "NoneType")):
         with pytest.raises(ValueError, match=rf"Caption column 'text' must hold strings .*, got {name}\."):
-            _caption_text(bad, "text")
+            caption_text(bad, "text")
 
 
 def test_a_cache_is_written_under_new_folders_records_its_settings_and_keeps_the_first_copy(tmp_path):

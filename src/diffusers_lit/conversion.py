@@ -678,6 +678,7 @@ def convert_to_lit(
             "conversion_report.json. Train it with hybrid knowledge distillation (examples/distill_lit.py) "
             "before use: until then the self-attention is random."
         ),
+        "example_prompt": source_info.get("example_prompt"),
     }
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)

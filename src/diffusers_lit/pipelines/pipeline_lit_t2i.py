@@ -153,6 +153,10 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
                 "negative prompt per prompt, or a single string for all."
             )
 
+    @property
+    def card_example(self) -> str | None:
+        return self.card_info.get("example_prompt")  # a caption of the training data, where recorded
+
     @classmethod
     def usage_snippet(cls, repo_id: str, example: str | None = None) -> str:
         prompt = example or "a photograph of an astronaut riding a horse"

@@ -143,7 +143,8 @@ def encode_moments(vae, pixels: torch.Tensor, device: torch.device | str = "cpu"
         return vae.encode(pixels).latent_dist.parameters.float().cpu()
 
 
-def _caption_text(value: Any, column: str) -> str:
+def caption_text(value: Any, column: str) -> str:
+    """The caption of one example: its string, or the first of several."""
     if isinstance(value, str):
         return value
     if isinstance(value, list | tuple) and value and isinstance(value[0], str):
@@ -199,7 +200,7 @@ def build_training_data(
         if label_column is not None:
             labels.extend(int(label) for label in rows[label_column])
         if caption_column is not None:
-            captions.extend(_caption_text(value, caption_column) for value in rows[caption_column])
+            captions.extend(caption_text(value, caption_column) for value in rows[caption_column])
 
     data = TrainingData(
         kind="latents" if vae is not None else "pixels",

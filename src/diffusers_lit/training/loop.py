@@ -44,7 +44,14 @@ from .checkpointing import (
     save_ema,
     write_training_state,
 )
-from .data import TrainingData, cached_training_data, global_batch_indices, module_fingerprint, step_generator
+from .data import (
+    TrainingData,
+    cached_training_data,
+    caption_text,
+    global_batch_indices,
+    module_fingerprint,
+    step_generator,
+)
 from .distillation import (
     config_signature,
     disable_label_dropout,
@@ -567,6 +574,8 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             "training_steps": max_train_steps + (earlier.get("training_steps", 0) if earlier else 0),
             "batch_size": global_batch,
         }
+        if text_to_image:  # the card's usage example: a caption of the training data, not a stock prompt
+            pipe.card_info["example_prompt"] = caption_text(dataset[0][caption_column], caption_column)
         pipe.save_pretrained(output_dir)
         logger.info(f"Saved the {'trained' if teacher is None else 'distilled'} pipeline to {output_dir}")
         if args.push_to_hub:
@@ -743,7 +752,8 @@ def _validation_inputs(args, data, dataset, text_to_image, id2label, student) ->
     if not args.validation_steps:
         return None
     if text_to_image:
-        return args.validation_prompts or [str(text) for text in dataset[: min(4, len(dataset))][args.caption_column]]
+        captions = dataset[: min(4, len(dataset))][args.caption_column]
+        return args.validation_prompts or [caption_text(text, args.caption_column) for text in captions]
     if args.validation_class_labels is not None:
         return args.validation_class_labels
     return list(range(min(8, getattr(student, "module", student).config.num_embeds_ada_norm)))
