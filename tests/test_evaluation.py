@@ -1,4 +1,6 @@
 import gzip
+import types
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -15,7 +17,9 @@ from diffusers_lit.evaluation import (
     load_samples,
     pil_to_tensor,
     precision_recall,
+    reference_images,
     save_samples,
+    score_images,
 )
 from diffusers_lit.fashion_mnist import DEBIAN_DIR, LABELS, load_fashion_mnist, read_idx
 
@@ -227,3 +231,177 @@ def test_samples_file_with_float_images_is_refused(tmp_path):
     np.savez(path, images=np.full((2, 1, 8, 8), 200.0, dtype=np.float32), labels=np.zeros(2), info=np.asarray("{}"))
     with pytest.raises(ValueError, match="float32 images .* 8-bit images"):
         load_samples(path)
+
+
+# Closed-form cases and stand-ins for Inception-v3: every number of the scoring path pinned without the network
+
+
+def test_feature_statistics_are_the_mean_and_the_unbiased_covariance():
+    """Deviations (-1, -1), (1, -1), (0, 2) from the mean (1, 1): covariance diag(2, 6) / (N - 1); two samples are
+    enough, one is refused."""
+    mu, sigma = feature_statistics(np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]]))
+    np.testing.assert_allclose(mu, [1.0, 1.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(sigma, [[1.0, 0.0], [0.0, 3.0]], rtol=0, atol=1e-15)
+    mu, sigma = feature_statistics(np.array([[0.0, 1.0], [2.0, 5.0]]))
+    np.testing.assert_allclose(mu, [1.0, 3.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(sigma, [[2.0, 4.0], [4.0, 8.0]], rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="N >= 2"):
+        feature_statistics(np.zeros((1, 2)))
+
+
+def test_frechet_distance_of_commuting_covariances_is_the_closed_form():
+    """Covariances with the same eigenvectors: FID = |mu1 - mu2|^2 + sum_i (sqrt(a_i) - sqrt(b_i))^2, here
+    25 + 1 + 1 + 9 = 36 (one eigenvalue 0)."""
+    mu1, mu2 = np.array([0.0, 1.0, 0.0]), np.array([3.0, 1.0, -4.0])
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.0])
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(36.0, rel=1e-12)
+    rotation = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))[0]
+    sigma1, sigma2 = rotation @ np.diag(a) @ rotation.T, rotation @ np.diag(b) @ rotation.T
+    assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(36.0, rel=1e-7)  # sqrt of a rounded 0
+
+
+def test_precision_recall_balls_reach_the_third_neighbour_boundary_included():
+    """Real points 0, 1, 3, 7, 15 on a line: radii to the 3rd neighbour (self excluded) are 7, 6, 4, 7, 14. Of the
+    fakes 29, -8, 5, 40, 29 lies on the ball of 15 (distance 14) and 5 inside that of 3; -8 needs the 4th neighbour
+    (radius 15 around 0). With 4 fakes every fake ball reaches the farthest fake, so recall is 1."""
+    real = np.array([[0.0], [1.0], [3.0], [7.0], [15.0]])
+    fake = np.array([[29.0], [-8.0], [5.0], [40.0]])
+    assert precision_recall(real, fake) == (0.5, 1.0)
+    assert precision_recall(real, fake, k=1) == (0.25, 1.0)  # radii 1, 1, 2, 4, 8 (5 is covered), and 11, 13, 13, 11
+
+
+def record_inputs(seen: list, output: Callable) -> Callable:
+    """A stand-in for the Inception network that records its inputs and returns `output(x)`."""
+
+    def network(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        return output(x)
+
+    return network
+
+
+def test_inception_features_feed_the_network_299x299_rgb_in_tensorflow_range():
+    """A grey ramp (0, 1) and a pair (0.5, 1.7) of one row reach the network bilinearly resized (align_corners=False:
+    column j reads the input at (j + 0.5) * 2 / 299 - 0.5, clamped), clamped to [0, 1], as RGB in [-1, 255/128 - 1];
+    a spatial output (B, C, 2, 2) is pooled by its mean."""
+    seen = []
+    network = record_inputs(seen, lambda x: x[:, :, ::150, ::150])  # (B, 3, 2, 2): columns and rows 0 and 150
+    features = inception_features(torch.tensor([[[[0.0, 1.0]]], [[[0.5, 1.7]]]]), network)
+    (x,) = seen
+    assert x.shape == (2, 3, 299, 299) and x.dtype == torch.float32
+    low, high = -1.0, 255 / 128 - 1
+    column = ((torch.arange(299, dtype=torch.float64) + 0.5) * 2 / 299 - 0.5).clamp(0, 1)
+    ramps = torch.stack([column, 0.5 + 0.5 * column])  # (2, 299): the second from 0.5 to 1 (1.7 is clamped)
+    expected = low + (high - low) * ramps[:, None, None, :].expand(2, 3, 299, 299)
+    torch.testing.assert_close(x.double(), expected, rtol=0, atol=1e-6)
+    pooled = (expected[:, :, 0, 0] + expected[:, :, 0, 150]) / 2  # rows are equal: the mean of two columns
+    assert features.dtype == np.float64 and features.shape == (2, 3)
+    np.testing.assert_allclose(features, pooled.numpy(), rtol=0, atol=1e-6)
+
+
+def stand_in_network(x: torch.Tensor) -> torch.Tensor:
+    """A stand-in for Inception-v3: two features, the means of the top and of the left half (a transposed image
+    has other features)."""
+    return torch.stack([x[:, :, :150].mean((1, 2, 3)), x[:, :, :, :150].mean((1, 2, 3))], dim=1)
+
+
+def image_dataset(arrays: np.ndarray):
+    import datasets
+    from PIL import Image
+
+    images = [Image.fromarray(array) for array in arrays]
+    return datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+
+
+def test_reference_images_are_the_first_images_in_0_1_resized_and_cropped():
+    """Uniform 8-bit images 0, 51, 255 of 8x6 pixels: covering 4x4 (5x4, center crop) keeps them uniform, k / 255."""
+    dataset = image_dataset(np.array([0, 51, 255], dtype=np.uint8)[:, None, None].repeat(6, 1).repeat(8, 2))
+    images = reference_images(dataset, count=2, resolution=4)
+    assert images.shape == (2, 1, 4, 4)
+    torch.testing.assert_close(images, torch.tensor([0.0, 0.2])[:, None, None, None].expand(2, 1, 4, 4))
+    everything = reference_images(dataset, count=10, resolution=(4, 2), channels=3)  # at most the whole set
+    assert everything.shape == (3, 3, 4, 2)
+    torch.testing.assert_close(everything, torch.tensor([0.0, 0.2, 1.0])[:, None, None, None].expand(3, 3, 4, 2))
+
+
+def test_score_images_scores_8_bit_samples_against_the_first_n_reference_images(tmp_path, monkeypatch):
+    """Against "fashion-mnist" (here 5 random 8x8 images): the FID, precision and recall (k = 3: from 4 samples) of
+    the samples rounded to 8 bits against the first 4 reference images, and each `fid_at` from the first n."""
+    import diffusers_lit.fashion_mnist
+
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, size=(5, 8, 8), dtype=np.uint8)
+    monkeypatch.setattr(diffusers_lit.fashion_mnist, "load_fashion_mnist", lambda split: image_dataset(real))
+    samples = torch.from_numpy(rng.integers(0, 256, size=(4, 1, 8, 8))).float()
+    results = score_images(
+        samples / 255 + 0.4 / 255, fid_at=[2], cache_dir=tmp_path, inception=stand_in_network
+    )  # rounded back to the 8-bit values
+    real_features = inception_features(torch.from_numpy(real[:4, None]).float() / 255, stand_in_network)
+    fake_features = inception_features(samples / 255, stand_in_network)
+    assert results["fid"] == pytest.approx(fid_from_features(real_features, fake_features), rel=1e-9)
+    assert results["fid_at"]["2"] == pytest.approx(fid_from_features(real_features[:2], fake_features[:2]), rel=1e-9)
+    assert (results["precision"], results["recall"]) == precision_recall(real_features, fake_features)
+    assert results["num_samples"] == results["num_reference"] == 4 and results["reference"] == "fashion-mnist:test"
+    assert results["fid"] > 1e-3
+
+
+def test_a_reference_batch_scores_against_its_arr_0_images(tmp_path):
+    """An ADM reference batch's arr_0 (N, H, W, 1) images are read as (N, 1, H, W); `fid_at` takes the first n
+    samples against the whole batch's statistics."""
+    rng = np.random.default_rng(1)
+    reference = rng.integers(0, 256, size=(5, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "ref.npz", arr_0=reference)
+    samples = torch.from_numpy(rng.integers(0, 256, size=(4, 1, 8, 8), dtype=np.uint8))
+    results = score_images(
+        samples, reference=str(tmp_path / "ref.npz"), fid_at=[3], cache_dir=tmp_path, inception=stand_in_network
+    )
+    real_features = inception_features(torch.from_numpy(reference[..., 0])[:, None].float() / 255, stand_in_network)
+    fake_features = inception_features(samples.float() / 255, stand_in_network)
+    assert results["fid"] == pytest.approx(fid_from_features(real_features, fake_features), rel=1e-9)
+    expected_at_3 = frechet_distance(*feature_statistics(real_features), *feature_statistics(fake_features[:3]))
+    assert results["fid_at"]["3"] == pytest.approx(expected_at_3, rel=1e-9)
+    assert (results["precision"], results["recall"]) == precision_recall(real_features, fake_features)
+    assert results["num_reference"] == 5 and results["fid_reference_statistics"] == "its arr_0 images"
+
+
+def test_sample_i_has_class_i_mod_classes_and_seed_plus_i_and_the_timer_counts_per_image(monkeypatch):
+    """Samples 1 to 3 of seed 4 are the single pipeline calls with seeds 5, 6, 7, classes 1, 2, 0, the given steps
+    and guidance; seconds per image are the sampling time over the number of samples."""
+    from helpers import class_pipeline
+
+    import diffusers_lit.evaluation as evaluation
+
+    clock = iter([100.0, 106.0])
+    monkeypatch.setattr(evaluation, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    pipe = class_pipeline()
+    images, labels, info = evaluation.sample_for_evaluation(
+        pipe, 3, steps=2, guidance_scale=1.5, batch_size=2, seed=4, start=1
+    )
+    assert labels == [1, 2, 0] and images.shape == (3, 1, 8, 8)
+    for image, label, seed in zip(images, labels, (5, 6, 7), strict=True):
+        generator = torch.Generator().manual_seed(seed)
+        single = pipe([label], generator=generator, num_inference_steps=2, guidance_scale=1.5, output_type="pt")
+        torch.testing.assert_close(image, single.images[0], rtol=0, atol=1e-5)
+    assert info["seconds_per_image"] == 2.0
+    assert (info["steps"], info["guidance_scale"], info["seed"], info["scheduler"]) == (2, 1.5, 4, "DDPMScheduler")
+    default, _ = evaluation.generate_images(pipe, 1, num_inference_steps=2)  # guidance 1, seed 0 by default
+    generator = torch.Generator().manual_seed(0)
+    single = pipe([0], generator=generator, num_inference_steps=2, guidance_scale=1.0, output_type="pt")
+    torch.testing.assert_close(default[0], single.images[0], rtol=0, atol=1e-5)
+
+
+def test_text_samples_take_prompts_and_seeds_from_start_on(tmp_path):
+    """Text samples 1 and 2 of seed 3 are the single calls on prompts 1 and 2 with seeds 4 and 5; a scene caption's
+    label is its (left, right) classes, another prompt's (-1, -1)."""
+    from helpers import text_pipeline
+
+    from diffusers_lit.evaluation import sample_for_evaluation
+
+    pipe = text_pipeline(tmp_path)
+    prompts = ["a cat", "a dress on the left and a coat on the right", "a red dog", "sky"]
+    images, labels, info = sample_for_evaluation(pipe, 2, prompts=prompts, steps=2, batch_size=1, seed=3, start=1)
+    assert labels == [[3, 4], [-1, -1]] and info["prompts"] == prompts[1:3]
+    for image, prompt, seed in zip(images, prompts[1:3], (4, 5), strict=True):
+        generator = torch.Generator().manual_seed(seed)
+        single = pipe(prompt, generator=generator, num_inference_steps=2, guidance_scale=1.0, output_type="pt")
+        torch.testing.assert_close(image, single.images[0], rtol=0, atol=1e-5)

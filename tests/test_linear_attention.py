@@ -153,6 +153,42 @@ def test_without_dwc_is_plain_relu_linear_attention():
     assert relative_error(attn(x, 3, 4), reference_module(attn, x, 3, 4)) <= 1e-10
 
 
+def identity_attention(eps=None, dropout=0.0) -> LiTLinearAttention:
+    """A one-head, no-DWC attention of width 2 whose projections are the identity, in float64; queries scaled by
+    1e-6 so that the normaliser phi(q)^T z is of the order of eps."""
+    kwargs = {} if eps is None else {"eps": eps}
+    attn = LiTLinearAttention(dim=2, heads=1, kernel_size=0, dropout=dropout, **kwargs).double()
+    with torch.no_grad():
+        for linear in (attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]):
+            linear.weight.copy_(torch.eye(2))
+        attn.to_q.weight.mul_(1e-6)
+    return attn
+
+
+def test_default_eps_is_one_in_a_million_and_is_added_to_the_normaliser():
+    """Tokens e1 and e2: S = I / 2 and z = (1/2, 1/2), so with q_i = 1e-6 e_i, O_i = (1e-6 / 2) e_i / (1e-6 / 2 + eps)
+    = e_i / 3 at eps = 1e-6 (1 without eps), for the module and for `linear_attention`."""
+    x = torch.eye(2, dtype=torch.float64)[None]  # (1, 2 tokens, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(identity_attention()(x, 1, 2), x / 3, rtol=1e-12, atol=0)
+        torch.testing.assert_close(identity_attention(eps=1e-7)(x, 1, 2), x * 0.5 / 0.6, rtol=1e-12, atol=0)
+    q = 1e-6 * x[:, None]  # (1, 1 head, 2, 2)
+    torch.testing.assert_close(linear_attention(q, x[:, None], x[:, None]), x[:, None] / 3, rtol=1e-12, atol=0)
+
+
+def test_dropout_follows_the_output_projection_in_training_only():
+    """Each output is 0 or 1 / (1 - p) times the eval-mode output, both occurring; eval mode drops nothing."""
+    torch.manual_seed(0)
+    attn = LiTLinearAttention(dim=16, heads=2, dropout=0.5).double()
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    with torch.no_grad():
+        expected = attn.eval()(x, 3, 4)
+        dropped = attn.train()(x, 3, 4)
+    kept = dropped != 0
+    assert 0.3 < kept.double().mean() < 0.7
+    torch.testing.assert_close(dropped[kept], 2 * expected[kept], rtol=1e-12, atol=0)
+
+
 def test_bad_heads_and_kernel():
     with pytest.raises(ValueError, match="not divisible by `linear_attention_heads=5`"):
         LiTLinearAttention(dim=64, heads=5)

@@ -282,6 +282,8 @@ def test_bad_inputs():
         generate(pipe, num_inference_steps=0)
     with pytest.raises(ValueError, match="must be positive multiples of 2 .*got 0x8"):
         generate(pipe, height=0)  # not the default size
+    with pytest.raises(ValueError, match="must be positive multiples of 2 .*got 8x0"):
+        generate(pipe, width=0)
     with pytest.raises(ValueError, match=r"class ids \(int\) or names \(str\), got \[1.7\]"):
         generate(pipe, class_labels=[1.7])
     with pytest.raises(ValueError, match="an integer tensor"):
@@ -439,6 +441,61 @@ def test_text_guidance_equals_uncond_plus_scale_times_the_difference(tmp_path):
             )
         assert (cond - uncond).abs().max() > 1e-3
         torch.testing.assert_close(call["model_output"].double(), uncond + scale * (cond - uncond), atol=1e-5, rtol=0)
+
+
+def test_guided_learned_variance_is_the_conditional_halfs():
+    """With guidance and a scheduler that takes the learned variance (DDPM, learned_range), the noise channels are
+    guided and the variance channels are the conditional prediction's, not the unconditional one's."""
+    pipe = class_pipeline()
+    calls = capture_scheduler_inputs(pipe)
+    labels, scale = [1, 2], 2.5
+    pipe(labels, guidance_scale=scale, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    model, null = pipe.transformer, pipe.transformer.config.num_embeds_ada_norm
+    assert len(calls) == 2
+    for call in calls:
+        x, t = call["sample"], torch.full((2,), int(call["timestep"]))
+        with torch.no_grad():
+            cond = model(x, timestep=t, class_labels=torch.tensor(labels)).sample.double()
+            uncond = model(x, timestep=t, class_labels=torch.tensor([null, null])).sample.double()
+        assert (cond[:, 1:] - uncond[:, 1:]).abs().max() > 1e-3  # the two variances differ
+        expected = torch.cat([uncond[:, :1] + scale * (cond[:, :1] - uncond[:, :1]), cond[:, 1:]], dim=1)
+        torch.testing.assert_close(call["model_output"].double(), expected, atol=1e-5, rtol=0)
+
+
+def test_vae_decodes_the_latents_divided_by_its_scaling_factor():
+    """Images are the VAE's decoding of latents / scaling_factor, mapped from [-1, 1] to [0, 1]."""
+    pipe = class_pipeline(vae=True)
+    scaling = pipe.vae.config.scaling_factor
+    assert scaling != 1
+    latents = generate(pipe, output_type="latent")
+    with torch.no_grad():
+        decoded = pipe.vae.decode(latents / scaling).sample
+        other = pipe.vae.decode(latents * scaling).sample
+    assert (decoded - other).abs().max() > 0.05  # the scaling is seen
+    torch.testing.assert_close(generate(pipe, output_type="pt"), (decoded / 2 + 0.5).clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_one_ddim_step_is_the_denoised_sample():
+    """One DDIM step (timestep 0, final alpha 1) gives x0 = (x - sqrt(1 - a0) eps) / sqrt(a0), clipped to [-1, 1],
+    with eps the conditional noise at guidance 1 (no guidance, as callbacks read)."""
+    pipe = class_pipeline()
+    pipe.scheduler = DDIMScheduler()
+    seen = []
+
+    def callback(pipe, step, timestep, tensors):
+        seen.append((step, int(timestep), pipe.do_classifier_free_guidance, pipe.num_timesteps))
+        return tensors
+
+    kwargs = dict(num_inference_steps=1, guidance_scale=1.0, height=8, width=12, output_type="pt")
+    images = generate(pipe, callback_on_step_end=callback, **kwargs)
+    assert seen == [(0, 0, False, 1)]
+    x = torch.randn((3, 1, 8, 12), generator=torch.Generator().manual_seed(0)).double()
+    alpha = 1 - 1e-4  # DDPM's first beta: 1e-4
+    with torch.no_grad():
+        eps = pipe.transformer(x.float(), timestep=torch.zeros(3), class_labels=torch.tensor([0, 1, 2])).sample[:, :1]
+    x0 = ((x - (1 - alpha) ** 0.5 * eps.double()) / alpha**0.5).clamp(-1, 1)
+    assert (x0.abs() < 1).float().mean() > 0.2  # not all clipped
+    torch.testing.assert_close(images.double(), x0 / 2 + 0.5, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4])
