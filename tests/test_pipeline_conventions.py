@@ -75,11 +75,18 @@ def test_given_latents_replace_the_drawn_noise(kind, tmp_path):
     assert np.abs(from_latents - call(pipe, kind, seed=99).images).max() > 1e-3
 
 
-@pytest.mark.parametrize("per_prompt", [1, 2])
-def test_text_pipeline_num_images_per_prompt(tmp_path, per_prompt):
+def test_text_pipeline_num_images_per_prompt(tmp_path):
+    """Image j of prompt i comes at i * per_prompt + j and is that prompt drawn with that image's generator
+    (the prompts' embeddings repeated per prompt, not the batch tiled)."""
     pipe = text_pipeline(tmp_path)
-    images = call(pipe, "text", count=2, num_images_per_prompt=per_prompt).images
-    assert images.shape[0] == 2 * per_prompt
+    prompts, seeds = condition("text", 2)["prompt"], (5, 6, 7, 8)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    images = call(pipe, "text", count=2, num_images_per_prompt=2, generator=generators).images
+    assert images.shape[0] == 4
+    for index, seed in enumerate(seeds):
+        generator = torch.Generator().manual_seed(seed)
+        alone = pipe(prompt=prompts[index // 2], generator=generator, num_inference_steps=2, output_type="np")
+        np.testing.assert_allclose(images[index], alone.images[0], atol=1e-5)
 
 
 def test_save_and_load_a_variant_and_a_dtype_per_component(kind, tmp_path):

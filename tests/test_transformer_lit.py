@@ -82,9 +82,9 @@ def test_class_embedder_never_drops_labels_in_training():
     torch.testing.assert_close(model(**inputs).sample, first)
 
 
-def _copy_into_lit(lit: LiTTransformer2DModel, source: torch.nn.Module) -> None:
-    """Load a diffusers DiT / PixArt state dict into `lit` (renames of the DiT layout), then silence every
-    self-attention: the two models are then the same function, which pins every other part of LiT."""
+def _copy_into_lit(lit: LiTTransformer2DModel, source: torch.nn.Module, silence: bool = True) -> None:
+    """Load a diffusers DiT / PixArt state dict into `lit` (renames of the DiT layout), then (`silence`) silence
+    every self-attention: the two models are then the same function, which pins every other part of LiT."""
     state = {}
     for key, value in source.state_dict().items():
         if ".norm1.emb." in key:
@@ -95,7 +95,7 @@ def _copy_into_lit(lit: LiTTransformer2DModel, source: torch.nn.Module) -> None:
             state[key] = value
     missing, unexpected = lit.load_state_dict(state, strict=False)
     assert unexpected == [] and set(missing) == {key for key in lit.state_dict() if ".attn1." in key}
-    for model in (lit, source):
+    for model in (lit, source) if silence else ():
         for block in model.transformer_blocks:
             torch.nn.init.zeros_(block.attn1.to_out[0].weight)
             torch.nn.init.zeros_(block.attn1.to_out[0].bias)
@@ -125,6 +125,44 @@ def test_text_layout_equals_diffusers_pixart_outside_the_self_attention():
     torch.testing.assert_close(lit(**inputs).sample, expected, rtol=1e-12, atol=1e-12)
     other_mask = dict(inputs, encoder_attention_mask=torch.ones(2, 7))
     assert not torch.allclose(lit(**other_mask).sample[0], expected[0])  # the text mask is used
+
+
+class _LinearAttentionStandIn(torch.nn.Module):
+    """In a diffusers block's place of `attn1`: a LiT block's linear attention on a fixed (height, width) grid."""
+
+    def __init__(self, attention: LiTLinearAttention, height: int, width: int):
+        super().__init__()
+        self.attention, self.height, self.width = attention, height, width
+
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+        return self.attention(hidden_states, self.height, self.width)
+
+
+@pytest.mark.parametrize("layout", ["class", "text"])
+def test_lit_is_diffusers_dit_and_pixart_with_linear_attention_in_place_of_softmax(layout):
+    """The self-attention's own path: with every weight shared and each diffusers block's softmax attention
+    replaced by the LiT block's linear one, the models agree (on a non-square 4x6 token grid in PixArt's layout;
+    diffusers' DiT unpatchifies square grids only). Pins what goes in (the modulated norm, height then width) and
+    how it comes out (gated, added)."""
+    torch.manual_seed(0)
+    if layout == "class":
+        reference = DiTTransformer2DModel(**DIT_KWARGS, out_channels=8).double().eval()
+        for block in reference.transformer_blocks[1:]:
+            block.norm1.emb.load_state_dict(reference.transformer_blocks[0].norm1.emb.state_dict())
+        lit, (height, width) = class_model().double(), (8, 8)
+        inputs = class_inputs(height=height, width=width, dtype=torch.float64)
+    else:
+        reference = PixArtTransformer2DModel(**PIXART_KWARGS).double()
+        lit, (height, width) = text_model().double(), (8, 12)
+        inputs = text_inputs(height=height, width=width, dtype=torch.float64)
+    _copy_into_lit(lit, reference, silence=False)
+    for ours, theirs in zip(lit.transformer_blocks, reference.transformer_blocks, strict=True):
+        theirs.attn1 = _LinearAttentionStandIn(ours.attn1, height // 2, width // 2)  # patch 2
+    expected = reference(**inputs).sample
+    torch.testing.assert_close(lit(**inputs).sample, expected, rtol=1e-12, atol=1e-12)
+    for block in lit.transformer_blocks:
+        torch.nn.init.zeros_(block.attn1.to_out[0].weight)
+    assert (lit(**inputs).sample - expected).abs().max() > 1e-3  # the linear attention counts in both
 
 
 def test_text_layout_additional_conditions():
