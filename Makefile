@@ -94,7 +94,7 @@ mutation: $(STAMP) fashion-mnist
 remote-code: $(STAMP)
 	$(PY) -c "import json, sys; from pathlib import Path; from diffusers_lit.hub import write_model_index; \
 		[write_model_index(Path(f), json.loads(Path(f, 'model_index.json').read_text())) for f in sys.argv[1:]]" \
-		assets/fmnist-dit assets/scenes-pixart assets/scenes-lit
+		$(dir $(wildcard assets/*/model_index.json))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples

@@ -163,7 +163,7 @@ def test_shipped_pipeline_folders_carry_this_versions_remote_code():
     from diffusers_lit.remote_code import TRANSFORMER_MODULE, remote_code_files
 
     folders = sorted(path.parent for path in (PACKAGE.parents[1] / "assets").glob("*/model_index.json"))
-    assert len(folders) == 3
+    assert len(folders) == 4
     for folder in folders:
         index = json.loads((folder / "model_index.json").read_text())
         assert index == remote_code_index(index), f"{folder}: run `make remote-code`"

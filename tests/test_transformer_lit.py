@@ -101,11 +101,18 @@ def _copy_into_lit(lit: LiTTransformer2DModel, source: torch.nn.Module, silence:
             torch.nn.init.zeros_(block.attn1.to_out[0].bias)
 
 
-def test_class_layout_equals_diffusers_dit_outside_the_self_attention():
+def _dit_reference() -> DiTTransformer2DModel:
+    """diffusers' DiT of DIT_KWARGS in float64 and eval mode (no label dropout), holding one timestep + class
+    embedder repeated in every block, as trained DiTs do."""
     torch.manual_seed(0)
-    dit = DiTTransformer2DModel(**DIT_KWARGS, out_channels=8).double().eval()  # eval: no label dropout
-    for block in dit.transformer_blocks[1:]:  # trained DiTs hold one embedder, repeated in every block
+    dit = DiTTransformer2DModel(**DIT_KWARGS, out_channels=8).double().eval()
+    for block in dit.transformer_blocks[1:]:
         block.norm1.emb.load_state_dict(dit.transformer_blocks[0].norm1.emb.state_dict())
+    return dit
+
+
+def test_class_layout_equals_diffusers_dit_outside_the_self_attention():
+    dit = _dit_reference()
     lit = class_model().double()
     _copy_into_lit(lit, dit)
     inputs = class_inputs(dtype=torch.float64)
@@ -144,14 +151,12 @@ def test_lit_is_diffusers_dit_and_pixart_with_linear_attention_in_place_of_softm
     replaced by the LiT block's linear one, the models agree (on a non-square 4x6 token grid in PixArt's layout;
     diffusers' DiT unpatchifies square grids only). Pins what goes in (the modulated norm, height then width) and
     how it comes out (gated, added)."""
-    torch.manual_seed(0)
     if layout == "class":
-        reference = DiTTransformer2DModel(**DIT_KWARGS, out_channels=8).double().eval()
-        for block in reference.transformer_blocks[1:]:
-            block.norm1.emb.load_state_dict(reference.transformer_blocks[0].norm1.emb.state_dict())
+        reference = _dit_reference()
         lit, (height, width) = class_model().double(), (8, 8)
         inputs = class_inputs(height=height, width=width, dtype=torch.float64)
     else:
+        torch.manual_seed(0)
         reference = PixArtTransformer2DModel(**PIXART_KWARGS).double()
         lit, (height, width) = text_model().double(), (8, 12)
         inputs = text_inputs(height=height, width=width, dtype=torch.float64)
@@ -163,6 +168,51 @@ def test_lit_is_diffusers_dit_and_pixart_with_linear_attention_in_place_of_softm
     for block in lit.transformer_blocks:
         torch.nn.init.zeros_(block.attn1.to_out[0].weight)
     assert (lit(**inputs).sample - expected).abs().max() > 1e-3  # the linear attention counts in both
+
+
+@pytest.mark.parametrize("layout", ["class", "text"])
+def test_configuration_defaults_follow_diffusers_dit_and_pixart(layout):
+    """What the small models of the other tests leave at its default, against diffusers' model of the same config:
+    the position grid's scale and the micro-conditions at sizes 32, 64 and 128, and the biases of every attention
+    projection with and without `attention_bias`."""
+    make, reference_class = (
+        (class_model, DiTTransformer2DModel) if layout == "class" else (text_model, PixArtTransformer2DModel)
+    )
+    kwargs = {} if layout == "class" else dict(attention_head_dim=24, cross_attention_dim=48)  # width % 3 == 0
+    base = DIT_KWARGS if layout == "class" else PIXART_KWARGS
+    for sample_size in (32, 64, 128):
+        lit = make(sample_size=sample_size, **kwargs)
+        reference = reference_class(**{**base, **kwargs, "sample_size": sample_size})
+        torch.testing.assert_close(lit.pos_embed.pos_embed, reference.pos_embed.pos_embed, rtol=0, atol=0)
+        if layout == "text":
+            assert lit.use_additional_conditions is reference.use_additional_conditions is (sample_size == 128)
+    for bias in (True, False):
+        lit, reference = make(attention_bias=bias), reference_class(**{**base, "attention_bias": bias})
+        for name in ("attn1", "attn2") if layout == "text" else ("attn1",):
+            ours, theirs = (
+                {
+                    key: m.bias is not None
+                    for key, m in getattr(model.transformer_blocks[0], name).named_modules()
+                    if isinstance(m, torch.nn.Linear)
+                }
+                for model in (lit, reference)
+            )
+            assert ours == theirs and ours["to_q"] is bias and ours["to_out.0"]  # diffusers' out_bias stays
+
+
+@pytest.mark.parametrize("layout", ["class", "text"])
+def test_timestep_freq_shift_sets_the_sinusoidal_frequencies(layout):
+    """cos / sin of t * exp(-ln(10000) i / (128 - shift)), i < 128, in float64; `None`: DiT's 1, PixArt's 0."""
+    t = torch.tensor([0.0, 1.0, 10.0, 500.0, 999.0])
+    for shift, expected_shift in ((None, 1 if layout == "class" else 0), (0, 0), (1, 1)):
+        model = (class_model if layout == "class" else text_model)(timestep_freq_shift=shift)
+        time_proj = model.time_class_embed.time_proj if layout == "class" else model.adaln_single.emb.time_proj
+        frequencies = torch.exp(
+            -torch.log(torch.tensor(10000.0, dtype=torch.float64)) * torch.arange(128) / (128 - expected_shift)
+        )
+        angles = t.double()[:, None] * frequencies[None]  # (5, 128)
+        expected = torch.cat([angles.cos(), angles.sin()], dim=1)
+        torch.testing.assert_close(time_proj(t).double(), expected, rtol=0, atol=2e-4)
 
 
 def test_text_layout_additional_conditions():

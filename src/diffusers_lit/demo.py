@@ -1,5 +1,6 @@
 """The embedded default, end to end and offline: the shipped Fashion-MNIST DiT teacher -> LiT -> hybrid KD ->
-teacher and student sampled by the same pipeline, sampler and seeds -> FID, speed, a side-by-side grid."""
+teacher, its shipped distilled student and this run's short distillation sampled by the same pipeline, sampler and
+seeds -> FID, speed, a side-by-side grid."""
 
 import json
 import shutil
@@ -13,8 +14,12 @@ import torch
 # The demo's one tie to the repository checkout: the models it ships under assets/ (not in the wheel).
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 TEACHER = ASSETS / "fmnist-dit"
+STUDENT = ASSETS / "fmnist-lit"  # its LiT student, distilled by benchmarks/quality.sh (row inherit-qkv-lr1e-3)
 TEXT_TEACHER = ASSETS / "scenes-pixart"  # the text-to-image teacher (make teacher-t2i)
 TEXT_STUDENT = ASSETS / "scenes-lit"  # its LiT student, distilled by benchmarks/text_to_image.sh
+
+
+CLASS_MODELS = ("teacher", "student", "live")  # the class-conditional rows of the demo's table, in order
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -25,6 +30,7 @@ def run_demo(
     output_dir: str | Path = "outputs/demo",
     *,
     teacher: str | Path = TEACHER,
+    student: str | Path | None = STUDENT,
     distill_steps: int = 100,
     batch_size: int = 64,
     learning_rate: float = 1e-3,
@@ -36,12 +42,13 @@ def run_demo(
     text_teacher: str | Path = TEXT_TEACHER,
     text_student: str | Path = TEXT_STUDENT,
 ) -> dict[str, Any]:
-    """Convert `teacher` to LiT, distil it for `distill_steps`, then sample and score teacher and student alike;
-    then text-to-image: the shipped scene teacher and its distilled LiT student draw `num_prompts` test-scene
+    """Convert `teacher` to LiT, distil it for `distill_steps` (the live student), then sample and score teacher,
+    `student` (its fully distilled LiT student, shipped; None leaves it out) and the live student alike; then
+    text-to-image: the shipped scene teacher and its distilled LiT student draw `num_prompts` test-scene
     prompts (DPM-Solver++, 20 steps, guidance 4, same seeds), scored for prompt adherence and FID.
     `learning_rate` 1e-3: the best of the sweep at this scale (docs/results.md), 5x the teacher's.
 
-    Writes into `output_dir`: lit-init/ (the converted student), lit/ (the distilled one), side_by_side.png,
+    Writes into `output_dir`: lit-init/ (the converted student), lit/ (the live one), side_by_side.png,
     side_by_side_t2i.png and results.json; returns the results.
     """
     from .conversion import convert_to_lit
@@ -51,18 +58,20 @@ def run_demo(
     from .pipelines import LiTPipeline, scheduler_from_name
 
     output_dir = Path(output_dir)
-    if not Path(teacher, "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"No teacher pipeline at {teacher}: the demo's models ship in the repository's assets/ folder (not in the "
-            "wheel), so run it from a checkout, or pass `teacher` (and the text-to-image ones) explicitly."
-        )
+    for path in (teacher, student):
+        if path is not None and not Path(path, "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"No pipeline at {path}: the demo's models ship in the repository's assets/ folder (not in the "
+                "wheel), so run it from a checkout, or pass `teacher`, `student` (and the text-to-image ones) "
+                "explicitly."
+            )
     # The recipe docs/results.md found best at this scale: Q, K, V inherited from the teacher (the rest of the
     # self-attention, the DWC and the output projection, fresh), lr 1e-3, bf16 autocast where the CPU has bf16.
     print(f"1/5 Converting the teacher {teacher} into a LiT student (Q, K, V inherited, DWC and output fresh)")
     init = convert_to_lit(teacher, output_dir / "lit-init", overwrite=True, seed=seed, inherit="qkv")
 
     print(f"2/5 Hybrid knowledge distillation: {distill_steps} steps of {batch_size} images")
-    student_dir = output_dir / "lit"
+    live_dir = output_dir / "lit"
     command = [  # a process of its own, as `accelerate launch` would start it
         sys.executable,
         "-m",
@@ -74,7 +83,7 @@ def run_demo(
         "--dataset",
         "fashion-mnist",
         "--output_dir",
-        str(student_dir),
+        str(live_dir),
         "--cache_dir",
         str(output_dir / "cache"),
         "--max_train_steps",
@@ -96,14 +105,16 @@ def run_demo(
         "--report_to",
         "tensorboard",
     ]
-    if student_dir.exists():  # a fresh student each run
-        shutil.rmtree(student_dir)
+    if live_dir.exists():  # a fresh student each run
+        shutil.rmtree(live_dir)
     subprocess.run(command, check=True)
 
-    print(f"3/5 Sampling teacher and student: {num_samples} images each, {scheduler} {sample_steps} steps, same seeds")
+    paths = dict(zip(CLASS_MODELS, (teacher, student, live_dir), strict=True))
+    models = {name: path for name, path in paths.items() if path is not None}
+    print(f"3/5 Sampling {', '.join(models)}: {num_samples} images each, {scheduler} {sample_steps} steps, same seeds")
     results: dict[str, Any] = {}
     images = {}
-    for name, path in (("teacher", teacher), ("student", student_dir)):
+    for name, path in models.items():
         pipe = LiTPipeline.from_pretrained(path)
         pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
         images[name], labels, info = sample_for_evaluation(pipe, num_samples, steps=sample_steps, seed=seed)
@@ -112,13 +123,12 @@ def run_demo(
             "transformer": type(pipe.transformer).__name__,
             "parameters": _count(pipe.transformer),
             "seconds_per_image": info["seconds_per_image"],
+            "training_steps": read_card_info(Path(path)).get("training_steps"),
         }
-    results["teacher"]["training_steps"] = read_card_info(Path(teacher)).get("training_steps")
-    results["student"]["training_steps"] = distill_steps
 
     print("4/5 FID against Fashion-MNIST's test images (Inception-v3)")
     inception = load_inception()
-    for name in ("teacher", "student"):
+    for name in models:
         scores = score_images(images[name], inception=inception)
         results[name]["fid"], num_reference = scores["fid"], scores["num_reference"]
     results["settings"] = {
@@ -134,9 +144,9 @@ def run_demo(
 
     shown = min(num_samples, 20)
     names = pipe.config.id2label or {}
-    captions = [f"{who} {names.get(str(label), label)}" for who in ("T", "S") for label in labels[:shown]]
+    captions = [f"{name[0].upper()} {names.get(str(label), label)}" for name in models for label in labels[:shown]]
     grid = image_grid(
-        tensor_to_pil(torch.cat([images["teacher"][:shown], images["student"][:shown]])),
+        tensor_to_pil(torch.cat([images[name][:shown] for name in models])),
         captions,
         columns=shown // 2 if shown >= 10 else shown,
     )
@@ -150,8 +160,8 @@ def run_demo(
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
     print(
-        f"Wrote {output_dir / 'side_by_side.png'}, side_by_side_t2i.png (T: teacher, S: student, same seeds) and "
-        "results.json"
+        f"Wrote {output_dir / 'side_by_side.png'} (T: teacher, S: shipped student, L: live student, same seeds), "
+        "side_by_side_t2i.png and results.json"
     )
     return results
 
@@ -206,12 +216,16 @@ def format_table(results: dict[str, Any]) -> str:
         f"{'model':<9} {'transformer':<22} {'params':>10} {'train steps':>11} {'s / image':>10} "
         f"{'FID (' + str(settings['num_samples']) + ')':>10}"
     ]
-    for name in ("teacher", "student"):
-        r = results[name]
-        rows.append(
-            f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {str(r['training_steps']):>11} "
-            f"{r['seconds_per_image']:>10.4f} {r['fid']:>10.2f}"
-        )
+    for name in CLASS_MODELS:
+        if name in results:
+            r = results[name]
+            rows.append(
+                f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {str(r['training_steps']):>11} "
+                f"{r['seconds_per_image']:>10.4f} {r['fid']:>10.2f}"
+            )
+    rows.append(
+        "student: the teacher's LiT student, fully distilled and shipped; live: distilled for a few steps in this run"
+    )
     text = results.get("text_to_image")
     if text:
         rows.append(f"text-to-image, {text['settings']['num_prompts']} test-scene prompts (guidance 4):")

@@ -877,7 +877,8 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         norm_type (`str`, defaults to `"ada_norm_zero"`): `"ada_norm_zero"` (DiT) or `"ada_norm_single"` (PixArt).
         norm_elementwise_affine (`bool`, defaults to `False`): Affine parameters in the block norms.
         norm_eps (`float`, defaults to 1e-5): Epsilon of the block norms.
-        interpolation_scale (`float`, *optional*): Scale of the sin-cos position grid; `max(sample_size // 64, 1)`.
+        interpolation_scale (`float`, *optional*): Scale of the sin-cos position grid. `None`: the layout's diffusers
+            value (DiT: 1, PixArt: `max(sample_size // 64, 1)`).
         use_additional_conditions (`bool`, *optional*): Resolution / aspect-ratio conditioning ("ada_norm_single");
             defaults to `sample_size == 128`, as PixArt.
         caption_channels (`int`, *optional*): Width of the text encoder's output, projected to the model width.
@@ -954,8 +955,8 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         self.out_channels = 2 * in_channels if out_channels is None else out_channels
         self.register_to_config(out_channels=self.out_channels)  # resolved, for pipelines that read the config
         self.gradient_checkpointing = False
-        if interpolation_scale is None:
-            interpolation_scale = max(sample_size // 64, 1)
+        if interpolation_scale is None:  # diffusers' DiT keeps PatchEmbed's 1; PixArt grows it with the size
+            interpolation_scale = 1 if norm_type == "ada_norm_zero" else max(sample_size // 64, 1)
         self.pos_embed = PatchEmbed(
             height=sample_size,
             width=sample_size,
