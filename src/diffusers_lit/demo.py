@@ -109,8 +109,8 @@ def run_demo(
         shutil.rmtree(live_dir)
     subprocess.run(command, check=True)
 
-    paths = dict(zip(CLASS_MODELS, (teacher, student, live_dir), strict=True))
-    models = {name: path for name, path in paths.items() if path is not None}
+    paths = zip(CLASS_MODELS, (teacher, student, live_dir), strict=True)
+    models = {name: path for name, path in paths if path is not None}
     print(f"3/5 Sampling {', '.join(models)}: {num_samples} images each, {scheduler} {sample_steps} steps, same seeds")
     results: dict[str, Any] = {}
     images = {}
@@ -223,9 +223,9 @@ def format_table(results: dict[str, Any]) -> str:
                 f"{name:<9} {r['transformer']:<22} {r['parameters']:>10,} {str(r['training_steps']):>11} "
                 f"{r['seconds_per_image']:>10.4f} {r['fid']:>10.2f}"
             )
-    rows.append(
-        "student: the teacher's LiT student, fully distilled and shipped; live: distilled for a few steps in this run"
-    )
+    if "student" in results:
+        rows.append("student: the teacher's LiT student, fully distilled and shipped")
+    rows.append("live: the teacher's LiT student, distilled for a few steps in this run")
     text = results.get("text_to_image")
     if text:
         rows.append(f"text-to-image, {text['settings']['num_prompts']} test-scene prompts (guidance 4):")
