@@ -8,11 +8,13 @@
 #
 # Every stage of every row is skipped when its output exists, so the script resumes. Knobs (environment): ROWS,
 # TEACHER_RUN (the finished `make teacher-t2i` folder, copied to assets/scenes-pixart once), STEPS, BATCH, LR,
-# SAMPLES, SAMPLE_STEPS, MIXED_PRECISION, PY, RUNS, OUT, TEACHER, SHIP.
+# SAMPLES, SAMPLE_STEPS, MIXED_PRECISION, PY, RUNS, OUT, TEACHER, SHIP, and STUDENT (a finished student folder, e.g.
+# assets/scenes-lit: the rows student and student-g* sample it instead of distilling one).
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}; TEACHER_RUN=${TEACHER_RUN:-runs/scenes-pixart-cpu}; TEACHER=${TEACHER:-assets/scenes-pixart}
 SHIP=${SHIP:-1}  # copy the finished student to assets/scenes-lit
+STUDENT=${STUDENT:-}
 RUNS=${RUNS:-runs/text_to_image}; OUT=${OUT:-benchmarks/results/text_to_image}
 STEPS=${STEPS:-2000}; BATCH=${BATCH:-64}; LR=${LR:-1e-3}; SAMPLES=${SAMPLES:-1000}; SAMPLE_STEPS=${SAMPLE_STEPS:-20}
 MIXED_PRECISION=${MIXED_PRECISION:-$("$PY" -m diffusers_lit.hardware)}
@@ -45,7 +47,9 @@ run_row() {
   local row=$1 name convert lambdas guidance noise var model=$TEACHER
   IFS='|' read -r name convert lambdas guidance <<< "$(spec "$row")"
   name=$(echo $name); guidance=$(echo $guidance)
-  if [ "$name" != teacher ]; then
+  if [ "$name" = student ] && [ -n "$STUDENT" ]; then
+    model=$STUDENT
+  elif [ "$name" != teacher ]; then
     local dir=$RUNS/$name
     model=$dir/student
     if [ ! -f "$model/model_index.json" ]; then

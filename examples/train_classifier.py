@@ -11,13 +11,13 @@ import argparse
 import json
 from pathlib import Path
 
-from diffusers_lit.adherence import train_classifier
+from diffusers_lit.adherence import CLASSIFIER_EPOCHS, train_classifier
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=CLASSIFIER_EPOCHS)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
