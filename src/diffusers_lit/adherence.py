@@ -90,16 +90,20 @@ def train_classifier(
             progress.set_postfix(loss=f"{loss.item():.3f}")
     progress.close()
     model.eval()
-    test_images, test_labels = _fashion_mnist_arrays("test")
-    test_halves = place_items(test_images, torch.Generator().manual_seed(seed + 1))
-    accuracy = (classify(model, test_halves) == test_labels).double().mean().item()
     return model, {
-        "test_accuracy": accuracy,
+        "test_accuracy": classifier_accuracy(model, seed),
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "seed": seed,
     }
+
+
+def classifier_accuracy(model: FashionClassifier, seed: int = 0) -> float:
+    """Accuracy on Fashion-MNIST's whole test split, each item at the random offset seed + 1 draws for it."""
+    images, labels = _fashion_mnist_arrays("test")
+    halves = place_items(images, torch.Generator().manual_seed(seed + 1))
+    return (classify(model, halves) == labels).double().mean().item()
 
 
 @torch.no_grad()
