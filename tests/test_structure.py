@@ -136,6 +136,9 @@ def test_the_remote_code_joins_the_package_modules_and_refuses_what_it_cannot_jo
     assert not [
         node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level and node.col_offset == 0
     ]
+    # What a statement binds: stored names only; an item or attribute set on a name defined earlier binds nothing.
+    statements = ast.parse("a, (b, c) = 1, (2, 3)\nd: dict = {}\nd['k'] = a\nd.x = b\n").body
+    assert [remote_code.top_level_names(node) for node in statements] == [["a", "b", "c"], ["d"], [], []]
     (tmp_path / "__init__.py").write_text("")
     (tmp_path / "a.py").write_text('"""A."""\n\nimport os\n\nX = os.sep\n')
     (tmp_path / "b.py").write_text("import os\n\nfrom .a import X\n\n\ndef f():\n    return X\n")

@@ -137,13 +137,18 @@ PIPELINE_SOURCES = (
 
 
 def top_level_names(node: ast.stmt) -> list[str]:
-    """The names a module-level statement binds (definitions and assignments)."""
+    """The names a module-level statement binds (definitions and assignments; `d[k] = v` and `a.b = v` bind none)."""
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
         return [node.name]
     targets = (
         node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
     )
-    return [name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name)]
+    return [
+        name.id
+        for target in targets
+        for name in ast.walk(target)
+        if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Store)
+    ]
 
 
 def joined_module(sources: tuple[str, ...], title: str) -> str:
