@@ -102,9 +102,11 @@ def text_pipeline(tmp_path: Path, sample_size: int = 8) -> LiTTextToImagePipelin
 
 
 def put_in_hf_cache(folder: Path, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
-    """Copy `folder` into the Hugging Face cache as the `main` snapshot of model repo `repo_id`."""
+    """Copy `folder` into the Hugging Face cache as the `main` snapshot of model repo `repo_id`, in place of one an
+    earlier run in this cache left there (mutation runs run each test many times against one cache)."""
     repo = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
+    shutil.rmtree(snapshot, ignore_errors=True)
     shutil.copytree(folder, snapshot)
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
