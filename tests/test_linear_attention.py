@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import diffusers_lit.models
-from diffusers_lit.models.linear_attention import LiTLinearAttention, _linear_attention_tokens, linear_attention
+from diffusers_lit.models.linear_attention import (
+    HeadSharedDepthwiseConv2d,
+    LiTLinearAttention,
+    _linear_attention_tokens,
+    linear_attention,
+)
 
 
 def reference_attention(q, k, v, eps=1e-6):
@@ -92,6 +97,19 @@ def test_dwc_is_one_kernel_per_head_channel_shared_by_heads():
     attn = LiTLinearAttention(dim=96, heads=4, kernel_size=5)
     assert attn.dwc.weight.shape == (24, 1, 5, 5)
     assert attn.dwc.groups == 24 and attn.dwc.padding == (2, 2)
+
+
+def test_head_shared_dwc_is_the_reference_on_each_head_with_and_without_bias():
+    """All heads at once, (B, h * d, H, W), equal the loop DWC of each head's d channels with the one kernel;
+    without a bias (a plain `nn.Conv2d` option) the bias is zero."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3 * 4, 5, 6, dtype=torch.float64)  # 3 heads of 4 channels
+    for bias in (True, False):
+        conv = HeadSharedDepthwiseConv2d(4, 4, 3, padding=1, groups=4, bias=bias).double()
+        expected = reference_dwc(
+            x.view(2, 3, 4, 5, 6), conv.weight, conv.bias if bias else torch.zeros(4, dtype=torch.float64)
+        )
+        torch.testing.assert_close(conv(x), expected.view(2, 12, 5, 6), rtol=0, atol=1e-12)
 
 
 def test_batch_elements_do_not_leak():

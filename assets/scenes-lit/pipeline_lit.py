@@ -590,8 +590,8 @@ class HeadSharedDepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         heads = x.shape[1] // self.in_channels
-        weight = self.weight.repeat(heads, 1, 1, 1).to(x.dtype)  # (D, 1, k, k)
-        bias = None if self.bias is None else self.bias.repeat(heads).to(x.dtype)
+        weight = self.weight.repeat(heads, 1, 1, 1)  # (D, 1, k, k)
+        bias = None if self.bias is None else self.bias.repeat(heads)
         return F.conv2d(x, weight, bias, padding=self.padding, groups=x.shape[1])  # (B, D, H, W)
 
 
