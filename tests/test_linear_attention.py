@@ -99,6 +99,19 @@ def test_dwc_is_one_kernel_per_head_channel_shared_by_heads():
     assert attn.dwc.groups == 24 and attn.dwc.padding == (2, 2)
 
 
+def test_the_callers_queries_keys_and_values_are_left_as_they_were():
+    """ReLU is taken in place on copies: q, k and v passed in float32 (the accumulation dtype) come back unchanged,
+    with and without gradients; one head makes the token-major layout a view of the caller's tensors."""
+    for heads in (1, 2):
+        q, k, v = (torch.randn(2, heads, 10, 4) for _ in range(3))
+        before = [t.clone() for t in (q, k, v)]
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                linear_attention(q, k, v)
+            for given, kept in zip((q, k, v), before, strict=True):
+                torch.testing.assert_close(given, kept, rtol=0, atol=0)
+
+
 def test_head_shared_dwc_is_the_reference_on_each_head_with_and_without_bias():
     """All heads at once, (B, h * d, H, W), equal the loop DWC of each head's d channels with the one kernel;
     without a bias (a plain `nn.Conv2d` option) the bias is zero."""
@@ -212,7 +225,7 @@ def test_bad_heads_and_kernel():
         LiTLinearAttention(dim=64, heads=5)
     with pytest.raises(ValueError, match="odd"):
         LiTLinearAttention(dim=64, heads=2, kernel_size=4)
-    with pytest.raises(ValueError, match="tokens for a 3x3 grid"):
+    with pytest.raises(ValueError, match="Got 10 tokens for a 3x3 grid"):
         LiTLinearAttention(dim=64, heads=2)(torch.randn(1, 10, 64), 3, 3)
 
 
@@ -387,7 +400,10 @@ def test_diffusers_sees_every_attention_and_swaps_processors_without_touching_we
 
 
 def test_fused_projections_train_like_separate_ones():
+    torch.manual_seed(0)
     attn = LiTLinearAttention(16, 2)
+    for projection in (attn.to_q, attn.to_k, attn.to_v):  # LiT starts them at zero: the fused bias would go unseen
+        torch.nn.init.normal_(projection.bias)
     x = torch.randn(2, 12, 16, requires_grad=True)
     attn(x, 3, 4).square().sum().backward()
     grad = x.grad.clone()
