@@ -125,6 +125,13 @@ def test_head_shared_dwc_is_the_reference_on_each_head_with_and_without_bias():
         torch.testing.assert_close(conv(x), expected.view(2, 12, 5, 6), rtol=0, atol=1e-12)
 
 
+def test_projection_biases_follow_bias_and_out_bias():
+    for bias, out_bias in ((True, False), (False, True)):
+        attn = LiTLinearAttention(dim=16, heads=2, bias=bias, out_bias=out_bias)
+        assert [attn.to_q.bias is not None, attn.to_k.bias is not None, attn.to_v.bias is not None] == [bias] * 3
+        assert (attn.to_out[0].bias is not None) == out_bias and attn.use_bias == bias
+
+
 def test_batch_elements_do_not_leak():
     torch.manual_seed(0)
     attn = LiTLinearAttention(dim=32, heads=2).double()
@@ -387,7 +394,9 @@ def test_diffusers_sees_every_attention_and_swaps_processors_without_touching_we
         torch.testing.assert_close(model(x, **kwargs).sample, before, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="number of processors 1 does not match the number of attention layers: 4"):
         model.set_attn_processor({"transformer_blocks.0.attn1.processor": LiTLinearAttnProcessor()})
-    with pytest.raises(ValueError, match="LiTLinearAttention runs .* not AttnProcessor2_0"):
+    with pytest.raises(
+        ValueError, match="LiTLinearAttention runs LiTLinearAttnProcessor, LiTLinearAttnTritonProcessor, not AttnProc"
+    ):
         model.set_attn_processor(AttnProcessor2_0())  # one softmax processor for every layer
     processors = model.attn_processors
     wrong = {name.replace("blocks.1.", "blocks.7."): LiTLinearAttnProcessor() for name in processors}
