@@ -81,7 +81,8 @@ test: $(STAMP) fashion-mnist
 	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest -q tests
 
 # Mutation testing of the modules whose numbers users see ([tool.mutmut] in pyproject.toml; docs/testing.md): hours
-# on a CPU, not part of `make test`. MUTANTS narrows it by mutant name, e.g. MUTANTS='diffusers_lit.training.losses.*'.
+# on a CPU, not part of `make test`. MUTANTS narrows it to mutant names (fnmatch patterns, space-separated), e.g.
+# MUTANTS='diffusers_lit.training.losses.* diffusers_lit.pipelines.*'.
 # Resumable: mutmut keeps its results in mutants/; `$(VENV)/bin/mutmut results` lists the survivors.
 # One OpenMP thread: mutmut forks a process per mutant from one that has run torch, and a forked child of a
 # process with an OpenMP pool hangs in its first parallel operation.
@@ -89,7 +90,7 @@ MUTANTS ?=
 mutation: $(STAMP) fashion-mnist
 	$(PY) -m pip install --quiet -e ".[mutation]"
 	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) HF_HUB_DISABLE_TELEMETRY=1 OMP_NUM_THREADS=1 \
-		$(VENV)/bin/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
+		$(VENV)/bin/mutmut run $(foreach m,$(MUTANTS),"$(m)")
 	$(VENV)/bin/mutmut results
 
 # The code the shipped pipeline folders carry for diffusers alone (diffusers_lit/remote_code.py), written again after

@@ -383,8 +383,8 @@ def test_differing_embedder_copies_are_kept_per_block_and_compute_the_dit(tmp_pa
     self-attention silenced in both, the LiT computes exactly the DiT; identical copies still fold into one."""
     dit = tiny_dit().eval()
     torch.nn.init.normal_(dit.transformer_blocks[1].norm1.emb.timestep_embedder.linear_1.weight)
-    source = SourceCheckpoint("tiny", "dit", {k: v for k, v in dict(dit.config).items() if not k.startswith("_")},
-                              dit.state_dict())  # fmt: skip
+    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
+    source = SourceCheckpoint("tiny", "dit", config, dit.state_dict())
     lit, report = convert_transformer(source)
     assert lit.config.per_block_embedders and len(lit.time_class_embed) == DIT["num_layers"]
     assert not [key for key in report["unused"]["keys"] if ".norm1.emb." in key]  # every copy used
@@ -558,8 +558,13 @@ def original_dit_forward(
     """facebookresearch/DiT's `DiT.forward` (models.py) in float64, read from its own key layout; self-attention
     is left out where `heads` is 0 (the path a LiT inherits)."""
     w = {key: value.double() for key, value in weights.items()}
-    linear = lambda name, v: v @ w[f"{name}.weight"].T + w[f"{name}.bias"]  # noqa: E731
-    norm = lambda v: F.layer_norm(v, v.shape[-1:], eps=1e-6)  # noqa: E731
+
+    def linear(name: str, v: torch.Tensor) -> torch.Tensor:
+        return v @ w[f"{name}.weight"].T + w[f"{name}.bias"]
+
+    def norm(v: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(v, v.shape[-1:], eps=1e-6)
+
     batch, channels, size, _ = x.shape
     h = F.conv2d(x.double(), w["x_embedder.proj.weight"], w["x_embedder.proj.bias"], stride=patch)
     h = h.flatten(2).transpose(1, 2) + w["pos_embed"]  # (B, N, D)

@@ -3,13 +3,11 @@
 import pytest
 import torch
 from helpers import class_pipeline, text_pipeline
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
 
-pytest.importorskip("peft")
-from peft import LoraConfig  # noqa: E402
-from peft.utils import get_peft_model_state_dict  # noqa: E402
-
-from diffusers_lit import LiTPipeline, LiTTextToImagePipeline  # noqa: E402
-from diffusers_lit.pipelines.lora import LORA_TARGET_MODULES  # noqa: E402
+from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
+from diffusers_lit.pipelines.lora import LORA_TARGET_MODULES
 
 TARGETS = list(LORA_TARGET_MODULES)  # attn1 (LiT's linear attention) and attn2 share these names
 

@@ -380,6 +380,64 @@ def test_latent_and_text_caches_are_written_once_and_reused(tmp_path):
     assert other_folder != folder
 
 
+def test_built_data_is_each_example_preprocessed_encoded_and_captioned_alone(tmp_path):
+    """Five examples read two at a time: each one's random crop is seeded by (seed, its index), its moments and
+    its mirror's are the VAE posterior's parameters, its label and first caption are its own (lower-cased, stripped),
+    and the null caption is the empty string's; the VAE's scaling and shift factors are kept."""
+    import datasets
+
+    from diffusers_lit.training.data import build_training_data
+
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (20, 26, 3), dtype=np.uint8)) for _ in range(5)]
+    captions = [["A Red cat ", "a dog"], ["a blue dog"], ["the sky"], ["a bird", "a cat"], ["a small green photo"]]
+    dataset = datasets.Dataset.from_dict({"image": images, "label": [2, 0, 1, 1, 0], "text": captions})
+    tokenizer, text_encoder = tiny_text_encoder(tmp_path)
+    vae = tiny_vae()
+    vae.register_to_config(scaling_factor=0.3, shift_factor=0.1)
+    data = build_training_data(
+        dataset,
+        label_column="label",
+        caption_column="text",
+        resolution=16,
+        channels=3,
+        center_crop=False,
+        random_flip=True,
+        vae=vae,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        max_sequence_length=6,
+        seed=4,
+        batch_size=2,
+    )
+    pixels = torch.stack(
+        [
+            preprocess_image(image, 16, center_crop=False, rng=np.random.default_rng([4, i]))
+            for i, image in enumerate(images)
+        ]
+    )
+    with torch.no_grad():
+        moments = vae.encode(pixels).latent_dist.parameters
+        mirrored = vae.encode(pixels.flip(-1)).latent_dist.parameters
+    torch.testing.assert_close(data.inputs, moments)
+    torch.testing.assert_close(data.inputs_flipped, mirrored)
+    assert data.kind == "latents" and data.random_flip and data.labels.tolist() == [2, 0, 1, 1, 0]
+    assert (data.scaling_factor, data.shift_factor) == (0.3, 0.1)
+    texts = ["a red cat", "a blue dog", "the sky", "a bird", "a small green photo", ""]
+    tokens = tokenizer(texts, padding="max_length", max_length=6, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        states = text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
+    torch.testing.assert_close(data.prompt_embeds, states[:5])
+    assert torch.equal(data.prompt_masks, tokens.attention_mask[:5]) and data.prompt_masks[4].sum() == 6  # cut at 6
+    torch.testing.assert_close(data.null_prompt_embeds, states[5])
+    assert torch.equal(data.null_prompt_mask, tokens.attention_mask[5])
+
+    plain = build_training_data(dataset, label_column="label", resolution=16, channels=1, batch_size=3)
+    centred = torch.stack([preprocess_image(image, 16, center_crop=True, channels=1) for image in images])
+    assert plain.kind == "pixels" and torch.equal(plain.inputs, centred) and plain.inputs_flipped is None
+    assert (plain.scaling_factor, plain.shift_factor) == (1.0, 0.0) and plain.prompt_embeds is None
+
+
 def test_checkpoint_listing_limit_and_resume_checks(tmp_path):
     student, teacher = config_signature(tiny_lit()), config_signature(tiny_dit())
     signature = {"student": student, "teacher": teacher, "data": {"kind": "pixels"}}

@@ -235,8 +235,9 @@ def test_save_and_load_round_trip(make_model, make_inputs, tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
     loaded = LiTTransformer2DModel.from_pretrained(tmp_path)
-    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
-    assert public(loaded.config) == public(model.config)
+    assert {k: v for k, v in loaded.config.items() if not k.startswith("_")} == {
+        k: v for k, v in model.config.items() if not k.startswith("_")
+    }
     assert loaded.config.dwc_kernel_size == 3 and loaded.config.linear_attention_heads == 2
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

@@ -87,6 +87,10 @@ def time_pipeline(
     }
 
 
+def _cell(row: dict[str, Any] | None, key: str) -> str:
+    return f"{row[key]:.3f}" if row else "-"
+
+
 def pipeline_results_markdown(results: dict[str, Any]) -> str:
     """benchmarks/pipeline_throughput.py's results as a table: per size, resolution and mode (eager / compiled),
     seconds per image of LiT and DiT, and DiT / LiT."""
@@ -101,12 +105,11 @@ def pipeline_results_markdown(results: dict[str, Any]) -> str:
     ]
     for size, resolution, mode in dict.fromkeys(key[:3] for key in by_key):
         lit, dit = by_key.get((size, resolution, mode, "lit")), by_key.get((size, resolution, mode, "dit"))
-        cell = lambda row, key: f"{row[key]:.3f}" if row else "-"  # noqa: E731
         ratio = f"{dit['seconds_per_image'] / lit['seconds_per_image']:.2f}x" if lit and dit else "-"
         vae = (lit or dit)["vae_decode_seconds"]
         lines.append(
-            f"| {size} | {resolution} | {mode} | {cell(lit, 'seconds_per_image')} | "
-            f"{cell(dit, 'seconds_per_image')} | {ratio} | {cell(lit, 'seconds_per_step')} | "
-            f"{cell(dit, 'seconds_per_step')} | {vae:.3f} |"
+            f"| {size} | {resolution} | {mode} | {_cell(lit, 'seconds_per_image')} | "
+            f"{_cell(dit, 'seconds_per_image')} | {ratio} | {_cell(lit, 'seconds_per_step')} | "
+            f"{_cell(dit, 'seconds_per_step')} | {vae:.3f} |"
         )
     return "\n".join(lines) + "\n"
