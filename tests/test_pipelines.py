@@ -68,6 +68,9 @@ def test_labels_by_name_and_by_id():
     np.testing.assert_array_equal(by_name, generate(pipe, class_labels=[0, 1, 2]))
     np.testing.assert_array_equal(generate(pipe, class_labels="cat"), generate(pipe, class_labels=0))
     assert pipe.get_label_ids(["bird", "cat"]) == [2, 0]
+    # An integer tensor of any shape, and groups mixed with single labels, are read in order.
+    np.testing.assert_array_equal(generate(pipe, class_labels=torch.tensor([[0], [1], [2]])), by_name)
+    np.testing.assert_array_equal(generate(pipe, class_labels=[["kitty", 1], 2]), by_name)
 
 
 @pytest.mark.parametrize("vae", [False, True])
@@ -203,6 +206,11 @@ def test_pixel_space_pipeline_round_trip(tmp_path):
     assert LiTPipeline.from_pretrained(tmp_path, dtype=torch.float64).transformer.dtype == torch.float64
 
 
+def test_usage_snippet_names_the_example_label_or_class_0():
+    assert "class_labels=[0], num_inference_steps=50" in LiTPipeline.usage_snippet("user/lit")
+    assert 'class_labels=["Bag"]' in LiTPipeline.usage_snippet("user/lit", "Bag")
+
+
 def test_usage_snippet_in_the_card_runs(tmp_path):
     pipe = class_pipeline()
     pipe.save_pretrained(tmp_path / "lit")
@@ -272,10 +280,17 @@ def test_push_to_hub_uploads_the_folder_with_its_card(tmp_path, monkeypatch):
 
 def test_bad_inputs():
     pipe = class_pipeline()
-    with pytest.raises(ValueError, match=r"`class_labels` \[3\] out of range"):
+    with pytest.raises(ValueError, match=r"`class_labels` \[3\] out of range: this model has classes 0 to 2\."):
         generate(pipe, class_labels=[0, 3])
-    with pytest.raises(ValueError, match="Unknown class label 'horse' in `class_labels`"):
+    with pytest.raises(
+        ValueError, match="Unknown class label 'horse' in `class_labels`; known labels: bird, cat, dog, kitty"
+    ):
         generate(pipe, class_labels=["horse"])
+    unnamed = LiTPipeline(pipe.transformer, pipe.scheduler)
+    with pytest.raises(ValueError, match="known labels: none: this pipeline has no id2label"):
+        generate(unnamed, class_labels=["cat"])
+    with pytest.raises(ValueError, match="`class_labels` is empty: give at least one class id or name"):
+        generate(pipe, class_labels=[])
     with pytest.raises(ValueError, match="`height` and `width` must be positive multiples of 2"):
         generate(pipe, height=9)
     with pytest.raises(ValueError, match="`num_inference_steps` must be at least 1"):
@@ -286,6 +301,8 @@ def test_bad_inputs():
         generate(pipe, width=0)
     with pytest.raises(ValueError, match=r"class ids \(int\) or names \(str\), got \[1.7\]"):
         generate(pipe, class_labels=[1.7])
+    with pytest.raises(ValueError, match=r"got \[0.5, None, True\]\.$"):  # the first three
+        generate(pipe, class_labels=[0.5, None, True, 1.5])
     with pytest.raises(ValueError, match="an integer tensor"):
         generate(pipe, class_labels=torch.tensor([1.0]))
     with pytest.raises(ValueError, match="`output_type` must be one of"):
