@@ -400,7 +400,10 @@ def test_diffusers_sees_every_attention_and_swaps_processors_without_touching_we
         model.set_attn_processor(AttnProcessor2_0())  # one softmax processor for every layer
     processors = model.attn_processors
     wrong = {name.replace("blocks.1.", "blocks.7."): LiTLinearAttnProcessor() for name in processors}
-    with pytest.raises(ValueError, match=r"names \['transformer_blocks.7.attn1.processor', .*not attention layers"):
+    missing = r"\(missing: \['transformer_blocks.1.attn1.processor', 'transformer_blocks.1.attn2.processor'\]\)"
+    with pytest.raises(
+        ValueError, match=r"names \['transformer_blocks.7.attn1.processor', .*not attention la.*" + missing
+    ):
         model.set_attn_processor(wrong)
     assert all(model.attn_processors[name] is processor for name, processor in processors.items())  # none set
     given = {name: LiTLinearAttnProcessor() for name in processors}

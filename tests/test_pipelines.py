@@ -11,6 +11,7 @@ from diffusers import (
     DiTTransformer2DModel,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    UNet2DModel,
 )
 from helpers import class_pipeline, put_in_hf_cache, text_pipeline, tiny_text_transformer
 from PIL import Image
@@ -311,6 +312,18 @@ def test_bad_inputs():
         pipe([0, 1], generator=[torch.Generator()] * 3)
     with pytest.raises(ValueError, match="needs a class-conditional transformer"):
         LiTPipeline(tiny_text_transformer(), DDPMScheduler())
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 8),
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
+    )
+    with pytest.raises(ValueError, match="got one with norm_type=None"):  # a model without transformer blocks
+        LiTPipeline(unet, DDPMScheduler())
 
 
 # Text-to-image
