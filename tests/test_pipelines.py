@@ -678,6 +678,7 @@ def test_pyramid_attention_broadcast_reuses_the_linear_attention():
     from diffusers import PyramidAttentionBroadcastConfig
 
     pipe = class_pipeline()
+    assert pipe.current_timestep is None  # before any call
     reference = generate(pipe, num_inference_steps=4)
     attention = count_calls(pipe.transformer.transformer_blocks[0].attn1.to_q)
     pipe.transformer.enable_cache(
