@@ -63,6 +63,15 @@ def test_guidance_one_runs_half_the_batch():
     assert not np.allclose(guided, plain)
 
 
+def test_vae_scale_factor_is_2_per_down_block_after_the_first():
+    from types import SimpleNamespace
+
+    from diffusers_lit.pipelines.pipeline_lit import vae_scale_factor
+
+    vaes = [SimpleNamespace(config=SimpleNamespace(block_out_channels=(8,) * n)) for n in (1, 2, 3, 4)]
+    assert [vae_scale_factor(vae) for vae in vaes] == [1, 2, 4, 8] and vae_scale_factor(None) == 1
+
+
 def test_labels_by_name_and_by_id():
     pipe = class_pipeline()
     by_name = generate(pipe, class_labels=["kitty", "dog", "bird"])

@@ -338,6 +338,30 @@ def test_presets():
         lit_preset("LiT-XXL/2")
 
 
+def test_cross_attention_kwargs_reach_every_cross_attention_processor():
+    """As in diffusers' PixArt: `cross_attention_kwargs` go to each block's attn2 processor (here one that takes a
+    `tag`), and the output is the same as without them."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    seen = []
+
+    class TaggedProcessor(AttnProcessor2_0):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, tag=None):
+            seen.append(tag)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+    model = text_model()
+    inputs = text_inputs()
+    with torch.no_grad():
+        expected = model(**inputs).sample
+        model.set_attn_processor(
+            {name: TaggedProcessor() if ".attn2." in name else p for name, p in model.attn_processors.items()}
+        )
+        out = model(**inputs, cross_attention_kwargs={"tag": 7}).sample
+    assert seen == [7] * PIXART_KWARGS["num_layers"]
+    torch.testing.assert_close(out, expected)
+
+
 def test_attention_mixin_finds_every_attention():
     text, classes = text_model().attn_processors, class_model().attn_processors
     assert len(text) == 4 and sum(name.endswith("attn1.processor") for name in text) == 2  # attn1 and attn2
