@@ -395,6 +395,12 @@ def test_bad_inputs():
         lit_class(**dict(inputs, hidden_states=torch.randn(2, 4, 8, 9)))
     with pytest.raises(ValueError, match=r"must be \(batch, 4, height, width\)"):
         lit_class(**dict(inputs, hidden_states=torch.randn(2, 3, 8, 8)))
+    with pytest.raises(ValueError, match=r"`class_labels` must have shape \(2,\), got \(1, 2\)"):
+        lit_class(**dict(inputs, class_labels=inputs["class_labels"][None]))
+    with pytest.raises(ValueError, match="`timestep` is required"):
+        lit_class(**dict(inputs, timestep=None))
+    with pytest.raises(ValueError, match="takes no `attention_mask`; pass the text mask as `encoder_attention_mask`"):
+        lit_class(**inputs, attention_mask=torch.ones(2, 16))
     text = text_inputs()
     with pytest.raises(ValueError, match="takes `encoder_hidden_states`, not `class_labels`"):
         lit_text(**text, class_labels=torch.tensor([1, 2]))
