@@ -130,6 +130,9 @@ def test_text_layout_equals_diffusers_pixart_outside_the_self_attention():
     inputs["encoder_hidden_states"] = inputs["encoder_hidden_states"].double()
     expected = pixart(**inputs).sample
     torch.testing.assert_close(lit(**inputs).sample, expected, rtol=1e-12, atol=1e-12)
+    for dtype in (torch.bool, torch.long):  # a tokenizer's mask, as it comes
+        keep = dict(inputs, encoder_attention_mask=inputs["encoder_attention_mask"].to(dtype))
+        torch.testing.assert_close(lit(**keep).sample, expected, rtol=1e-12, atol=1e-12)
     other_mask = dict(inputs, encoder_attention_mask=torch.ones(2, 7))
     assert not torch.allclose(lit(**other_mask).sample[0], expected[0])  # the text mask is used
 
