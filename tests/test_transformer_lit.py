@@ -365,6 +365,27 @@ def test_cross_attention_kwargs_reach_every_cross_attention_processor():
     torch.testing.assert_close(out, expected)
 
 
+def test_a_block_alone_defaults_to_the_models_configuration():
+    """`LiTTransformerBlock` built on its own takes the model's defaults for every argument the two share."""
+    import inspect
+
+    from diffusers_lit.models.transformer_lit import LiTTransformerBlock
+
+    block = inspect.signature(LiTTransformerBlock).parameters
+    model = inspect.signature(LiTTransformer2DModel.__init__).parameters
+    shared = [name for name, parameter in block.items() if parameter.default is not inspect.Parameter.empty]
+    assert len(shared) == 9 and all(name in model for name in shared)
+    assert {name: block[name].default for name in shared} == {name: model[name].default for name in shared}
+
+
+def test_a_fresh_text_blocks_scale_shift_table_is_drawn_as_pixarts():
+    """PixArt starts each block's table as randn(6, D) / sqrt(D): its standard deviation is 1 / sqrt(D)."""
+    model = text_model(attention_head_dim=64)  # D = 128: 768 values a block
+    tables = torch.stack([block.scale_shift_table for block in model.transformer_blocks])  # (layers, 6, D)
+    assert tables.shape == (2, 6, 128)
+    assert tables.std().item() == pytest.approx(128**-0.5, rel=0.08) and abs(tables.mean().item()) < 0.01
+
+
 def test_attention_mixin_finds_every_attention():
     text, classes = text_model().attn_processors, class_model().attn_processors
     assert len(text) == 4 and sum(name.endswith("attn1.processor") for name in text) == 2  # attn1 and attn2
