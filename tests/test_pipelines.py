@@ -331,6 +331,8 @@ def test_bad_inputs():
         layers_per_block=1,
         norm_num_groups=8,
     )
+    with pytest.raises(ValueError, match="Without a VAE the transformer works on pixels, but it takes 4 channels"):
+        LiTPipeline(class_pipeline(vae=True).transformer, DDPMScheduler())
     with pytest.raises(ValueError, match="got one with norm_type=None"):  # a model without transformer blocks
         LiTPipeline(unet, DDPMScheduler())
 
