@@ -378,9 +378,28 @@ def test_a_block_alone_defaults_to_the_models_configuration():
     assert {name: block[name].default for name in shared} == {name: model[name].default for name in shared}
 
 
+def test_each_block_is_built_with_the_models_settings():
+    """The model hands every block its DWC size, dropout, norm affinity, upcasting and text width."""
+    model = text_model(
+        dwc_kernel_size=3,
+        dropout=0.25,
+        norm_elementwise_affine=True,
+        upcast_attention=True,
+        caption_channels=None,
+        cross_attention_dim=24,
+    )
+    for block in model.transformer_blocks:
+        assert block.attn1.dwc.kernel_size == (3, 3)
+        assert block.norm1.weight.shape == block.norm2.weight.shape == (32,)
+        assert block.attn2.upcast_attention and block.attn2.to_k.in_features == 24
+        dropouts = {name: module.p for name, module in block.named_modules() if isinstance(module, torch.nn.Dropout)}
+        assert dropouts == {"attn1.to_out.1": 0.25, "attn2.to_out.1": 0.25, "ff.net.1": 0.25}
+    assert model.eval()(**text_inputs()).sample.shape == (2, 8, 8, 8)  # captions at 24 wide, not projected
+
+
 def test_a_fresh_text_blocks_scale_shift_table_is_drawn_as_pixarts():
     """PixArt starts each block's table as randn(6, D) / sqrt(D): its standard deviation is 1 / sqrt(D)."""
-    model = text_model(attention_head_dim=64)  # D = 128: 768 values a block
+    model = text_model(attention_head_dim=64, cross_attention_dim=128)  # D = 128: 768 values a block
     tables = torch.stack([block.scale_shift_table for block in model.transformer_blocks])  # (layers, 6, D)
     assert tables.shape == (2, 6, 128)
     assert tables.std().item() == pytest.approx(128**-0.5, rel=0.08) and abs(tables.mean().item()) < 0.01
@@ -402,6 +421,8 @@ def test_bad_configs():
         class_model(norm_type="layer_norm")
     with pytest.raises(ValueError, match="cross_attention_dim"):
         text_model(cross_attention_dim=None)
+    with pytest.raises(ValueError, match="model width 32, so `cross_attention_dim` must be 32, not 24"):
+        text_model(cross_attention_dim=24)
 
 
 def test_bad_inputs():

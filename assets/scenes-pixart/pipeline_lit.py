@@ -871,7 +871,8 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         out_channels (`int`, *optional*): Channels of the output; defaults to `2 * in_channels` (learned sigma).
         num_layers (`int`, defaults to 28): Number of blocks.
         dropout (`float`, defaults to 0.0): Dropout in attention and feed-forward.
-        cross_attention_dim (`int`, *optional*): Width of the text tokens seen by `attn2` (text layout).
+        cross_attention_dim (`int`, *optional*): Width of the text tokens seen by `attn2` (text layout): the model
+            width when `caption_channels` is set.
         attention_bias (`bool`, defaults to `True`): Bias in the attention projections.
         sample_size (`int`, defaults to 32): Side of the (latent) image seen in training; sets the position grid.
         patch_size (`int`, defaults to 2): Side of a patch.
@@ -947,6 +948,12 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         if norm_type == "ada_norm_single" and cross_attention_dim is None:
             raise ValueError(
                 "The text layout ('ada_norm_single') needs `cross_attention_dim` for its cross-attention."
+            )
+        if caption_channels is not None and cross_attention_dim not in (None, inner_dim):
+            raise ValueError(
+                f"`caption_channels` projects the captions to the model width {inner_dim}, so `cross_attention_dim` "
+                f"must be {inner_dim}, not {cross_attention_dim} (or leave `caption_channels` unset to feed the "
+                f"cross-attention {cross_attention_dim}-wide tokens directly)."
             )
         if norm_type == "ada_norm_single" and per_block_embedders:
             raise ValueError("`per_block_embedders` is for the class layout ('ada_norm_zero'), not PixArt's.")
