@@ -58,12 +58,13 @@ def tiny_vae(in_channels: int = 3, seed: int = 0) -> AutoencoderKL:
 
 
 def tiny_text_encoder(tmp_path: Path, hidden_size: int = 24, seed: int = 0):
-    """A BERT tokenizer over a small vocabulary written to disk, and a random BERT of `hidden_size`."""
+    """A cased BERT tokenizer over a small vocabulary written to disk, and a random BERT of `hidden_size`."""
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
     # transformers 5 reads the word list from `vocab` (and ignores `vocab_file`, leaving every word [UNK]), 4 from
     # `vocab_file`: both are given, and the test below checks that the words are read.
-    tokenizer = BertTokenizerFast(vocab=str(vocab), vocab_file=str(vocab), model_max_length=32)
+    # Cased, as T5: lower-casing a caption is the caller's work (PixArt's, the training data's), not the tokenizer's.
+    tokenizer = BertTokenizerFast(vocab=str(vocab), vocab_file=str(vocab), do_lower_case=False, model_max_length=32)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(WORDS) + 5,

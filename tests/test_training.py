@@ -513,6 +513,18 @@ def test_a_cache_is_written_under_new_folders_records_its_settings_and_keeps_the
     assert torch.equal(load_training_data(folder).inputs, data.inputs)
 
 
+def test_moments_are_encoded_in_the_vaes_dtype_on_the_cpu_by_default_and_returned_as_float32():
+    from diffusers_lit.training.data import encode_moments
+
+    vae = tiny_vae().double()
+    pixels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1  # float32
+    moments = encode_moments(vae, pixels)
+    with torch.no_grad():
+        expected = vae.encode(pixels.double()).latent_dist.parameters  # (2, 2 * 4, 8, 8)
+    assert moments.dtype == torch.float32 and moments.shape == (2, 8, 8, 8)
+    torch.testing.assert_close(moments, expected.float(), rtol=0, atol=0)
+
+
 def test_captions_are_encoded_masked_and_truncated_at_the_length_asked(tmp_path, caplog):
     """The states of a caption's tokens do not depend on how far it is padded (the keep mask reaches the
     encoder); a caption of exactly `max_sequence_length` tokens is kept whole without a word, a longer one is cut
