@@ -436,6 +436,27 @@ def test_built_data_is_each_example_preprocessed_encoded_and_captioned_alone(tmp
     centred = torch.stack([preprocess_image(image, 16, center_crop=True, channels=1) for image in images])
     assert plain.kind == "pixels" and torch.equal(plain.inputs, centred) and plain.inputs_flipped is None
     assert (plain.scaling_factor, plain.shift_factor) == (1.0, 0.0) and plain.prompt_embeds is None
+    assert not plain.random_flip
+    cropped = build_training_data(dataset, resolution=16, channels=1, center_crop=False)  # seed 0 by default
+    crops = [
+        preprocess_image(image, 16, center_crop=False, channels=1, rng=np.random.default_rng([0, i]))
+        for i, image in enumerate(images)
+    ]
+    assert torch.equal(cropped.inputs, torch.stack(crops))
+
+
+def test_building_refuses_a_missing_column_by_its_option(tmp_path):
+    import datasets
+
+    from diffusers_lit.training.data import build_training_data
+
+    columns = {"image": [Image.new("RGB", (8, 8))] * 2, "label": [0, 1], "text": ["a", "b"]}
+    dataset = datasets.Dataset.from_dict(columns)
+    tokenizer, text_encoder = tiny_text_encoder(tmp_path)
+    kwargs = dict(resolution=8, channels=3, tokenizer=tokenizer, text_encoder=text_encoder, max_sequence_length=4)
+    for option in ("image_column", "label_column", "caption_column"):
+        with pytest.raises(ValueError, match=rf"no column 'photo' \({option}\); its columns are: image, label, text"):
+            build_training_data(dataset, **{**kwargs, option: "photo"})
 
 
 def test_checkpoint_listing_limit_and_resume_checks(tmp_path):
@@ -511,6 +532,8 @@ def test_a_cache_is_written_under_new_folders_records_its_settings_and_keeps_the
     other.inputs = other.inputs + 1
     save_training_data(other, folder)  # as a second process would, with the same key
     assert torch.equal(load_training_data(folder).inputs, data.inputs)
+    save_training_data(other, tmp_path / "c" / "d" / "copy")  # saved alone, under new folders
+    assert torch.equal(load_training_data(tmp_path / "c" / "d" / "copy").inputs, other.inputs)
 
 
 def test_moments_are_encoded_in_the_vaes_dtype_on_the_cpu_by_default_and_returned_as_float32():
