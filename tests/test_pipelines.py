@@ -553,6 +553,7 @@ def test_every_cli_scheduler_on_1_3_and_4_channel_models(name, channels):
         pipe = LiTPipeline(tiny_class_transformer(in_channels=3), DDPMScheduler(variance_type="learned_range"))
         pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = scheduler_from_name(name, pipe.scheduler.config)
+    assert pipe.scheduler_uses_learned_variance() == (name == "ddpm")  # only DDPM samples with the model's variance
     latents = generate(pipe, num_inference_steps=3, output_type="latent")
     assert tuple(latents.shape) == (3, channels, 8, 8) and torch.isfinite(latents).all()
     torch.testing.assert_close(latents, generate(pipe, num_inference_steps=3, output_type="latent"))
