@@ -147,6 +147,8 @@ def test_pixel_space_text_pipeline_references_its_encoder_and_round_trips(minilm
     generators = [torch.Generator().manual_seed(i) for i in range(2)]
     images = pipe(prompts, num_inference_steps=3, generator=generators, output_type="pt").images
     assert images.shape == (2, 1, 16, 32) and 0 <= images.min() and images.max() <= 1  # image_size, pixels
+    positional = pipe(prompts[0], "", 1, output_type="pt").images  # prompt, negative prompt, steps
+    assert positional.shape == (1, 1, 16, 32)
 
     pipe.save_pretrained(tmp_path / "pipe")
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
@@ -170,6 +172,8 @@ def test_pixel_space_text_pipeline_refuses_nonsense(minilm):
     pipe = pixel_pipeline(minilm)
     with pytest.raises(ValueError, match="at least 1"):
         pipe("a bag", num_inference_steps=0)
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        pipe("a bag", "", 0)  # the steps given positionally
     with pytest.raises(ValueError, match="binning"):
         pipe("a bag", num_inference_steps=1, use_resolution_binning=True)
     with pytest.raises(ValueError, match="one negative prompt per prompt"):

@@ -1660,7 +1660,7 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
             self.image_processor = PixArtImageProcessor(vae_scale_factor=1)
         self.card_info = {}
 
-    def __call__(self, *args: Any, use_resolution_binning: bool | None = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """PixArt-Sigma's generation (see `PixArtSigmaPipeline.__call__`), with defaults that fit any encoder:
         `use_resolution_binning` is on where PixArt has an aspect-ratio table for the model's latent sample size
         (32, 64, 128, 256) and off in pixel space; `height` and `width` default to the pipeline's `image_size`;
@@ -1678,6 +1678,11 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
             >>> image = pipe("a sneaker on the left and a bag on the right", generator=generator).images[0]
             ```
         """
+        # By name, wherever given: PixArt's parameters may come positionally (`height` is the 8th).
+        named = inspect.signature(PixArtSigmaPipeline.__call__).bind(self, *args, **kwargs).arguments
+        kwargs = {**named.pop("kwargs", {}), **named}
+        del kwargs["self"]
+        use_resolution_binning = kwargs.pop("use_resolution_binning", None)
         if use_resolution_binning is None:
             binned = self.transformer.config.sample_size in BINNED_SAMPLE_SIZES
             use_resolution_binning = self.vae is not None and binned
@@ -1689,7 +1694,7 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
             elif self.tokenizer is not None:
                 kwargs["max_sequence_length"] = min(300, self.tokenizer.model_max_length)
         kwargs.setdefault("clean_caption", False)
-        if self.config.image_size is not None and len(args) < 3:
+        if self.config.image_size is not None:
             kwargs.setdefault("height", self.config.image_size[0])
             kwargs.setdefault("width", self.config.image_size[1])
         steps = kwargs.get("num_inference_steps", 20)
@@ -1697,10 +1702,10 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
             raise ValueError(f"`num_inference_steps` must be at least 1, got {steps}.")
         if self.vae is not None:
             with denoiser_context(self.transformer):
-                return super().__call__(*args, use_resolution_binning=use_resolution_binning, **kwargs)
+                return super().__call__(use_resolution_binning=use_resolution_binning, **kwargs)
         output_type, return_dict = kwargs.pop("output_type", "pil"), kwargs.pop("return_dict", True)
         with denoiser_context(self.transformer):
-            pixels = super().__call__(*args, use_resolution_binning=False, output_type="latent", **kwargs).images
+            pixels = super().__call__(use_resolution_binning=False, output_type="latent", **kwargs).images
         images = pixels if output_type == "latent" else self.image_processor.postprocess(pixels, output_type)
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
