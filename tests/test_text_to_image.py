@@ -51,20 +51,11 @@ def scenes(tmp_path_factory):
     return folder
 
 
-def tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
+def tiny_pixart(seed: int = 0, **config) -> PixArtTransformer2DModel:
     torch.manual_seed(seed)
-    return PixArtTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=1,
-        out_channels=2,
-        num_layers=2,
-        sample_size=16,
-        patch_size=4,
-        caption_channels=384,
-        cross_attention_dim=16,
-        use_additional_conditions=False,
-    )
+    defaults = dict(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2, num_layers=2)
+    defaults.update(sample_size=16, patch_size=4, caption_channels=384, cross_attention_dim=16)
+    return PixArtTransformer2DModel(**{**defaults, "use_additional_conditions": False, **config})
 
 
 def pixel_pipeline(minilm, transformer=None) -> LiTTextToImagePipeline:
@@ -179,21 +170,52 @@ def test_pixel_space_text_pipeline_refuses_nonsense(minilm):
     with pytest.raises(ValueError, match="one negative prompt per prompt"):
         pipe(["a bag", "a coat"], negative_prompt=["", "", ""], num_inference_steps=1)
     tokenizer, encoder = minilm
-    torch.manual_seed(0)
-    narrow = PixArtTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=1,
-        out_channels=2,
-        num_layers=1,
-        sample_size=16,
-        patch_size=4,
-        caption_channels=24,
-        cross_attention_dim=16,
-        use_additional_conditions=False,
-    )
+    narrow = tiny_pixart(num_layers=1, caption_channels=24)
     with pytest.raises(ValueError, match="hidden size 384 does not match the transformer's caption_channels 24"):
         LiTTextToImagePipeline(tokenizer, encoder, None, narrow, DPMSolverMultistepScheduler())
+
+
+def test_pixel_space_text_pipeline_passes_its_defaults_to_pixart_and_returns_what_was_asked(minilm):
+    """The call's defaults reach PixArt's prompt encoding (padded tokens are masked, so images cannot show them):
+    the trained caption length, else min(300, the tokenizer's maximum), and no caption cleaning."""
+    pipe = pixel_pipeline(minilm)
+    seen = []
+    encode_prompt = pipe.encode_prompt
+    pipe.encode_prompt = lambda *args, **kwargs: seen.append(kwargs) or encode_prompt(*args, **kwargs)
+    images = pipe("a bag", num_inference_steps=1).images  # "pil" by default, as PixArt's
+    assert len(images) == 1 and images[0].size == (32, 16) and images[0].mode == "L"
+    assert seen[-1]["max_sequence_length"] == 16 and seen[-1]["clean_caption"] is False
+    pipe.register_to_config(max_sequence_length=None)
+    (pixels,) = pipe("a bag", num_inference_steps=1, output_type="pt", return_dict=False)
+    assert pixels.shape == (1, 1, 16, 32) and seen[-1]["max_sequence_length"] == 300  # MiniLM's maximum is 512
+    maximum, pipe.tokenizer.model_max_length = pipe.tokenizer.model_max_length, 12  # the module's tokenizer
+    try:
+        pipe("a bag", num_inference_steps=1, output_type="pt")
+    finally:
+        pipe.tokenizer.model_max_length = maximum
+    assert seen[-1]["max_sequence_length"] == 12
+    pipe("a bag", num_inference_steps=None, timesteps=[999, 500], output_type="pt", max_sequence_length=8)
+    assert seen[-1]["max_sequence_length"] == 8 and pipe.scheduler.timesteps.tolist() == [999, 500]
+
+
+def test_text_pipeline_refuses_bad_settings_at_construction(minilm):
+    tokenizer, encoder = minilm
+    with pytest.raises(ValueError, match="`max_sequence_length` must be at least 1, got 0"):
+        LiTTextToImagePipeline(tokenizer, encoder, None, tiny_pixart(), DPMSolverMultistepScheduler(), None, 0)
+    assert LiTTextToImagePipeline(tokenizer, encoder, None, tiny_pixart(), DPMSolverMultistepScheduler(), None, 1)
+    for bad in ([16, 32, 8], [0, 32]):
+        with pytest.raises(ValueError, match=rf"`image_size` must be \(height, width\) in pixels, got \{bad}"):
+            LiTTextToImagePipeline(
+                tokenizer, encoder, None, tiny_pixart(), DPMSolverMultistepScheduler(), image_size=bad
+            )
+    assert LiTTextToImagePipeline(
+        tokenizer, encoder, None, tiny_pixart(), DPMSolverMultistepScheduler(), image_size=[1, 4]
+    ).config.image_size == [1, 4]
+    alpha = tiny_pixart(num_layers=1, use_additional_conditions=True)
+    with pytest.raises(
+        ValueError, match="conditioned on resolution and aspect ratio .* use diffusers' PixArtAlphaPipeline"
+    ):
+        LiTTextToImagePipeline(tokenizer, encoder, None, alpha, DPMSolverMultistepScheduler())
 
 
 def test_adherence_counts_items_in_their_named_halves():
