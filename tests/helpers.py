@@ -4,7 +4,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from huggingface_hub.constants import HF_HUB_CACHE
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -26,13 +26,13 @@ def tiny_class_transformer(in_channels: int = 1, sample_size: int = 8, num_class
     )
 
 
-def tiny_text_transformer(sample_size: int = 8, caption_channels: int = 24, seed: int = 0):
+def tiny_text_transformer(sample_size: int = 8, caption_channels: int = 24, in_channels: int = 4, seed: int = 0):
     torch.manual_seed(seed)
     return LiTTransformer2DModel(
         norm_type="ada_norm_single",
         num_attention_heads=2,
         attention_head_dim=8,
-        in_channels=4,
+        in_channels=in_channels,
         num_layers=2,
         sample_size=sample_size,
         cross_attention_dim=16,
@@ -54,6 +54,20 @@ def tiny_vae(in_channels: int = 3, seed: int = 0) -> AutoencoderKL:
         layers_per_block=1,
         norm_num_groups=8,
         sample_size=16,
+    )
+
+
+def tiny_unet() -> UNet2DModel:
+    """A pixel-space UNet: a denoiser without transformer blocks (no `norm_type`)."""
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 8),
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
     )
 
 
@@ -89,13 +103,13 @@ def class_pipeline(vae: bool = False, **kwargs) -> LiTPipeline:
     return pipe
 
 
-def text_pipeline(tmp_path: Path, sample_size: int = 8) -> LiTTextToImagePipeline:
+def text_pipeline(tmp_path: Path, sample_size: int = 8, vae: bool = True) -> LiTTextToImagePipeline:
     tokenizer, text_encoder = tiny_text_encoder(tmp_path)
     pipe = LiTTextToImagePipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
-        vae=tiny_vae(),
-        transformer=tiny_text_transformer(sample_size=sample_size),
+        vae=tiny_vae() if vae else None,
+        transformer=tiny_text_transformer(sample_size=sample_size, in_channels=4 if vae else 1),
         scheduler=DPMSolverMultistepScheduler(),  # as PixArt: its sampling loop drops the learned variance
     )
     pipe.set_progress_bar_config(disable=True)

@@ -11,9 +11,9 @@ from diffusers import (
     DiTTransformer2DModel,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
-    UNet2DModel,
 )
-from helpers import class_pipeline, put_in_hf_cache, text_pipeline, tiny_text_transformer
+from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_256_BIN
+from helpers import class_pipeline, put_in_hf_cache, text_pipeline, tiny_text_transformer, tiny_unet
 from PIL import Image
 
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
@@ -321,20 +321,10 @@ def test_bad_inputs():
         pipe([0, 1], generator=[torch.Generator()] * 3)
     with pytest.raises(ValueError, match="needs a class-conditional transformer"):
         LiTPipeline(tiny_text_transformer(), DDPMScheduler())
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 8),
-        down_block_types=("DownBlock2D",) * 2,
-        up_block_types=("UpBlock2D",) * 2,
-        layers_per_block=1,
-        norm_num_groups=8,
-    )
     with pytest.raises(ValueError, match="Without a VAE the transformer works on pixels, but it takes 4 channels"):
         LiTPipeline(class_pipeline(vae=True).transformer, DDPMScheduler())
     with pytest.raises(ValueError, match="got one with norm_type=None"):  # a model without transformer blocks
-        LiTPipeline(unet, DDPMScheduler())
+        LiTPipeline(tiny_unet(), DDPMScheduler())
 
 
 # Text-to-image
@@ -371,9 +361,17 @@ def test_text_pipeline_prompt_embeds_equal_prompts(tmp_path):
 
 
 def test_text_pipeline_resolution_binning(tmp_path):
+    """On by default for a latent sample size with a PixArt table (32: 256 px): generated on the table's nearest
+    bin, resized back to what was asked; off for other sizes and when asked."""
     pipe = text_pipeline(tmp_path, sample_size=32)
-    image = pipe("a cat", num_inference_steps=1, height=64, width=96, output_type="np", max_sequence_length=8)
-    assert image.images.shape == (1, 64, 96, 3)  # generated on the nearest bin, resized back
+    kwargs = dict(num_inference_steps=1, height=64, width=96, max_sequence_length=8)
+    assert pipe("a cat", output_type="np", **kwargs).images.shape == (1, 64, 96, 3)
+    height, width = pipe.image_processor.classify_height_width_bin(64, 96, ratios=ASPECT_RATIO_256_BIN)
+    assert (height, width) == (208, 304)
+    assert pipe("a cat", output_type="latent", **kwargs).images.shape == (1, 4, 104, 152)  # the VAE halves
+    unbinned = pipe("a cat", output_type="latent", use_resolution_binning=False, **kwargs).images
+    assert unbinned.shape == (1, 4, 32, 48)
+    assert text_pipeline(tmp_path)("a cat", output_type="latent", **kwargs).images.shape == (1, 4, 32, 48)  # 8
 
 
 def test_text_pipeline_save_load_and_dispatch(tmp_path):
@@ -409,10 +407,14 @@ def test_text_pipeline_bad_inputs(tmp_path):
         )
     with pytest.raises(ValueError, match="`prompt` has 2 entries but `negative_prompt` has 1"):
         pipe(["a cat", "a dog"], negative_prompt=["sky"], use_resolution_binning=False, max_sequence_length=8)
-    with pytest.raises(ValueError, match="needs a text-to-image transformer"):
+    with pytest.raises(ValueError, match="Cannot forward both `negative_prompt`"):  # PixArt's own check
+        pipe(prompt_embeds=embeds, negative_prompt="sky", negative_prompt_embeds=negative, num_inference_steps=1)
+    with pytest.raises(ValueError, match="text-to-image transformer .* got one with norm_type='ada_norm_zero'"):
         LiTTextToImagePipeline(
             pipe.tokenizer, pipe.text_encoder, pipe.vae, class_pipeline().transformer, pipe.scheduler
         )
+    with pytest.raises(ValueError, match="got one with norm_type=None"):  # a model without transformer blocks
+        LiTTextToImagePipeline(pipe.tokenizer, pipe.text_encoder, None, tiny_unet(), pipe.scheduler)
     with pytest.raises(ValueError, match="hidden size 24 does not match the transformer's caption_channels 32"):
         LiTTextToImagePipeline(
             pipe.tokenizer, pipe.text_encoder, pipe.vae, tiny_text_transformer(caption_channels=32), pipe.scheduler
@@ -656,20 +658,23 @@ def count_calls(module: torch.nn.Module) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("kind", ["class", "text"])
+@pytest.mark.parametrize("kind", ["class", "text", "text-pixels"])
 def test_first_block_cache_skips_the_later_blocks_and_forgets_between_calls(tmp_path, kind):
     """diffusers' first-block cache on LiT: threshold 0 changes nothing; a threshold nothing falls under skips
     every block after the first from the second step on; a second call starts afresh (same images)."""
     from diffusers import FirstBlockCacheConfig
 
-    pipe = class_pipeline() if kind == "class" else text_pipeline(tmp_path)
+    pipe = class_pipeline() if kind == "class" else text_pipeline(tmp_path, vae=kind == "text")
     steps = 4
 
     def call() -> np.ndarray:
         if kind == "class":
             return generate(pipe, num_inference_steps=steps)
         generator = torch.Generator().manual_seed(0)
-        return pipe("a cat", num_inference_steps=steps, output_type="np", generator=generator).images
+        if kind == "text":
+            return pipe("a cat", num_inference_steps=steps, output_type="np", generator=generator).images
+        # unclipped: the random pixel transformer's images saturate at 0 and 1
+        return pipe("a cat", num_inference_steps=steps, output_type="latent", generator=generator).images.numpy()
 
     reference = call()
     last_block_ff = count_calls(pipe.transformer.transformer_blocks[-1].ff)

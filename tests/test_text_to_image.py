@@ -1,14 +1,18 @@
 """Text-to-image on Fashion-MNIST scenes: the scenes, the real MiniLM text encoder, pixel-space text pipelines,
 prompt adherence, and the chain (PixArt teacher from scratch -> LiT -> distilled -> scored) in a reduced form."""
 
+import copy
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
+from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, PixArtTransformer2DModel
+from helpers import tiny_vae
+from PIL import Image
 
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
 from diffusers_lit.adherence import (
@@ -22,6 +26,7 @@ from diffusers_lit.adherence import (
 from diffusers_lit.cli import main as cli
 from diffusers_lit.conversion import convert_to_lit
 from diffusers_lit.evaluation import load_samples
+from diffusers_lit.pipelines import pipeline_lit_t2i
 from diffusers_lit.scenes import (
     PHRASINGS,
     SCENE_HEIGHT,
@@ -49,6 +54,11 @@ def scenes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scenes") / "scenes"
     build_scenes("test", 24, seed=3).save_to_disk(str(folder))
     return folder
+
+
+def exactly(message: str) -> str:
+    """A `pytest.raises` pattern that matches `message` whole."""
+    return f"^{re.escape(message)}$"
 
 
 def tiny_pixart(seed: int = 0, **config) -> PixArtTransformer2DModel:
@@ -111,8 +121,6 @@ def test_resolutions_and_non_square_preprocessing():
     for bad in ("0", "32x", "x", "-4x8", "a"):
         with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
             parse_resolution(bad)
-    from PIL import Image
-
     image = Image.fromarray(np.arange(32 * 64, dtype=np.uint32).reshape(32, 64).astype(np.uint8))
     pixels = preprocess_image(image, (32, 64), channels=1)
     assert pixels.shape == (1, 32, 64)
@@ -165,7 +173,8 @@ def test_pixel_space_text_pipeline_refuses_nonsense(minilm):
         pipe("a bag", num_inference_steps=0)
     with pytest.raises(ValueError, match="at least 1, got 0"):
         pipe("a bag", "", 0)  # the steps given positionally
-    with pytest.raises(ValueError, match="binning"):
+    binning = "Resolution binning maps latent sizes of PixArt tables: a pixel-space pipeline has none."
+    with pytest.raises(ValueError, match=exactly(binning)):
         pipe("a bag", num_inference_steps=1, use_resolution_binning=True)
     with pytest.raises(ValueError, match="one negative prompt per prompt"):
         pipe(["a bag", "a coat"], negative_prompt=["", "", ""], num_inference_steps=1)
@@ -196,6 +205,15 @@ def test_pixel_space_text_pipeline_passes_its_defaults_to_pixart_and_returns_wha
     assert seen[-1]["max_sequence_length"] == 12
     pipe("a bag", num_inference_steps=None, timesteps=[999, 500], output_type="pt", max_sequence_length=8)
     assert seen[-1]["max_sequence_length"] == 8 and pipe.scheduler.timesteps.tolist() == [999, 500]
+    pipe.scheduler = EulerDiscreteScheduler()  # a scheduler that takes sigmas
+    pipe("a bag", num_inference_steps=None, sigmas=[2.0, 0.5], output_type="pt")
+    assert pipe.scheduler.sigmas.tolist() == [2.0, 0.5]
+    pipe.register_to_config(image_size=[8, 32])  # a height other than the transformer's
+    assert pipe("a bag", num_inference_steps=1, output_type="pt").images.shape == (1, 1, 8, 32)
+    pipe.register_to_config(image_size=None)
+    assert pipe("a bag", num_inference_steps=1, output_type="pt").images.shape == (1, 1, 16, 16)
+    # Without a VAE the image processor keeps every size (a VAE's would round it down to its factor).
+    assert pipe.image_processor.preprocess(Image.new("L", (33, 17))).shape == (1, 1, 17, 33)
 
 
 def test_text_pipeline_refuses_bad_settings_at_construction(minilm):
@@ -212,10 +230,54 @@ def test_text_pipeline_refuses_bad_settings_at_construction(minilm):
         tokenizer, encoder, None, tiny_pixart(), DPMSolverMultistepScheduler(), image_size=[1, 4]
     ).config.image_size == [1, 4]
     alpha = tiny_pixart(num_layers=1, use_additional_conditions=True)
-    with pytest.raises(
-        ValueError, match="conditioned on resolution and aspect ratio .* use diffusers' PixArtAlphaPipeline"
-    ):
+    message = (
+        "This transformer is conditioned on resolution and aspect ratio (PixArt-alpha at 1024 px), which the "
+        "PixArt-Sigma sampling loop does not pass: use diffusers' PixArtAlphaPipeline with it."
+    )
+    with pytest.raises(ValueError, match=exactly(message)):
         LiTTextToImagePipeline(tokenizer, encoder, None, alpha, DPMSolverMultistepScheduler())
+
+
+def test_text_encoder_id_loads_what_is_not_given_and_keeps_the_vae(minilm, monkeypatch):
+    """Tokenizer and encoder come from `text_encoder_id` only where not given (each load is a model read)."""
+    tokenizer, encoder = minilm
+    loads = []
+
+    def load(name):  # copies, to tell what was loaded from what was given
+        loads.append(name)
+        return copy.copy(tokenizer), copy.copy(encoder)
+
+    monkeypatch.setattr(pipeline_lit_t2i, "load_text_encoder", load)
+
+    def build(tokenizer, encoder, text_encoder_id=MINILM, vae=None):
+        transformer = tiny_pixart(in_channels=1 if vae is None else 4, out_channels=2 if vae is None else 8)
+        scheduler = DPMSolverMultistepScheduler()
+        return LiTTextToImagePipeline(tokenizer, encoder, vae, transformer, scheduler, text_encoder_id)
+
+    both = build(tokenizer, encoder)
+    assert loads == [] and both.tokenizer is tokenizer and both.text_encoder is encoder
+    only_tokenizer = build(tokenizer, None)
+    assert loads == [MINILM] and only_tokenizer.tokenizer is tokenizer
+    assert only_tokenizer.text_encoder not in (None, encoder)
+    only_encoder = build(None, encoder)
+    assert loads == [MINILM] * 2 and only_encoder.text_encoder is encoder
+    assert only_encoder.tokenizer not in (None, tokenizer)
+    neither = build(None, None, text_encoder_id=None)
+    assert loads == [MINILM] * 2 and neither.tokenizer is None and neither.text_encoder is None
+    vae = tiny_vae(in_channels=1)
+    latent = build(None, None, vae=vae)
+    assert latent.vae is vae and latent.text_encoder is not None and latent.vae_scale_factor == 2
+
+
+def test_usage_snippet_runs_as_written(minilm, tmp_path, monkeypatch):
+    """The model card's snippet, with the stock prompt where the training data gave none."""
+    pixel_pipeline(minilm).save_pretrained(tmp_path / "pipe")
+    snippet = LiTTextToImagePipeline.usage_snippet(str(tmp_path / "pipe"))
+    assert 'pipe("a photograph of an astronaut riding a horse", num_inference_steps=20)' in snippet
+    assert 'pipe("a bag", num_inference_steps=20)' in LiTTextToImagePipeline.usage_snippet("user/lit", "a bag")
+    monkeypatch.chdir(tmp_path)
+    exec(snippet, {})
+    assert Image.open(tmp_path / "lit.png").size == (32, 16)
 
 
 def test_adherence_counts_items_in_their_named_halves():

@@ -1618,12 +1618,13 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
         max_sequence_length: int | None = None,
         image_size: list[int] | tuple[int, int] | None = None,
     ):
-        if getattr(transformer.config, "norm_type", None) != "ada_norm_single":
+        norm_type = getattr(transformer.config, "norm_type", None)  # None: not a transformer (a UNet)
+        if norm_type != "ada_norm_single":
             raise ValueError(
                 f"LiTTextToImagePipeline needs a text-to-image transformer (norm_type='ada_norm_single'), got one "
-                f"with norm_type={getattr(transformer.config, 'norm_type', None)!r}: use LiTPipeline for class labels."
+                f"with norm_type={norm_type!r}: use LiTPipeline for class labels."
             )
-        if getattr(transformer, "use_additional_conditions", False):
+        if transformer.use_additional_conditions:
             raise ValueError(
                 "This transformer is conditioned on resolution and aspect ratio (PixArt-alpha at 1024 px), which "
                 "the PixArt-Sigma sampling loop does not pass: use diffusers' PixArtAlphaPipeline with it."
@@ -1635,8 +1636,7 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
             loaded_tokenizer, loaded_encoder = load_text_encoder(text_encoder_id)
             tokenizer, text_encoder = tokenizer or loaded_tokenizer, text_encoder or loaded_encoder
         if text_encoder is not None:
-            config = text_encoder.config
-            text_width = getattr(config, "d_model", None) or getattr(config, "hidden_size", None)
+            text_width = text_encoder.config.hidden_size  # T5 names it d_model: its config maps the name
             expected = transformer.config.caption_channels or transformer.config.cross_attention_dim
             if text_width != expected:
                 raise ValueError(
@@ -1706,7 +1706,7 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
         output_type, return_dict = kwargs.pop("output_type", "pil"), kwargs.pop("return_dict", True)
         with denoiser_context(self.transformer):
             pixels = super().__call__(use_resolution_binning=False, output_type="latent", **kwargs).images
-        images = pixels if output_type == "latent" else self.image_processor.postprocess(pixels, output_type)
+        images = self.image_processor.postprocess(pixels, output_type)  # "latent": the pixels, as they are
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
     __call__.__signature__ = inspect.signature(PixArtSigmaPipeline.__call__)  # the same parameters, introspectable
