@@ -365,17 +365,23 @@ def test_cross_attention_kwargs_reach_every_cross_attention_processor():
     torch.testing.assert_close(out, expected)
 
 
-def test_a_block_alone_defaults_to_the_models_configuration():
-    """`LiTTransformerBlock` built on its own takes the model's defaults for every argument the two share."""
-    import inspect
-
+@pytest.mark.parametrize("layout", ["class", "text"])
+def test_a_block_alone_defaults_to_the_models_configuration(layout):
+    """`LiTTransformerBlock` built on its own, given only what it requires (and the text layout's two), is the
+    block of a model on its defaults: the same parameters, modules (norm eps and affinity, DWC kernel, biases,
+    dropout, activation) and cross-attention upcasting. Built, not read from the signature: mutmut's wrapper
+    reports the original signature for a mutated default."""
     from diffusers_lit.models.transformer_lit import LiTTransformerBlock
 
-    block = inspect.signature(LiTTransformerBlock).parameters
-    model = inspect.signature(LiTTransformer2DModel.__init__).parameters
-    shared = [name for name, parameter in block.items() if parameter.default is not inspect.Parameter.empty]
-    assert len(shared) == 9 and all(name in model for name in shared)
-    assert {name: block[name].default for name in shared} == {name: model[name].default for name in shared}
+    text = dict(norm_type="ada_norm_single", cross_attention_dim=32) if layout == "text" else {}
+    model = LiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=16, linear_attention_heads=2, num_layers=1, sample_size=8, **text
+    )
+    block = LiTTransformerBlock(32, 2, 16, 2, **text)
+    block.load_state_dict(model.transformer_blocks[0].state_dict())  # strict: the same parameters
+    assert repr(block) == repr(model.transformer_blocks[0])
+    if layout == "text":
+        assert block.attn2.upcast_attention is model.transformer_blocks[0].attn2.upcast_attention is False
 
 
 def test_each_block_is_built_with_the_models_settings():
