@@ -1,5 +1,6 @@
 """Tiny random components for offline tests, and a pre-filled Hugging Face cache."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
 
 WORDS = "a an the cat dog bird red blue green photo of small large on grass sky".split()
+
+
+def exactly(message: str) -> str:
+    """A `pytest.raises` pattern that matches `message` whole."""
+    return f"^{re.escape(message)}$"
 
 
 def tiny_class_transformer(in_channels: int = 1, sample_size: int = 8, num_classes: int = 3, seed: int = 0):

@@ -3,7 +3,6 @@ from helpers import class_pipeline, text_pipeline
 from PIL import Image
 
 from diffusers_lit.cli import main
-from diffusers_lit.evaluation import image_grid
 
 
 def test_sample_class_labels(tmp_path):
@@ -58,17 +57,6 @@ def test_sample_needs_the_right_condition(tmp_path):
         main(["--debug", "sample", str(tmp_path / "pipe"), "--prompt", "a cat"])
     with pytest.raises(ValueError, match="either --class-labels or --prompt"):
         main(["--debug", "sample", str(tmp_path / "pipe")])
-
-
-def test_image_grid_layout_and_errors():
-    images = [Image.new("L", (10, 6), color) for color in (0, 80, 160, 255, 30)]
-    grid = image_grid(images, labels=list("abcde"), columns=2)
-    assert grid.size == (20, 3 * (6 + 12))
-    assert grid.getpixel((10, 12 + 12 + 6 + 3)) == (255, 255, 255)  # image 3 sits at row 1, column 1
-    with pytest.raises(ValueError, match="2 labels for 5 images"):
-        image_grid(images, labels=["a", "b"])
-    with pytest.raises(ValueError, match="empty"):
-        image_grid([])
 
 
 def test_python_dash_m_runs_the_command_line():

@@ -12,26 +12,32 @@ import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
+    DDPMScheduler,
     DiTPipeline,
     DiTTransformer2DModel,
+    DPMSolverMultistepScheduler,
     PixArtAlphaPipeline,
     PixArtSigmaPipeline,
     PixArtTransformer2DModel,
     UNet2DModel,
 )
 from diffusers.models.embeddings import get_2d_sincos_pos_embed
-from helpers import put_in_hf_cache, tiny_text_encoder, tiny_vae
+from helpers import exactly, put_in_hf_cache, tiny_text_encoder, tiny_vae
 from safetensors.torch import load_file, save_file
 
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
 from diffusers_lit.cli import main
 from diffusers_lit.conversion import (
     SourceCheckpoint,
+    _heads,
+    _sample_size,
     convert_to_lit,
     convert_transformer,
+    default_scheduler,
     lit_config,
     load_source,
     map_state_dict,
+    original_to_diffusers,
     read_source,
 )
 
@@ -659,3 +665,86 @@ def test_what_a_killed_conversion_left_is_tidied_by_the_next(tmp_path):
         convert_to_lit(source, tmp_path / "lit")
     assert (tmp_path / "lit" / "my_run.txt").read_text() == "precious"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["dit", "lit"]  # the half-written folder is gone
+
+
+def test_an_original_checkpoints_heads_and_sample_size_come_from_its_tensors_or_exact_refusals():
+    """Heads: given (any divisor of the width, 1 included) or known for DiT / PixArt widths, never guessed. Sample
+    size: the `pos_embed` grid times the patch (a given one must agree), or given where there is none. Anything else
+    is refused on its message, as is a state dict that is not DiT's or PixArt's or lacks a tensor."""
+    state = diffusers_to_original_dit(tiny_dit())  # 32 wide, patch 2, a 4x4 grid
+    one_head = original_to_diffusers(state, "x", num_attention_heads=1, sample_size=8).config
+    assert (one_head["num_attention_heads"], one_head["attention_head_dim"], one_head["sample_size"]) == (1, 32, 8)
+    assert (_heads(384, None), _heads(768, None), _heads(1024, None), _heads(1152, None)) == (6, 12, 16, 16)
+
+    def refusal(original: dict, **kwargs) -> str:
+        with pytest.raises(ValueError) as error:
+            original_to_diffusers(original, "x", **kwargs)
+        return str(error.value)
+
+    heads_refused = "`num_attention_heads` 0 does not divide the transformer's width 32."
+    assert refusal(state, num_attention_heads=0) == heads_refused
+    assert refusal(state) == (
+        "Cannot infer the attention heads of a transformer 32 wide (not a DiT / PixArt size; the checkpoint does not "
+        "record them): pass `num_attention_heads` (--num-attention-heads)."
+    )
+    assert refusal(state, num_attention_heads=4, sample_size=4) == (
+        "x was trained at sample size 8 (its `pos_embed`), not 4."
+    )
+    assert refusal({**state, "pos_embed": state["pos_embed"][:, :15]}, num_attention_heads=4) == (
+        "x: `pos_embed` does not hold a square grid of positions."
+    )
+    assert refusal({k: v for k, v in state.items() if k != "x_embedder.proj.bias"}, num_attention_heads=4) == (
+        "The checkpoint lacks 'x_embedder.proj.bias': it is not a complete DiT or PixArt checkpoint."
+    )
+    not_dit = {f"layer{i}.weight": torch.zeros(1) for i in range(7)}
+    assert refusal(not_dit) == (
+        "x is not a DiT or PixArt checkpoint (no `y_embedder`; its first keys: layer0.weight, layer1.weight, "
+        "layer2.weight, layer3.weight, layer4.weight). LiT converts class-conditional DiT and PixArt-alpha / Sigma "
+        "transformers."
+    )
+    assert _sample_size({}, 1, "x", given=1) == 1  # a patch-1 model at sample size 1 is a valid model
+    with pytest.raises(ValueError, match=exactly("`sample_size` 0 must be a positive multiple of the patch size 1.")):
+        _sample_size({}, 1, "x", given=0)
+    with pytest.raises(ValueError) as error:
+        _sample_size({}, 2, "x")
+    assert str(error.value) == (
+        "x has no `pos_embed`, so its sample size cannot be inferred: pass `sample_size` (--sample-size), the latent "
+        "(or pixel) side it was trained at, e.g. 128 for PixArt at 1024 px."
+    )
+
+
+@pytest.mark.parametrize("latent", [True, False])
+def test_a_source_without_a_scheduler_gets_dits_ddpm_or_pixarts_dpm_solver(latent):
+    """DiT's sampler: DDPM over 1000 linear betas from 1e-4 to 0.02 with the learned variance, clipping x_0 only
+    in pixel space; PixArt's: DPM-Solver++ over the same betas."""
+    dit = default_scheduler("dit", latent=latent)
+    assert type(dit) is DDPMScheduler
+    config = {key: dit.config[key] for key in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")}
+    assert config == {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}
+    assert (dit.config.variance_type, dit.config.clip_sample) == ("learned_range", not latent)
+    assert default_scheduler("dit").config.clip_sample is False  # latent by default
+    for layout in ("pixart-alpha", "pixart-sigma", "pixart"):
+        pixart = default_scheduler(layout, latent=latent)
+        assert type(pixart) is DPMSolverMultistepScheduler
+        assert (pixart.config.beta_schedule, pixart.config.algorithm_type) == ("linear", "dpmsolver++")
+
+
+def test_a_conversion_in_progress_is_left_alone(tmp_path, monkeypatch):
+    """A hidden folder of a live conversion (its process id alive, or another user's: kill answers "not
+    permitted") is not touched by the next conversion into the same output."""
+    import diffusers_lit.conversion as conversion
+
+    source = save_dit_pipeline(tmp_path / "dit")
+    mine = tmp_path / f".lit.converting-{os.getpid()}-abc"
+    mine.mkdir()
+    convert_to_lit(source, tmp_path / "lit")
+    assert mine.is_dir()
+
+    def not_permitted(pid: int, signal: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(conversion.os, "kill", not_permitted)
+    theirs = tmp_path / ".other.converting-1-abc"
+    theirs.mkdir()
+    convert_to_lit(source, tmp_path / "other")
+    assert theirs.is_dir() and (tmp_path / "other" / "model_index.json").is_file()

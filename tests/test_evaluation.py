@@ -1,25 +1,31 @@
 import gzip
 import types
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from helpers import exactly
+from PIL import Image
 
+import diffusers_lit.evaluation as evaluation
 from diffusers_lit.evaluation import (
     cached_reference_features,
+    default_cache_dir,
     feature_statistics,
     fid_from_features,
     frechet_distance,
+    image_grid,
     inception_features,
     load_inception,
     load_samples,
-    pil_to_tensor,
     precision_recall,
     reference_images,
     save_samples,
     score_images,
+    tensor_to_pil,
 )
 from diffusers_lit.fashion_mnist import DEBIAN_DIR, LABELS, load_fashion_mnist, read_idx
 
@@ -74,7 +80,8 @@ def fashion_images():
         pytest.skip("the Debian package dataset-fashion-mnist is not installed (make test installs it as root)")
     dataset = load_fashion_mnist("test")
     assert len(dataset) == 10_000 and dataset.features["label"].names == LABELS
-    return pil_to_tensor([dataset[i]["image"] for i in range(16)])  # (16, 1, 28, 28)
+    images = np.stack([np.asarray(dataset[i]["image"]) for i in range(16)])  # (16, 28, 28) uint8
+    return torch.from_numpy(images)[:, None] / 255  # (16, 1, 28, 28)
 
 
 @pytest.fixture(scope="module")
@@ -362,6 +369,113 @@ def test_a_reference_batch_scores_against_its_arr_0_images(tmp_path):
     assert results["fid_at"]["3"] == pytest.approx(expected_at_3, rel=1e-9)
     assert (results["precision"], results["recall"]) == precision_recall(real_features, fake_features)
     assert results["num_reference"] == 5 and results["fid_reference_statistics"] == "its arr_0 images"
+
+
+def test_a_reference_batch_with_mu_and_sigma_scores_the_fid_against_them(tmp_path, monkeypatch):
+    """A batch's own mu and sigma give the FID and each `fid_at`; its arr_0 images, where it also has them, give
+    precision and recall (from 4 samples: k = 3) and the reference count; statistics alone give neither. Without
+    `cache_dir` the arr_0 features are kept under $DIFFUSERS_LIT_CACHE/fid."""
+    monkeypatch.setattr(evaluation, "INCEPTION_FEATURES", 2)  # the stand-in network's width
+    monkeypatch.setenv("DIFFUSERS_LIT_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(2)
+    mu, sigma = np.array([0.3, 0.6]), np.array([[0.02, 0.01], [0.01, 0.03]])
+    reference = rng.integers(0, 256, size=(5, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
+    np.savez(tmp_path / "both.npz", mu=mu, sigma=sigma, arr_0=reference)
+    samples = torch.from_numpy(rng.integers(0, 256, size=(4, 1, 8, 8), dtype=np.uint8))
+    fake = inception_features(samples.float() / 255, stand_in_network)
+    real = inception_features(torch.from_numpy(reference[..., 0])[:, None].float() / 255, stand_in_network)
+    precision, recall = precision_recall(real, fake)
+    score = partial(score_images, samples, fid_at=[2], inception=stand_in_network)
+    expected = {
+        "fid": pytest.approx(frechet_distance(mu, sigma, *feature_statistics(fake)), rel=1e-12),
+        "fid_reference_statistics": "the batch's own mu and sigma",
+        "precision": None,
+        "recall": None,
+        "num_samples": 4,
+        "num_reference": None,
+        "reference": str(tmp_path / "stats.npz"),
+        "fid_at": {"2": pytest.approx(frechet_distance(mu, sigma, *feature_statistics(fake[:2])), rel=1e-12)},
+    }
+    assert score(reference=str(tmp_path / "stats.npz"), cache_dir=tmp_path) == expected
+    assert list(tmp_path.glob("*.npy")) == []  # nothing to compute for statistics alone
+    both = {**expected, "precision": precision, "recall": recall, "num_reference": 5}
+    assert score(reference=str(tmp_path / "both.npz")) == {**both, "reference": str(tmp_path / "both.npz")}
+    assert len(list((tmp_path / "cache" / "fid").glob("*-both.npz-*.npy"))) == 1
+    three = score_images(samples[:3], reference=str(tmp_path / "both.npz"), inception=stand_in_network)
+    assert (three["precision"], three["recall"], three["num_reference"]) == (None, None, 5)  # k = 3 needs 4
+
+
+def test_a_reference_batch_is_checked_before_any_feature_is_computed(tmp_path, monkeypatch):
+    """A missing file, one with neither arr_0 nor mu and sigma (or only one of the two), arr_0 images of another
+    size than the samples, and statistics of another width than Inception's are refused on their messages."""
+    monkeypatch.setattr(evaluation, "INCEPTION_FEATURES", 2)
+
+    def never(x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("features computed before the batch was checked")
+
+    samples = torch.zeros(4, 1, 6, 8, dtype=torch.uint8)
+
+    def refused(name: str, **arrays) -> str:
+        path = tmp_path / name
+        if arrays:
+            np.savez(path, **arrays)
+        with pytest.raises((ValueError, FileNotFoundError)) as error:
+            score_images(samples, reference=str(path), cache_dir=tmp_path, inception=never)
+        return str(error.value)
+
+    path = tmp_path / "x.npz"
+    assert refused("x.npz") == f"No reference batch {path}: give an ADM-style .npz (arr_0 images, or mu and sigma)."
+    neither = f"{path} is not a reference batch: it holds neither arr_0 images nor mu and sigma."
+    assert refused("x.npz", images=np.zeros(3)) == neither
+    assert refused("x.npz", mu=np.zeros(2)) == neither
+    assert refused("x.npz", arr_0=np.zeros((5, 8, 6, 1), np.uint8)) == (
+        f"The reference batch {path} holds 8x6 images, the samples are 6x8: sample at the reference's resolution."
+    )
+    width = "mu and sigma must be the statistics of Inception-v3's 2 pool features, (D,) and (D, D) with D = 2"
+    assert refused("x.npz", mu=np.zeros(3), sigma=np.eye(2)) == f"{path}: {width}; got (3,) and (2, 2)."
+    assert refused("x.npz", mu=np.zeros(2), sigma=np.eye(3)) == f"{path}: {width}; got (2,) and (3, 3)."
+
+
+def test_the_default_cache_is_diffusers_lit_cache_else_under_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFUSERS_LIT_CACHE", str(tmp_path / "here"))
+    assert default_cache_dir() == tmp_path / "here"
+    monkeypatch.delenv("DIFFUSERS_LIT_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / ".cache" / "diffusers_lit"
+
+
+def test_tensor_to_pil_rounds_clamped_values_to_8_bits():
+    """(N, C, H, W) in [0, 1], out-of-range values clamped: grey images for C = 1, RGB for C = 3."""
+    (grey,) = tensor_to_pil(torch.tensor([-0.5, 0.2, 0.5, 1.5]).reshape(1, 1, 1, 4))
+    assert (grey.mode, np.asarray(grey).tolist()) == ("L", [[0, 51, 128, 255]])
+    (rgb,) = tensor_to_pil(torch.tensor([[0.0, 1.0], [0.5, 0.25], [1.0, 0.0]]).reshape(1, 3, 1, 2))
+    assert (rgb.mode, np.asarray(rgb).tolist()) == ("RGB", [[[0, 128, 255], [255, 64, 0]]])
+
+
+def test_image_grid_places_images_under_their_captions_and_fills_the_rest_white():
+    """Five 10x6 images in 2 columns: 3 rows of 6 + 12 (the caption band) pixels, image i at row i // 2, column
+    i % 2, the sixth cell white; without labels no band and about square (3 columns); `scale` enlarges by nearest
+    neighbour."""
+    images = [Image.new("L", (10, 6), color) for color in (0, 80, 160, 255, 30)]
+    grid = image_grid(images, labels=list("abcde"), columns=2)
+    assert (grid.mode, grid.size) == ("RGB", (20, 3 * (6 + 12)))
+    for index, color in enumerate((0, 80, 160, 255, 30, 255)):
+        x, y = (index % 2) * 10, (index // 2) * 18
+        assert grid.getpixel((x + 5, y + 12 + 3)) == (color,) * 3
+        darkest, lightest = grid.crop((x, y, x + 10, y + 12)).convert("L").getextrema()
+        assert lightest == 255 and (darkest < 64 if index < 5 else darkest == 255)  # a dark caption on white
+    plain = image_grid(images)
+    assert plain.size == (30, 12)
+    assert [plain.getpixel((x, y))[0] for y in (3, 9) for x in (5, 15, 25)] == [0, 80, 160, 255, 30, 255]
+    ramp = Image.fromarray(np.array([[0, 255]], dtype=np.uint8))
+    scaled = image_grid([ramp, ramp], columns=2, scale=2)
+    assert scaled.size == (8, 2)
+    assert [scaled.getpixel((x, 1))[0] for x in range(8)] == [0, 0, 255, 255] * 2
+    with pytest.raises(ValueError, match=exactly("Got 2 labels for 5 images: give one label per image.")):
+        image_grid(images, labels=["a", "b"])
+    with pytest.raises(ValueError, match=exactly("`images` is empty: there is nothing to put in a grid.")):
+        image_grid([])
 
 
 def test_sample_i_has_class_i_mod_classes_and_seed_plus_i_and_the_timer_counts_per_image(monkeypatch):

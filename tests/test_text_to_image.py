@@ -4,14 +4,13 @@ prompt adherence, and the chain (PixArt teacher from scratch -> LiT -> distilled
 import copy
 import itertools
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, PixArtTransformer2DModel
-from helpers import tiny_vae
+from helpers import exactly, tiny_vae
 from PIL import Image
 
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline
@@ -54,11 +53,6 @@ def scenes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scenes") / "scenes"
     build_scenes("test", 24, seed=3).save_to_disk(str(folder))
     return folder
-
-
-def exactly(message: str) -> str:
-    """A `pytest.raises` pattern that matches `message` whole."""
-    return f"^{re.escape(message)}$"
 
 
 def tiny_pixart(seed: int = 0, **config) -> PixArtTransformer2DModel:

@@ -25,6 +25,7 @@ from .files import atomic_path
 
 INCEPTION_SIZE = 299
 INCEPTION_RANGE = (-1.0, 0.9921875)  # the TensorFlow Inception's input range, as FID's reference code feeds it
+INCEPTION_FEATURES = 2048  # its pool features: what a reference batch's mu and sigma describe
 FID_WEIGHTS_ENV = "DIFFUSERS_LIT_FID_WEIGHTS"
 
 
@@ -308,8 +309,12 @@ def _score_against_reference_batch(
             f"The reference batch {path} holds {reference.shape[1]}x{reference.shape[2]} images, the samples are "
             f"{images.shape[-2]}x{images.shape[-1]}: sample at the reference's resolution."
         )
-    if statistics is not None and statistics[0].shape != (2048,):
-        raise ValueError(f"{path}: mu must be the 2048 pool statistics of Inception-v3, got {statistics[0].shape}.")
+    width = INCEPTION_FEATURES
+    if statistics is not None and (statistics[0].shape != (width,) or statistics[1].shape != (width, width)):
+        raise ValueError(
+            f"{path}: mu and sigma must be the statistics of Inception-v3's {width} pool features, (D,) and (D, D) "
+            f"with D = {width}; got {statistics[0].shape} and {statistics[1].shape}."
+        )
     inception = inception or load_inception(device)
     fake = inception_features(images.float() / 255, inception, device=device)
     real = None
@@ -453,13 +458,6 @@ def load_samples(path: str | os.PathLike) -> tuple[torch.Tensor, list, dict]:
                 "(N, C, H, W), as `diffusers-lit generate` writes them (floats in 0..255 or 0..1 are not guessed)."
             )
         return torch.from_numpy(np.ascontiguousarray(images)), labels.tolist(), info
-
-
-def pil_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
-    """PIL images of one size -> (N, C, H, W) float in [0, 1]."""
-    arrays = [np.asarray(image, dtype=np.float32) / 255.0 for image in images]
-    stacked = torch.from_numpy(np.stack(arrays))
-    return stacked[:, None] if stacked.ndim == 3 else stacked.permute(0, 3, 1, 2)
 
 
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
