@@ -696,6 +696,10 @@ def test_an_original_checkpoints_heads_and_sample_size_come_from_its_tensors_or_
     assert refusal({k: v for k, v in state.items() if k != "x_embedder.proj.bias"}, num_attention_heads=4) == (
         "The checkpoint lacks 'x_embedder.proj.bias': it is not a complete DiT or PixArt checkpoint."
     )
+    for extra in ("blocks.0.attn.q_norm.weight", "blocks.1.attn.sr.weight"):  # each refused on its own
+        assert refusal({**state, extra: torch.zeros(1)}, num_attention_heads=4) == (
+            "x uses query-key norms or key-value compression, which LiT does not convert."
+        )
     not_dit = {f"layer{i}.weight": torch.zeros(1) for i in range(7)}
     assert refusal(not_dit) == (
         "x is not a DiT or PixArt checkpoint (no `y_embedder`; its first keys: layer0.weight, layer1.weight, "
@@ -735,10 +739,17 @@ def test_a_conversion_in_progress_is_left_alone(tmp_path, monkeypatch):
     import diffusers_lit.conversion as conversion
 
     source = save_dit_pipeline(tmp_path / "dit")
-    mine = tmp_path / f".lit.converting-{os.getpid()}-abc"
-    mine.mkdir()
-    convert_to_lit(source, tmp_path / "lit")
-    assert mine.is_dir()
+    # a live converter that any signal but 0 (the existence check) would end: SIGHUP's default restored
+    code = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); time.sleep(120)"
+    converter = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        mine = tmp_path / f".lit.converting-{converter.pid}-abc"
+        mine.mkdir()
+        convert_to_lit(source, tmp_path / "lit")
+        assert mine.is_dir() and converter.poll() is None
+    finally:
+        converter.kill()
+        converter.wait()
 
     def not_permitted(pid: int, signal: int) -> None:
         raise PermissionError(1, "Operation not permitted")

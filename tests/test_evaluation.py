@@ -472,6 +472,13 @@ def test_image_grid_places_images_under_their_captions_and_fills_the_rest_white(
     scaled = image_grid([ramp, ramp], columns=2, scale=2)
     assert scaled.size == (8, 2)
     assert [scaled.getpixel((x, 1))[0] for x in range(8)] == [0, 0, 255, 255] * 2
+    for width, shown in ((6, "a"), (12, "ab")):  # a caption is cut to width // 6 characters, at least one
+        image = Image.new("L", (width, 6), 128)
+        assert image_grid([image], labels=["abcdef"]).tobytes() == image_grid([image], labels=[shown]).tobytes()
+        assert (
+            image_grid([image], labels=["abcdef"]).tobytes()
+            != image_grid([image], labels=[shown[:-1] + "x"]).tobytes()
+        )
     with pytest.raises(ValueError, match=exactly("Got 2 labels for 5 images: give one label per image.")):
         image_grid(images, labels=["a", "b"])
     with pytest.raises(ValueError, match=exactly("`images` is empty: there is nothing to put in a grid.")):
