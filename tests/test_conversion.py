@@ -149,6 +149,10 @@ def diffusers_to_original_pixart(model: PixArtTransformer2DModel, tokens: int) -
         "caption_projection.linear_2": "y_embedder.y_proj.fc2",
         "proj_out": "final_layer.linear",
     }
+    if model.config.use_additional_conditions:  # PixArt-alpha at 1024 px: size and aspect-ratio embedders
+        for name, original in (("resolution_embedder", "csize_embedder"), ("aspect_ratio_embedder", "ar_embedder")):
+            renames[f"adaln_single.emb.{name}.linear_1"] = f"{original}.mlp.0"
+            renames[f"adaln_single.emb.{name}.linear_2"] = f"{original}.mlp.2"
     out = {f"{new}.{p}": s[f"{old}.{p}"] for old, new in renames.items() for p in ("weight", "bias")}
     out["final_layer.scale_shift_table"] = s["scale_shift_table"]
     out["y_embedder.y_embedding"] = torch.randn(tokens, model.config.caption_channels)
@@ -740,9 +744,12 @@ def test_a_conversion_in_progress_is_left_alone(tmp_path, monkeypatch):
 
     source = save_dit_pipeline(tmp_path / "dit")
     # a live converter that any signal but 0 (the existence check) would end: SIGHUP's default restored
-    code = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); time.sleep(120)"
-    converter = subprocess.Popen([sys.executable, "-c", code])
+    code = (
+        "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); print('ready', flush=True); time.sleep(99)"
+    )
+    converter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert converter.stdout.readline() == "ready\n"  # its handler is in place (nohup would ignore SIGHUP)
         mine = tmp_path / f".lit.converting-{converter.pid}-abc"
         mine.mkdir()
         convert_to_lit(source, tmp_path / "lit")
@@ -759,3 +766,47 @@ def test_a_conversion_in_progress_is_left_alone(tmp_path, monkeypatch):
     theirs.mkdir()
     convert_to_lit(source, tmp_path / "other")
     assert theirs.is_dir() and (tmp_path / "other" / "model_index.json").is_file()
+
+
+def test_an_original_checkpoints_config_is_read_from_its_tensors():
+    """Every config value of an original DiT / PixArt comes from its tensors or from DiT's / PixArt's fixed choices:
+    a DiT of 4 output channels (its final layer is not as wide as the model), a PixArt-alpha with its size and
+    aspect-ratio embedders, a PixArt without its null-caption buffer; `pos_embed` is reported dropped only where it
+    was."""
+    torch.manual_seed(0)
+    dit = DiTTransformer2DModel(**{**DIT, "out_channels": 4})
+    read = original_to_diffusers(diffusers_to_original_dit(dit), "x", num_attention_heads=4)
+    shared = dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, num_layers=2, sample_size=8)
+    assert read.config == dict(
+        **shared,
+        out_channels=4,
+        patch_size=2,
+        norm_eps=1e-6,
+        norm_type="ada_norm_zero",
+        num_embeds_ada_norm=3,
+        timestep_freq_shift=0,
+    )
+    assert read.dropped == {"pos_embed": "fixed sin-cos position embedding: PatchEmbed computes it"}
+    no_pos = {key: value for key, value in diffusers_to_original_dit(dit).items() if key != "pos_embed"}
+    assert original_to_diffusers(no_pos, "x", num_attention_heads=4, sample_size=8).dropped == {}
+
+    torch.manual_seed(0)
+    alpha = PixArtTransformer2DModel(**{**PIXART, "use_additional_conditions": True})
+    state = diffusers_to_original_pixart(alpha, tokens=120)["state_dict"]
+    read = original_to_diffusers(state, "x", num_attention_heads=4)
+    assert read.layout == "pixart-alpha" and set(read.state_dict) == set(alpha.state_dict())
+    assert read.config == dict(
+        **shared,
+        out_channels=8,
+        patch_size=2,
+        norm_eps=1e-6,
+        norm_type="ada_norm_single",
+        num_embeds_ada_norm=1000,
+        cross_attention_dim=32,
+        caption_channels=24,
+        use_additional_conditions=True,
+        interpolation_scale=1,
+    )
+    del state["y_embedder.y_embedding"]
+    read = original_to_diffusers(state, "x", num_attention_heads=4)
+    assert read.layout == "pixart" and "y_embedder.y_embedding" not in read.dropped
