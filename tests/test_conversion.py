@@ -810,3 +810,14 @@ def test_an_original_checkpoints_config_is_read_from_its_tensors():
     del state["y_embedder.y_embedding"]
     read = original_to_diffusers(state, "x", num_attention_heads=4)
     assert read.layout == "pixart" and "y_embedder.y_embedding" not in read.dropped
+    # the position grid's interpolation scale: PixArt-alpha's whole multiples of 64, at least 1; Sigma's ratio
+    for tokens, sample_size, layout, scale in (
+        (120, 128, "pixart-alpha", 2),
+        (120, 160, "pixart-alpha", 2),
+        (300, 8, "pixart-sigma", 0.125),
+        (300, 160, "pixart-sigma", 2.5),
+    ):
+        state = diffusers_to_original_pixart(alpha, tokens)["state_dict"]
+        del state["pos_embed"]
+        read = original_to_diffusers(state, "x", num_attention_heads=4, sample_size=sample_size)
+        assert (read.layout, read.config["interpolation_scale"]) == (layout, scale)
