@@ -795,6 +795,10 @@ def test_an_original_checkpoints_config_is_read_from_its_tensors():
     state = diffusers_to_original_pixart(alpha, tokens=120)["state_dict"]
     read = original_to_diffusers(state, "x", num_attention_heads=4)
     assert read.layout == "pixart-alpha" and set(read.state_dict) == set(alpha.state_dict())
+    assert read.dropped == {
+        "pos_embed": "fixed sin-cos position embedding: PatchEmbed computes it",
+        "y_embedder.y_embedding": "PixArt's fixed random null-caption buffer: pipelines encode ''",
+    }
     assert read.config == dict(
         **shared,
         out_channels=8,
