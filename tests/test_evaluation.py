@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 from helpers import exactly
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 import diffusers_lit.evaluation as evaluation
 from diffusers_lit.evaluation import (
@@ -472,7 +472,10 @@ def test_image_grid_places_images_under_their_captions_and_fills_the_rest_white(
     scaled = image_grid([ramp, ramp], columns=2, scale=2)
     assert scaled.size == (8, 2)
     assert [scaled.getpixel((x, 1))[0] for x in range(8)] == [0, 0, 255, 255] * 2
-    for width, shown in ((6, "a"), (12, "ab")):  # a caption is cut to width // 6 characters, at least one
+    caption = Image.new("RGB", (10, 12), "white")  # the first cell's band: its label at (1, 0) in the default font
+    ImageDraw.Draw(caption).text((1, 0), "a", fill="black", font=ImageFont.load_default())
+    assert grid.crop((0, 0, 10, 12)).tobytes() == caption.tobytes()
+    for width, shown in ((6, "a"), (9, "a"), (12, "ab")):  # a caption is cut to width // 6 characters, at least 1
         image = Image.new("L", (width, 6), 128)
         assert image_grid([image], labels=["abcdef"]).tobytes() == image_grid([image], labels=[shown]).tobytes()
         assert (
