@@ -776,11 +776,12 @@ def test_an_original_checkpoints_config_is_read_from_its_tensors():
     torch.manual_seed(0)
     dit = DiTTransformer2DModel(**{**DIT, "out_channels": 4})
     read = original_to_diffusers(diffusers_to_original_dit(dit), "x", num_attention_heads=4)
-    shared = dict(num_attention_heads=4, attention_head_dim=8, in_channels=4, num_layers=2, sample_size=8)
+    shared = dict(
+        num_attention_heads=4, attention_head_dim=8, in_channels=4, num_layers=2, sample_size=8, patch_size=2
+    )
     assert read.config == dict(
         **shared,
         out_channels=4,
-        patch_size=2,
         norm_eps=1e-6,
         norm_type="ada_norm_zero",
         num_embeds_ada_norm=3,
@@ -802,7 +803,6 @@ def test_an_original_checkpoints_config_is_read_from_its_tensors():
     assert read.config == dict(
         **shared,
         out_channels=8,
-        patch_size=2,
         norm_eps=1e-6,
         norm_type="ada_norm_single",
         num_embeds_ada_norm=1000,
