@@ -34,6 +34,7 @@ from diffusers_lit.conversion import (
     convert_to_lit,
     convert_transformer,
     default_scheduler,
+    embedder_copies_differ,
     lit_config,
     load_source,
     map_state_dict,
@@ -395,6 +396,7 @@ def test_differing_embedder_copies_are_kept_per_block_and_compute_the_dit(tmp_pa
     torch.nn.init.normal_(dit.transformer_blocks[1].norm1.emb.timestep_embedder.linear_1.weight)
     config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
     source = SourceCheckpoint("tiny", "dit", config, dit.state_dict())
+    assert embedder_copies_differ(source) == [1]
     lit, report = convert_transformer(source)
     assert lit.config.per_block_embedders and len(lit.time_class_embed) == DIT["num_layers"]
     assert not [key for key in report["unused"]["keys"] if ".norm1.emb." in key]  # every copy used
@@ -825,3 +827,23 @@ def test_an_original_checkpoints_config_is_read_from_its_tensors():
         del state["pos_embed"]
         read = original_to_diffusers(state, "x", num_attention_heads=4, sample_size=sample_size)
         assert (read.layout, read.config["interpolation_scale"]) == (layout, scale)
+
+
+def test_affine_norms_map_and_folded_embedder_copies_are_reported():
+    """A DiT with affine norms: its feed-forward norm (diffusers' `norm3`) becomes the LiT block's `norm2`; the
+    identical embedder copies of blocks after the first are left out with the reason."""
+    torch.manual_seed(0)
+    dit = DiTTransformer2DModel(**{**DIT, "norm_elementwise_affine": True})
+    torch.nn.init.normal_(dit.transformer_blocks[1].norm3.weight)
+    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
+    mapped, origin, unused = map_state_dict(SourceCheckpoint("tiny", "dit", config, dit.state_dict()))
+    for i in range(DIT["num_layers"]):
+        for suffix in ("weight", "bias"):
+            key = f"transformer_blocks.{i}.norm2.{suffix}"
+            assert origin[key] == f"transformer_blocks.{i}.norm3.{suffix}"
+            assert torch.equal(mapped[key], dit.state_dict()[origin[key]])
+    folded = {key: reason for key, reason in unused.items() if ".norm1.emb." in key}
+    assert folded and all(key.startswith("transformer_blocks.1.") for key in folded)
+    assert set(folded.values()) == {
+        "copy of the timestep + class embedder: folded into LiT's shared `time_class_embed`"
+    }
