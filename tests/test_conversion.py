@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
 from diffusers_lit.cli import main
 from diffusers_lit.conversion import (
+    SELF_ATTENTION,
     SourceCheckpoint,
     _heads,
     _sample_size,
@@ -502,12 +503,98 @@ def test_the_copy_verification_catches_a_tensor_changed_after_the_copy(monkeypat
         convert_transformer(source)
 
 
-def test_zero_linear_attention_heads_is_refused_not_defaulted():
+def test_a_conversions_report_is_whole_and_its_fresh_attention_follows_the_seed():
+    """Every copy under its source key, every fresh and unused tensor with its reason, sorted; the options and the
+    parameter counts; the fresh self-attention drawn as a LiT of that config built after torch.manual_seed(seed)."""
     dit = tiny_dit()
     config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
-    with pytest.raises(ValueError, match="`linear_attention_heads` must be at least 1, got 0"):
-        lit_config(config, 0, 5)
-    assert lit_config(config, None, 5)["linear_attention_heads"] == 2  # None: the default, max(2, heads // 4)
+    source = SourceCheckpoint("tiny", "dit", config, dit.state_dict(), dropped={"pos_embed": "fixed sin-cos"})
+    torch.manual_seed(123)  # the conversion draws from its own seed, not the global stream
+    lit, report = convert_transformer(source, linear_attention_heads=1, dwc_kernel_size=3, inherit="v", seed=7)
+    torch.manual_seed(7)
+    drawn = LiTTransformer2DModel(**lit_config(config, 1, 3)).state_dict()
+    tensors, emb = dit.state_dict(), ".norm1.emb."
+    fresh = [f"transformer_blocks.{i}.attn1.{n}" for i in range(2) for n in ("to_q", "to_k", "to_out.0", "dwc")]
+    fresh = [f"{prefix}.{p}" for prefix in fresh for p in ("weight", "bias")]
+    for key in fresh:
+        assert torch.equal(lit.state_dict()[key], drawn[key]), key
+    not_inherited = {key: SELF_ATTENTION for key in tensors if ".attn1." in key and ".to_v." not in key}
+    folded = "copy of the timestep + class embedder: folded into LiT's shared `time_class_embed`"
+    block_1_embedder = {key: folded for key in tensors if key.startswith(f"transformer_blocks.1{emb}")}
+    unused = {"pos_embed": "fixed sin-cos"} | not_inherited | block_1_embedder
+    copied = {key.replace(f"transformer_blocks.0{emb}", "time_class_embed."): key for key in tensors}
+    copied = {new: key for new, key in copied.items() if key not in unused}
+    source_parameters = sum(tensor.numel() for tensor in tensors.values())
+    lit_parameters = source_parameters - sum(tensors[key].numel() for key in block_1_embedder) + 2 * (32 * 9 + 32)
+    assert report == {
+        "source": "tiny",
+        "layout": "dit",
+        "source_config": config,
+        "lit_config": lit_config(config, 1, 3),
+        "options": {"linear_attention_heads": 1, "dwc_kernel_size": 3, "inherit": "v", "seed": 7},
+        "copied": {"count": len(copied), "keys": copied},
+        "fresh": {"count": 16, "keys": sorted(fresh)},
+        "unused": {"count": len(unused), "keys": unused},
+        "parameters": {"source": source_parameters, "lit": lit_parameters},  # 2 fresh 32-channel 3x3 DWCs
+    }
+    assert list(report["copied"]["keys"]) == sorted(copied) and list(report["unused"]["keys"]) == sorted(unused)
+    assert report["lit_config"]["dwc_kernel_size"] == 3 and report["lit_config"]["linear_attention_heads"] == 1
+    _, other = convert_transformer(source, seed=8)
+    assert other["options"] == {"linear_attention_heads": 2, "dwc_kernel_size": 5, "inherit": "none", "seed": 8}
+
+
+def test_a_conversion_that_does_not_map_cleanly_is_refused_by_name():
+    dit = tiny_dit()
+    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
+    source = SourceCheckpoint("tiny", "dit", config, dit.state_dict())
+    with pytest.raises(
+        ValueError, match=exactly("`inherit` must be one of ['none', 'v', 'kv', 'qkv', 'qkvo', 'o'], got 'q'.")
+    ):
+        convert_transformer(source, inherit="q")
+    extra = SourceCheckpoint("tiny", "dit", config, dit.state_dict() | {"extra.weight": torch.zeros(1)})
+    with pytest.raises(
+        ValueError,
+        match=exactly(
+            "tiny did not map onto LiT cleanly: unexpected ['extra.weight'], missing outside the self-attention []."
+        ),
+    ):
+        convert_transformer(extra)
+    state = {key: value for key, value in dit.state_dict().items() if key != "proj_out_1.bias"}
+    with pytest.raises(
+        ValueError,
+        match=exactly(
+            "tiny did not map onto LiT cleanly: unexpected [], missing outside the self-attention ['proj_out_1.bias']."
+        ),
+    ):
+        convert_transformer(SourceCheckpoint("tiny", "dit", config, state))
+
+
+def test_lit_config_is_the_source_config_with_lits_two_settings():
+    """The source's LiT arguments kept by name (a legacy Transformer2DModel's others left out), out_channels as
+    diffusers' DiT / PixArt read it (None or absent: in_channels), the head rule max(2, heads // 4) unless given."""
+    dit = {"_class_name": "Transformer2DModel", "num_attention_heads": 16, "attention_head_dim": 72, "in_channels": 4}
+    dit |= {"out_channels": 8, "norm_type": "ada_norm_zero", "num_vector_embeds": None, "cross_attention_dim": None}
+    kept = {key: value for key, value in dit.items() if key not in ("_class_name", "num_vector_embeds")}
+    assert lit_config(dit, None, 5) == kept | {"linear_attention_heads": 4, "dwc_kernel_size": 5}
+    assert dit["_class_name"] == "Transformer2DModel" and "linear_attention_heads" not in dit  # the source untouched
+    assert lit_config(dit | {"num_attention_heads": 7}, 1, 3) == kept | {
+        "num_attention_heads": 7,
+        "linear_attention_heads": 1,
+        "dwc_kernel_size": 3,
+    }
+    for out_channels in ({"out_channels": None}, {}):
+        source = {key: value for key, value in dit.items() if key != "out_channels"} | out_channels
+        assert lit_config(source, None, 5)["out_channels"] == 4
+    pixart = {"num_attention_heads": 12, "in_channels": 4, "norm_type": "ada_norm_single"}
+    pixart |= {"cross_attention_dim": 1152, "caption_channels": 4096, "use_additional_conditions": False}
+    assert lit_config(pixart, None, 5) == pixart | {
+        "out_channels": 4,
+        "linear_attention_heads": 3,
+        "dwc_kernel_size": 5,
+    }
+    for heads in (0, -2):
+        with pytest.raises(ValueError, match=exactly(f"`linear_attention_heads` must be at least 1, got {heads}.")):
+            lit_config(dit, heads, 5)
 
 
 def test_an_original_dit_keeps_dits_timestep_frequencies(tmp_path):

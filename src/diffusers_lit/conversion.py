@@ -337,8 +337,6 @@ def lit_config(source_config: dict[str, Any], linear_attention_heads: int | None
     """The LiT config of a DiT / PixArt transformer config: same names, plus LiT's two."""
     accepted = inspect.signature(LiTTransformer2DModel.__init__).parameters
     config = {key: value for key, value in source_config.items() if key in accepted}
-    if config["norm_type"] == "ada_norm_zero":
-        config.update(cross_attention_dim=None, caption_channels=None)
     config["out_channels"] = config.get("out_channels") or config["in_channels"]
     if linear_attention_heads is not None and linear_attention_heads < 1:
         raise ValueError(f"`linear_attention_heads` must be at least 1, got {linear_attention_heads}.")
