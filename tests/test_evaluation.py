@@ -529,3 +529,182 @@ def test_text_samples_take_prompts_and_seeds_from_start_on(tmp_path):
         generator = torch.Generator().manual_seed(seed)
         single = pipe(prompt, generator=generator, num_inference_steps=2, guidance_scale=1.0, output_type="pt")
         torch.testing.assert_close(image, single.images[0], rtol=0, atol=1e-5)
+
+
+def test_samples_files_hold_exactly_what_was_saved_in_both_layouts(tmp_path):
+    """The project's layout: 8-bit (N, C, H, W) `images`, int64 `labels`, JSON `info`; ADM's: `arr_0` (N, H, W, C) and
+    class ids as `arr_1`, or scene items as `labels`. Each is written under new folders and read back whole."""
+    images = torch.tensor([0.0, 0.2, 0.5, 1.2, -0.1, 1.0]).reshape(1, 1, 2, 3).repeat(2, 1, 1, 1)
+    images[1] = 1 - images[1]
+    pixels = [[[0, 51, 128], [255, 0, 255]], [[255, 204, 128], [0, 255, 0]]]  # 0.5 * 255 rounds to the even 128
+    expected = np.array(pixels, dtype=np.uint8)[:, None]  # (2, 1, 2, 3)
+    path = save_samples(tmp_path / "new" / "folder" / "a.npz", images, [4, 5], {"steps": 7})
+    assert path == tmp_path / "new" / "folder" / "a.npz"
+    with np.load(path) as data:
+        assert sorted(data.files) == ["images", "info", "labels"]
+        assert data["images"].dtype == np.uint8 and np.array_equal(data["images"], expected)
+        assert data["labels"].dtype == np.int64 and data["labels"].tolist() == [4, 5]
+        assert str(data["info"]) == '{"steps": 7}'
+    save_samples(tmp_path / "adm.npz", images, [4, 5], {"steps": 7}, layout="adm")
+    with np.load(tmp_path / "adm.npz") as data:
+        assert sorted(data.files) == ["arr_0", "arr_1", "info"]
+        assert np.array_equal(data["arr_0"], expected.transpose(0, 2, 3, 1)) and data["arr_1"].tolist() == [4, 5]
+    loaded, labels, info = load_samples(tmp_path / "adm.npz")
+    assert (
+        np.array_equal(loaded.numpy(), expected)
+        and loaded.is_contiguous()
+        and (labels, info) == ([4, 5], {"steps": 7})
+    )
+    save_samples(tmp_path / "scenes.npz", images, [[0, 1], [2, 3]], {}, layout="adm")
+    with np.load(tmp_path / "scenes.npz") as data:
+        assert sorted(data.files) == ["arr_0", "info", "labels"] and data["labels"].tolist() == [[0, 1], [2, 3]]
+    message = "`layout` must be one of ('diffusers_lit', 'adm'), got 'ADM'."
+    with pytest.raises(ValueError, match=exactly(message)):
+        save_samples(tmp_path / "b.npz", images, [4, 5], {}, layout="ADM")
+    with pytest.raises(ValueError, match=exactly(f"Samples are saved as .npz, got {tmp_path / 'b.npy'}.")):
+        save_samples(tmp_path / "b.npy", images, [4, 5], {})
+    with pytest.raises(ValueError, match=exactly("Got 3 labels for 2 images.")):
+        save_samples(tmp_path / "b.npz", images, [4, 5, 6], {})
+    assert not (tmp_path / "b.npz").exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_adm_batches_from_elsewhere_are_read_or_refused_whole(tmp_path):
+    """`labels` before `arr_1`, -1 without either, a default info without one; arr_0 other than (N, H, W, 1 or 3) and
+    images other than 8-bit (N, C, H, W) are refused on their messages."""
+    arr_0 = np.arange(2 * 2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 2, 3)
+    np.savez(tmp_path / "both.npz", arr_0=arr_0, arr_1=np.array([7, 8]), labels=np.array([[1, 2], [3, 4]]))
+    images, labels, info = load_samples(tmp_path / "both.npz")
+    assert np.array_equal(images.numpy(), arr_0.transpose(0, 3, 1, 2)) and labels == [[1, 2], [3, 4]]
+    assert info == {"source": "an ADM sample batch"}
+    np.savez(tmp_path / "ids.npz", arr_0=arr_0, arr_1=np.array([7, 8]))
+    assert load_samples(tmp_path / "ids.npz")[1] == [7, 8]
+    np.savez(tmp_path / "bare.npz", arr_0=arr_0)
+    assert load_samples(tmp_path / "bare.npz")[1] == [-1, -1]
+    for name, bad in (("flat.npz", arr_0[..., 0]), ("two.npz", arr_0[..., :2])):
+        np.savez(tmp_path / name, arr_0=bad)
+        message = f"{tmp_path / name}: an ADM batch's arr_0 is (N, H, W, 1 or 3), got {bad.shape}."
+        with pytest.raises(ValueError, match=exactly(message)):
+            load_samples(tmp_path / name)
+    path = tmp_path / "floats.npz"
+    np.savez(path, arr_0=arr_0.astype(np.float32))
+    message = (
+        f"{path} holds float32 images of shape (2, 3, 2, 2): a samples file holds 8-bit images (N, C, H, W), as "
+        "`diffusers-lit generate` writes them (floats in 0..255 or 0..1 are not guessed)."
+    )
+    with pytest.raises(ValueError, match=exactly(message)):
+        load_samples(path)
+    np.savez(path, images=np.zeros((2, 3, 4), np.uint8), labels=np.zeros(2), info=np.asarray("{}"))
+    with pytest.raises(ValueError, match=r"holds uint8 images of shape \(2, 3, 4\): a samples file holds 8-bit"):
+        load_samples(path)
+    np.savez(path, images=np.zeros((2, 1, 2, 2), np.uint8))
+    message = (
+        f"{path} is neither a samples file of `diffusers-lit generate` nor an ADM batch (arr_0): it lacks "
+        "['info', 'labels']."
+    )
+    with pytest.raises(ValueError, match=exactly(message)):
+        load_samples(path)
+
+
+def test_quantize_rounds_clamped_images_to_8_bits_and_keeps_8_bit_ones():
+    images = torch.tensor([-0.5, 0.0, 0.51 / 255, 0.49 / 255, 0.2, 1.0, 1.5], dtype=torch.float64).reshape(1, 1, 1, 7)
+    assert evaluation.quantize(images).flatten().tolist() == [0, 0, 1, 0, 51, 255, 255]
+    assert evaluation.quantize(images).dtype == torch.uint8
+    assert evaluation.quantize(images.half()).flatten().tolist() == [0, 0, 1, 0, 51, 255, 255]
+    eight_bit = torch.tensor([3, 200], dtype=torch.uint8).reshape(1, 1, 1, 2)
+    assert evaluation.quantize(eight_bit) is eight_bit
+
+
+def test_reference_features_are_computed_once_and_kept_under_a_hashed_name(tmp_path):
+    """`<sha1(name)[:16]>-<name, / as _>.npy` in the cache folder (made on the way), written whole; later calls read
+    it and compute nothing."""
+    import hashlib
+
+    name = "user/set-test-4-1x8"
+    path = tmp_path / "a" / "b" / f"{hashlib.sha1(name.encode()).hexdigest()[:16]}-user_set-test-4-1x8.npy"
+    features = np.arange(6.0).reshape(3, 2)
+    assert np.array_equal(cached_reference_features(name, lambda: features, tmp_path / "a" / "b"), features)
+    assert sorted((tmp_path / "a" / "b").iterdir()) == [path] and np.array_equal(np.load(path), features)
+
+    def never() -> np.ndarray:
+        raise AssertionError("computed again")
+
+    assert np.array_equal(cached_reference_features(name, never, tmp_path / "a" / "b"), features)
+
+
+def test_score_images_names_its_reference_features_and_refuses_bad_counts(tmp_path, monkeypatch):
+    """Another dataset's split, read by `load_image_dataset`, prepared at the samples' (H, W) and channels; its
+    features cached as `<reference>-<split>-<N>-<C>x<size>` (size H for square images, else HxW), under
+    $DIFFUSERS_LIT_CACHE/fid by default; `fid_at` outside [2, N] and a reference smaller than N refused; no
+    precision / recall from 3 samples (k = 3)."""
+    import hashlib
+
+    import diffusers_lit.image_datasets
+
+    rng = np.random.default_rng(4)
+    dataset = image_dataset(rng.integers(0, 256, size=(5, 8, 6, 3), dtype=np.uint8))
+    asked = []
+
+    def load_image_dataset(reference, split):
+        asked.append((reference, split))
+        return dataset
+
+    monkeypatch.setattr(diffusers_lit.image_datasets, "load_image_dataset", load_image_dataset)
+    monkeypatch.setenv("DIFFUSERS_LIT_CACHE", str(tmp_path / "cache"))
+    samples = torch.from_numpy(rng.integers(0, 256, size=(3, 3, 8, 6), dtype=np.uint8))
+    results = score_images(samples, reference="user/set", split="train", inception=stand_in_network)
+    real = inception_features(evaluation.quantize(reference_images(dataset, 3, (8, 6), 3)) / 255, stand_in_network)
+    fake = inception_features(samples.float() / 255, stand_in_network)
+    assert asked == [("user/set", "train")]
+    assert results == {
+        "fid": pytest.approx(fid_from_features(real, fake), rel=1e-12),
+        "precision": None,
+        "recall": None,
+        "num_samples": 3,
+        "num_reference": 3,
+        "reference": "user/set:train",
+    }
+    name = "user/set-train-3-3x8x6"
+    cached = tmp_path / "cache" / "fid" / f"{hashlib.sha1(name.encode()).hexdigest()[:16]}-user_set-train-3-3x8x6.npy"
+    assert sorted((tmp_path / "cache" / "fid").iterdir()) == [cached]
+    square = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    score_images(square, reference="user/set", cache_dir=tmp_path / "square", inception=stand_in_network)
+    assert [path.name.split("-", 1)[1] for path in (tmp_path / "square").iterdir()] == ["user_set-test-2-1x4.npy"]
+    with pytest.raises(ValueError, match=exactly("user/set:test has 5 images, fewer than the 6 scored.")):
+        score_images(torch.zeros(6, 1, 4, 4), reference="user/set", cache_dir=tmp_path, inception=stand_in_network)
+    for fid_at in ([1], [2, 4]):
+        message = f"`fid_at` counts must lie in [2, 3] (the images given), got {fid_at}."
+        with pytest.raises(ValueError, match=exactly(message)):
+            score_images(samples, reference="user/set", fid_at=fid_at, inception=stand_in_network)
+    at = score_images(samples, reference="user/set", split="train", fid_at=[3, 2], inception=stand_in_network)
+    assert list(at["fid_at"]) == ["2", "3"] and at["fid_at"]["3"] == pytest.approx(results["fid"], rel=1e-12)
+
+
+def test_sample_for_evaluation_passes_its_defaults_and_refuses_too_few_prompts(tmp_path, monkeypatch):
+    """Defaults: 50 steps, guidance 1, batches of 100, seed 0, from image 0, the pipeline's progress bar off; the
+    settings recorded with the device. Text samples need a prompt for each image from `start` on."""
+    from helpers import class_pipeline, text_pipeline
+
+    calls = []
+
+    def generate_images(pipe, num_samples, **kwargs):
+        calls.append(kwargs)
+        return torch.zeros(num_samples, 1, 8, 8), [0] * num_samples
+
+    monkeypatch.setattr(evaluation, "generate_images", generate_images)
+    pipe = class_pipeline()
+    pipe.set_progress_bar_config(disable=False)
+    _, labels, info = evaluation.sample_for_evaluation(pipe, 2)
+    assert calls == [dict(batch_size=100, num_inference_steps=50, guidance_scale=1.0, seed=0, start=0)]
+    assert pipe._progress_bar_config == {"disable": True} and labels == [0, 0]
+    assert {key: value for key, value in info.items() if key != "seconds_per_image"} == {
+        "steps": 50,
+        "guidance_scale": 1.0,
+        "scheduler": "DDPMScheduler",
+        "seed": 0,
+        "device": "cpu",
+    }
+    text = text_pipeline(tmp_path)
+    for prompts in (None, ["a", "b"]):
+        message = f"Text-to-image samples 1 to 2 need as many prompts, got {len(prompts or [])}."
+        with pytest.raises(ValueError, match=exactly(message)):
+            evaluation.sample_for_evaluation(text, 2, prompts=prompts, start=1)
