@@ -793,6 +793,10 @@ def test_an_original_checkpoints_heads_and_sample_size_come_from_its_tensors_or_
         assert refusal({**state, extra: torch.zeros(1)}, num_attention_heads=4) == (
             "x uses query-key norms or key-value compression, which LiT does not convert."
         )
+    extras = {f"extra.{i:02d}": torch.zeros(1) for i in range(11)}  # the first 10 named, sorted
+    assert refusal({**state, **dict(reversed(extras.items()))}, num_attention_heads=4) == (
+        f"x holds tensors this converter does not know: {sorted(extras)[:10]}."
+    )
     not_dit = {f"layer{i}.weight": torch.zeros(1) for i in range(7)}
     assert refusal(not_dit) == (
         "x is not a DiT or PixArt checkpoint (no `y_embedder`; its first keys: layer0.weight, layer1.weight, "

