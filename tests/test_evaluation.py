@@ -253,6 +253,8 @@ def test_feature_statistics_are_the_mean_and_the_unbiased_covariance():
     mu, sigma = feature_statistics(np.array([[0.0, 1.0], [2.0, 5.0]]))
     np.testing.assert_allclose(mu, [1.0, 3.0], rtol=0, atol=1e-15)
     np.testing.assert_allclose(sigma, [[2.0, 4.0], [4.0, 8.0]], rtol=0, atol=1e-15)
+    mu, sigma = feature_statistics(np.array([[0.0, 1.0], [2.0, 5.0]], dtype=np.float32))  # float32 features
+    assert mu.dtype == sigma.dtype == np.float64
     with pytest.raises(ValueError, match="N >= 2"):
         feature_statistics(np.zeros((1, 2)))
 
