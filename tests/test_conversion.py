@@ -869,6 +869,7 @@ def test_an_original_checkpoints_config_is_read_from_its_tensors():
     torch.manual_seed(0)
     dit = DiTTransformer2DModel(**{**DIT, "out_channels": 4})
     read = original_to_diffusers(diffusers_to_original_dit(dit), "x", num_attention_heads=4)
+    assert (read.name, read.layout) == ("x", "dit")  # the name every later message and the report use
     shared = dict(
         num_attention_heads=4, attention_head_dim=8, in_channels=4, num_layers=2, sample_size=8, patch_size=2
     )

@@ -331,6 +331,7 @@ def test_reference_images_are_the_first_images_in_0_1_resized_and_cropped():
     torch.testing.assert_close(images, torch.tensor([0.0, 0.2])[:, None, None, None].expand(2, 1, 4, 4))
     everything = reference_images(dataset, count=10, resolution=(4, 2), channels=3)  # at most the whole set
     assert everything.shape == (3, 3, 4, 2)
+    assert reference_images(dataset).shape == (3, 1, 32, 32)  # by default every image, grey, at 32x32
     torch.testing.assert_close(everything, torch.tensor([0.0, 0.2, 1.0])[:, None, None, None].expand(3, 3, 4, 2))
 
 
@@ -355,9 +356,10 @@ def test_score_images_scores_8_bit_samples_against_the_first_n_reference_images(
     assert results["fid"] > 1e-3
 
 
-def test_a_reference_batch_scores_against_its_arr_0_images(tmp_path):
+def test_a_reference_batch_scores_against_its_arr_0_images(tmp_path, monkeypatch):
     """An ADM reference batch's arr_0 (N, H, W, 1) images are read as (N, 1, H, W); `fid_at` takes the first n
     samples against the whole batch's statistics."""
+    monkeypatch.setenv("DIFFUSERS_LIT_CACHE", str(tmp_path / "default"))
     rng = np.random.default_rng(1)
     reference = rng.integers(0, 256, size=(5, 8, 8, 1), dtype=np.uint8)
     np.savez(tmp_path / "ref.npz", arr_0=reference)
@@ -372,6 +374,7 @@ def test_a_reference_batch_scores_against_its_arr_0_images(tmp_path):
     assert results["fid_at"]["3"] == pytest.approx(expected_at_3, rel=1e-9)
     assert (results["precision"], results["recall"]) == precision_recall(real_features, fake_features)
     assert results["num_reference"] == 5 and results["fid_reference_statistics"] == "its arr_0 images"
+    assert len(list(tmp_path.glob("*-ref.npz-*.npy"))) == 1  # the arr_0 features kept in the given cache folder
 
 
 def test_a_reference_batch_with_mu_and_sigma_scores_the_fid_against_them(tmp_path, monkeypatch):

@@ -258,14 +258,9 @@ def score_images(
     fake = inception_features(images.float() / 255, inception, device=device)
 
     def reference_features() -> np.ndarray:
-        if reference == "fashion-mnist":
-            from .fashion_mnist import load_fashion_mnist
+        from .image_datasets import load_image_dataset
 
-            dataset = load_fashion_mnist(split)
-        else:
-            from .image_datasets import load_image_dataset
-
-            dataset = load_image_dataset(reference, split=split)
+        dataset = load_image_dataset(reference, split=split)
         if len(dataset) < num_samples:
             raise ValueError(f"{reference}:{split} has {len(dataset)} images, fewer than the {num_samples} scored.")
         real_images = quantize(reference_images(dataset, num_samples, resolution, channels)).float() / 255
