@@ -677,6 +677,8 @@ def test_score_images_names_its_reference_features_and_refuses_bad_counts(tmp_pa
     assert [path.name.split("-", 1)[1] for path in (tmp_path / "square").iterdir()] == ["user_set-test-2-1x4.npy"]
     with pytest.raises(ValueError, match=exactly("user/set:test has 5 images, fewer than the 6 scored.")):
         score_images(torch.zeros(6, 1, 4, 4), reference="user/set", cache_dir=tmp_path, inception=stand_in_network)
+    whole = score_images(torch.zeros(5, 1, 4, 4), reference="user/set", cache_dir=tmp_path, inception=stand_in_network)
+    assert whole["num_reference"] == 5  # as many images as the reference has: all of them
     for fid_at in ([1], [2, 4]):
         message = f"`fid_at` counts must lie in [2, 3] (the images given), got {fid_at}."
         with pytest.raises(ValueError, match=exactly(message)):
