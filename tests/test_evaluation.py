@@ -544,7 +544,7 @@ def test_samples_files_hold_exactly_what_was_saved_in_both_layouts(tmp_path):
     images[1] = 1 - images[1]
     pixels = [[[0, 51, 128], [255, 0, 255]], [[255, 204, 128], [0, 255, 0]]]  # 0.5 * 255 rounds to the even 128
     expected = np.array(pixels, dtype=np.uint8)[:, None]  # (2, 1, 2, 3)
-    path = save_samples(tmp_path / "new" / "folder" / "a.npz", images, [4, 5], {"steps": 7})
+    path = save_samples(tmp_path / "new" / "folder" / "a.npz", images, np.array([4, 5], np.int32), {"steps": 7})
     assert path == tmp_path / "new" / "folder" / "a.npz"
     with np.load(path) as data:
         assert sorted(data.files) == ["images", "info", "labels"]
@@ -712,6 +712,21 @@ def test_sample_for_evaluation_passes_its_defaults_and_refuses_too_few_prompts(t
         "device": "cpu",
     }
     text = text_pipeline(tmp_path)
+
+    def generate_text_images(pipe, prompts, **kwargs):
+        calls.append(kwargs)
+        return torch.zeros(len(prompts), 1, 8, 8)
+
+    monkeypatch.setattr(evaluation, "generate_text_images", generate_text_images)
+    _, labels, info = evaluation.sample_for_evaluation(text, 2, prompts=["a", "b", "c"])
+    assert calls[1] == dict(batch_size=100, num_inference_steps=50, guidance_scale=1.0, seed=0, start=0)
+    assert labels == [[-1, -1], [-1, -1]] and info["prompts"] == ["a", "b"] and info["steps"] == 50
+    not_lit = types.SimpleNamespace(transformer=types.SimpleNamespace(config=types.SimpleNamespace()))
+    not_lit.set_progress_bar_config = lambda **kwargs: None
+    with pytest.raises(
+        ValueError, match=exactly("FID sampling here takes a class-conditional pipeline (LiTPipeline).")
+    ):
+        evaluation.sample_for_evaluation(not_lit, 2)  # a transformer without a norm_type: not a LiT
     for prompts in (None, ["a", "b"]):
         message = f"Text-to-image samples 1 to 2 need as many prompts, got {len(prompts or [])}."
         with pytest.raises(ValueError, match=exactly(message)):
