@@ -692,6 +692,12 @@ def test_sample_for_evaluation_passes_its_defaults_and_refuses_too_few_prompts(t
     settings recorded with the device. Text samples need a prompt for each image from `start` on."""
     from helpers import class_pipeline, text_pipeline
 
+    not_lit = types.SimpleNamespace(transformer=types.SimpleNamespace(config=types.SimpleNamespace()))
+    not_lit.set_progress_bar_config = lambda **kwargs: None
+    with pytest.raises(
+        ValueError, match=exactly("FID sampling here takes a class-conditional pipeline (LiTPipeline).")
+    ):
+        evaluation.sample_for_evaluation(not_lit, 2)  # a transformer without a norm_type: not a LiT
     calls = []
 
     def generate_images(pipe, num_samples, **kwargs):
@@ -721,12 +727,6 @@ def test_sample_for_evaluation_passes_its_defaults_and_refuses_too_few_prompts(t
     _, labels, info = evaluation.sample_for_evaluation(text, 2, prompts=["a", "b", "c"])
     assert calls[1] == dict(batch_size=100, num_inference_steps=50, guidance_scale=1.0, seed=0, start=0)
     assert labels == [[-1, -1], [-1, -1]] and info["prompts"] == ["a", "b"] and info["steps"] == 50
-    not_lit = types.SimpleNamespace(transformer=types.SimpleNamespace(config=types.SimpleNamespace()))
-    not_lit.set_progress_bar_config = lambda **kwargs: None
-    with pytest.raises(
-        ValueError, match=exactly("FID sampling here takes a class-conditional pipeline (LiTPipeline).")
-    ):
-        evaluation.sample_for_evaluation(not_lit, 2)  # a transformer without a norm_type: not a LiT
     for prompts in (None, ["a", "b"]):
         message = f"Text-to-image samples 1 to 2 need as many prompts, got {len(prompts or [])}."
         with pytest.raises(ValueError, match=exactly(message)):
