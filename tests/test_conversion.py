@@ -539,8 +539,8 @@ def test_a_conversions_report_is_whole_and_its_fresh_attention_follows_the_seed(
     }
     assert list(report["copied"]["keys"]) == sorted(copied) and list(report["unused"]["keys"]) == sorted(unused)
     assert report["lit_config"]["dwc_kernel_size"] == 3 and report["lit_config"]["linear_attention_heads"] == 1
-    _, other = convert_transformer(source, seed=8)
-    assert other["options"] == {"linear_attention_heads": 2, "dwc_kernel_size": 5, "inherit": "none", "seed": 8}
+    _, default = convert_transformer(source)
+    assert default["options"] == {"linear_attention_heads": 2, "dwc_kernel_size": 5, "inherit": "none", "seed": 0}
 
 
 def test_a_conversion_that_does_not_map_cleanly_is_refused_by_name():
