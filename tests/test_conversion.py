@@ -543,6 +543,19 @@ def test_a_conversions_report_is_whole_and_its_fresh_attention_follows_the_seed(
     assert default["options"] == {"linear_attention_heads": 2, "dwc_kernel_size": 5, "inherit": "none", "seed": 0}
 
 
+def test_a_half_precision_source_is_copied_exactly_into_a_float32_lit():
+    """PixArt-Sigma and many DiT fine-tunes ship fp16 / bf16 weights: the float32 LiT holds their exact values, and
+    the verification compares them in the LiT's dtype."""
+    dit = tiny_dit()
+    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
+    for dtype in (torch.float16, torch.bfloat16):
+        half = {key: value.to(dtype) for key, value in dit.state_dict().items()}
+        lit, report = convert_transformer(SourceCheckpoint("tiny", "dit", config, half))
+        assert {tensor.dtype for tensor in lit.state_dict().values()} == {torch.float32}
+        for key, source_key in report["copied"]["keys"].items():
+            assert torch.equal(lit.state_dict()[key], half[source_key].float()), key
+
+
 def test_a_conversion_that_does_not_map_cleanly_is_refused_by_name():
     dit = tiny_dit()
     config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}

@@ -424,7 +424,7 @@ def convert_transformer(
         )
     lit_state = lit.state_dict()
     for key in tqdm(mapped, desc="verifying copies", disable=len(mapped) < 2000):
-        if not torch.equal(lit_state[key], mapped[key].to(lit_state[key].dtype)):
+        if not torch.equal(lit_state[key], mapped[key]):  # compared in the promoted dtype: fp16 / bf16 sources too
             raise RuntimeError(f"{key} differs from its source {origin[key]} after the copy.")
     report = {
         "source": source.name,
