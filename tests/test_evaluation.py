@@ -757,3 +757,35 @@ def test_the_inception_weights_are_fid_helpers_file_or_the_one_named_by_the_envi
     )
     with pytest.raises(FileNotFoundError, match=exactly(message)):
         evaluation.inception_weights_path()
+
+
+def test_scoring_runs_inception_on_the_given_device(tmp_path, monkeypatch):
+    """`device` reaches the network's loading and every batch it sees: the samples', a reference dataset's and a
+    reference batch's (the meta device stands in for a GPU: the stand-in network records where its inputs are)."""
+    import diffusers_lit.image_datasets
+
+    seen, loaded = [], []
+
+    def network(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.device.type)
+        return torch.rand(len(x), 2, dtype=torch.float64)
+
+    def record_loading(device):
+        loaded.append(device)
+        return network
+
+    monkeypatch.setattr(evaluation, "load_inception", record_loading)
+    dataset = image_dataset(np.zeros((4, 8, 8), np.uint8))
+    monkeypatch.setattr(diffusers_lit.image_datasets, "load_image_dataset", lambda reference, split: dataset)
+    np.savez(tmp_path / "ref.npz", arr_0=np.zeros((4, 8, 8, 1), np.uint8))
+    samples = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    for reference in ("user/set", str(tmp_path / "ref.npz")):
+        score_images(samples, reference=reference, cache_dir=tmp_path / reference[-3:], device="meta")
+    assert seen == ["meta"] * 4 and loaded == ["meta"] * 2
+    monkeypatch.setenv("DIFFUSERS_LIT_FID_WEIGHTS", str(tmp_path / "ref.npz"))  # any existing file
+
+    def jit_load(path: str, map_location: str) -> types.SimpleNamespace:
+        return types.SimpleNamespace(eval=lambda: (path, map_location))
+
+    monkeypatch.setattr(torch.jit, "load", jit_load)
+    assert load_inception("meta") == (str(tmp_path / "ref.npz"), "meta")
