@@ -19,16 +19,13 @@ def exactly(message: str) -> str:
     return f"^{re.escape(message)}$"
 
 
-def tiny_class_transformer(in_channels: int = 1, sample_size: int = 8, num_classes: int = 3, seed: int = 0):
+def tiny_class_transformer(
+    in_channels: int = 1, sample_size: int = 8, num_classes: int = 3, seed: int = 0, **overrides
+) -> LiTTransformer2DModel:
     torch.manual_seed(seed)
+    config = dict(num_attention_heads=2, attention_head_dim=8, num_layers=2, linear_attention_heads=2)
     return LiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=in_channels,
-        num_layers=2,
-        sample_size=sample_size,
-        num_embeds_ada_norm=num_classes,
-        linear_attention_heads=2,
+        **config | overrides, in_channels=in_channels, sample_size=sample_size, num_embeds_ada_norm=num_classes
     )
 
 

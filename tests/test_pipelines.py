@@ -329,19 +329,7 @@ def test_bad_inputs():
 
 def test_a_patch_1_pixel_model_samples_one_pixel_and_refuses_none():
     """The size check's bound is 0: where the size multiple is 1 (pixels, patch 1) a 1-pixel side is an image."""
-    torch.manual_seed(0)
-    transformer = LiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=1,
-        num_layers=1,
-        sample_size=4,
-        patch_size=1,
-        num_embeds_ada_norm=3,
-        linear_attention_heads=2,
-    )
-    pipe = LiTPipeline(transformer, DDPMScheduler(variance_type="learned_range"))
-    pipe.set_progress_bar_config(disable=True)
+    pipe = class_pipeline(sample_size=4, patch_size=1)  # pixels
     for height, width in ((1, 1), (1, 3), (2, 1)):
         image = pipe([0], height=height, width=width, num_inference_steps=1, output_type="pt").images
         assert image.shape == (1, 1, height, width)
