@@ -101,6 +101,21 @@ def test_vlb_matches_an_independent_float64_computation():
     assert (ours > 0).all()
 
 
+def test_the_schedule_follows_the_batchs_device_from_cpu_tables_and_timesteps():
+    """The schedule's tables and the drawn timesteps may stay on the CPU while the batch is on an accelerator (the
+    meta device stands in for one): `extract` gives values[t] as (B, 1, 1, 1) on the batch's device in its dtype, and
+    the VLB is computed there."""
+    schedule = DiffusionSchedule.from_scheduler(DDPMScheduler())
+    values, timesteps = torch.arange(10, dtype=torch.float64), torch.tensor([1, 7])
+    on_cpu = DiffusionSchedule.extract(values, timesteps, torch.zeros(2, 3, 4, 4, dtype=torch.float16))
+    assert on_cpu.dtype == torch.float16 and on_cpu.shape == (2, 1, 1, 1) and on_cpu.flatten().tolist() == [1.0, 7.0]
+    batch = torch.zeros(2, 3, 4, 4, dtype=torch.float16, device="meta")
+    extracted = DiffusionSchedule.extract(values, timesteps, batch)
+    assert (extracted.device.type, extracted.dtype, extracted.shape) == ("meta", torch.float16, (2, 1, 1, 1))
+    vlb = variational_bound(batch.float(), batch.float(), batch.float(), batch.float(), torch.tensor([0, 5]), schedule)
+    assert vlb.device.type == "meta" and vlb.shape == (2,)
+
+
 def test_learned_range_variance_is_the_one_ddpm_samples_with():
     scheduler = DDPMScheduler(variance_type="learned_range")
     schedule = DiffusionSchedule.from_scheduler(scheduler)
