@@ -561,6 +561,15 @@ def test_moments_are_encoded_in_the_vaes_dtype_on_the_cpu_by_default_and_returne
         expected = vae.encode(pixels.double()).latent_dist.parameters  # (2, 2 * 4, 8, 8)
     assert moments.dtype == torch.float32 and moments.shape == (2, 8, 8, 8)
     torch.testing.assert_close(moments, expected.float(), rtol=0, atol=0)
+    seen = []  # on another device (meta stands in for a GPU) the VAE sees its input there; the moments come back
+
+    def encode(x: torch.Tensor) -> SimpleNamespace:
+        seen.append((x.device.type, x.dtype))
+        return SimpleNamespace(latent_dist=SimpleNamespace(parameters=torch.ones(len(x), 8, 8, 8, dtype=x.dtype)))
+
+    half_vae = SimpleNamespace(parameters=lambda: iter([torch.zeros(1, dtype=torch.float16)]), encode=encode)
+    moments = encode_moments(half_vae, pixels, device="meta")
+    assert seen == [("meta", torch.float16)] and (moments.device.type, moments.dtype) == ("cpu", torch.float32)
 
 
 def test_captions_are_encoded_masked_and_truncated_at_the_length_asked(tmp_path, caplog):
