@@ -82,6 +82,14 @@ def tiny_dit(seed: int = 0) -> DiTTransformer2DModel:
     return dit
 
 
+def dit_source(dit: DiTTransformer2DModel, **fields) -> SourceCheckpoint:
+    """A diffusers DiT as `read_source` gives it: its public config and its tensors (`fields` replace either)."""
+    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
+    return SourceCheckpoint(
+        **{"name": "tiny", "layout": "dit", "config": config, "state_dict": dit.state_dict()} | fields
+    )
+
+
 def save_dit_pipeline(folder: Path, legacy: bool = False) -> Path:
     DiTPipeline(transformer=tiny_dit(), vae=tiny_vae(), scheduler=DDIMScheduler()).save_pretrained(folder)
     index = json.loads((folder / "model_index.json").read_text())
@@ -321,7 +329,7 @@ def test_full_size_configs_map_every_key_and_shape(name, model_class, config):
 @pytest.mark.parametrize("inherit", ["none", "v", "kv", "qkv", "qkvo"])
 def test_inherit_copies_exactly_the_named_projections(inherit):
     dit = tiny_dit()
-    source = SourceCheckpoint(name="tiny", layout="dit", config=dict(dit.config), state_dict=dit.state_dict())
+    source = dit_source(dit)
     lit, report = convert_transformer(source, inherit=inherit)
     named = {"none": (), "v": ("to_v",), "kv": ("to_k", "to_v"), "qkv": ("to_q", "to_k", "to_v"), "qkvo": ATTENTION}[
         inherit
@@ -395,8 +403,7 @@ def test_differing_embedder_copies_are_kept_per_block_and_compute_the_dit(tmp_pa
     self-attention silenced in both, the LiT computes exactly the DiT; identical copies still fold into one."""
     dit = tiny_dit().eval()
     torch.nn.init.normal_(dit.transformer_blocks[1].norm1.emb.timestep_embedder.linear_1.weight)
-    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
-    source = SourceCheckpoint("tiny", "dit", config, dit.state_dict())
+    source = dit_source(dit)
     assert embedder_copies_differ(source) == [1]
     lit, report = convert_transformer(source)
     assert lit.config.per_block_embedders and len(lit.time_class_embed) == DIT["num_layers"]
@@ -410,7 +417,7 @@ def test_differing_embedder_copies_are_kept_per_block_and_compute_the_dit(tmp_pa
     with torch.no_grad():
         expected = dit(x, timestep=t, class_labels=y).sample
         torch.testing.assert_close(lit(x, timestep=t, class_labels=y).sample, expected, rtol=1e-12, atol=1e-12)
-    folded, _ = convert_transformer(SourceCheckpoint("tiny", "dit", source.config, tiny_dit().state_dict()))
+    folded, _ = convert_transformer(dit_source(tiny_dit()))
     assert not folded.config.per_block_embedders  # identical copies: LiT's one shared embedder
 
 
@@ -487,8 +494,7 @@ def test_the_copy_verification_catches_a_tensor_changed_after_the_copy(monkeypat
     """convert_transformer compares every copied tensor with its source after loading: a copy that went wrong
     (here: one weight nudged inside load_state_dict) is refused, not saved."""
     dit = tiny_dit()
-    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
-    source = SourceCheckpoint("tiny", "dit", config, dit.state_dict())
+    source = dit_source(dit)
     convert_transformer(source)  # the honest copy passes
     load = LiTTransformer2DModel.load_state_dict
 
@@ -507,8 +513,8 @@ def test_a_conversions_report_is_whole_and_its_fresh_attention_follows_the_seed(
     """Every copy under its source key, every fresh and unused tensor with its reason, sorted; the options and the
     parameter counts; the fresh self-attention drawn as a LiT of that config built after torch.manual_seed(seed)."""
     dit = tiny_dit()
-    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
-    source = SourceCheckpoint("tiny", "dit", config, dit.state_dict(), dropped={"pos_embed": "fixed sin-cos"})
+    source = dit_source(dit, dropped={"pos_embed": "fixed sin-cos"})
+    config = source.config
     torch.manual_seed(123)  # the conversion draws from its own seed, not the global stream
     lit, report = convert_transformer(source, linear_attention_heads=1, dwc_kernel_size=3, inherit="v", seed=7)
     torch.manual_seed(7)
@@ -547,10 +553,9 @@ def test_a_half_precision_source_is_copied_exactly_into_a_float32_lit():
     """PixArt-Sigma and many DiT fine-tunes ship fp16 / bf16 weights: the float32 LiT holds their exact values, and
     the verification compares them in the LiT's dtype."""
     dit = tiny_dit()
-    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
     for dtype in (torch.float16, torch.bfloat16):
         half = {key: value.to(dtype) for key, value in dit.state_dict().items()}
-        lit, report = convert_transformer(SourceCheckpoint("tiny", "dit", config, half))
+        lit, report = convert_transformer(dit_source(dit, state_dict=half))
         assert {tensor.dtype for tensor in lit.state_dict().values()} == {torch.float32}
         for key, source_key in report["copied"]["keys"].items():
             assert torch.equal(lit.state_dict()[key], half[source_key].float()), key
@@ -558,8 +563,7 @@ def test_a_half_precision_source_is_copied_exactly_into_a_float32_lit():
 
 def test_a_conversion_that_does_not_map_cleanly_is_refused_by_name():
     dit = tiny_dit()
-    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
-    source = SourceCheckpoint("tiny", "dit", config, dit.state_dict())
+    source = dit_source(dit)
     with pytest.raises(
         ValueError, match=exactly("`inherit` must be one of ['none', 'v', 'kv', 'qkv', 'qkvo', 'o'], got 'q'.")
     ):
@@ -567,7 +571,7 @@ def test_a_conversion_that_does_not_map_cleanly_is_refused_by_name():
     extras = {f"extra.{i}": torch.zeros(1) for i in range(6)}  # the first five of six named
     message = "tiny did not map onto LiT cleanly: unexpected {}, missing outside the self-attention {}."
     with pytest.raises(ValueError, match=exactly(message.format(sorted(extras)[:5], []))):
-        convert_transformer(SourceCheckpoint("tiny", "dit", config, dit.state_dict() | extras))
+        convert_transformer(dit_source(dit, state_dict=dit.state_dict() | extras))
     outside = [
         "pos_embed.proj.bias",
         "pos_embed.proj.weight",
@@ -577,7 +581,7 @@ def test_a_conversion_that_does_not_map_cleanly_is_refused_by_name():
     ]
     state = {key: value for key, value in dit.state_dict().items() if key not in [*outside, "proj_out_2.weight"]}
     with pytest.raises(ValueError, match=exactly(message.format([], outside))):
-        convert_transformer(SourceCheckpoint("tiny", "dit", config, state))
+        convert_transformer(dit_source(dit, state_dict=state))
 
 
 def test_lit_config_is_the_source_config_with_lits_two_settings():
@@ -938,8 +942,7 @@ def test_affine_norms_map_and_folded_embedder_copies_are_reported():
     torch.manual_seed(0)
     dit = DiTTransformer2DModel(**{**DIT, "norm_elementwise_affine": True})
     torch.nn.init.normal_(dit.transformer_blocks[1].norm3.weight)
-    config = {key: value for key, value in dict(dit.config).items() if not key.startswith("_")}
-    mapped, origin, unused = map_state_dict(SourceCheckpoint("tiny", "dit", config, dit.state_dict()))
+    mapped, origin, unused = map_state_dict(dit_source(dit))
     for i in range(DIT["num_layers"]):
         for suffix in ("weight", "bias"):
             key = f"transformer_blocks.{i}.norm2.{suffix}"

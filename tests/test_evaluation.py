@@ -620,13 +620,19 @@ def test_quantize_rounds_clamped_images_to_8_bits_and_keeps_8_bit_ones():
     assert evaluation.quantize(eight_bit) is eight_bit
 
 
+def cached_features_file(name: str) -> str:
+    """The file name of a reference set's cached features: `<sha1(name)[:16]>-<name, / as _>.npy`."""
+    import hashlib
+
+    return f"{hashlib.sha1(name.encode()).hexdigest()[:16]}-{name.replace('/', '_')}.npy"
+
+
 def test_reference_features_are_computed_once_and_kept_under_a_hashed_name(tmp_path):
     """`<sha1(name)[:16]>-<name, / as _>.npy` in the cache folder (made on the way), written whole; later calls read
     it and compute nothing."""
-    import hashlib
-
     name = "user/set-test-4-1x8"
-    path = tmp_path / "a" / "b" / f"{hashlib.sha1(name.encode()).hexdigest()[:16]}-user_set-test-4-1x8.npy"
+    path = tmp_path / "a" / "b" / cached_features_file(name)
+    assert path.name.endswith("-user_set-test-4-1x8.npy")
     features = np.arange(6.0).reshape(3, 2)
     assert np.array_equal(cached_reference_features(name, lambda: features, tmp_path / "a" / "b"), features)
     assert sorted((tmp_path / "a" / "b").iterdir()) == [path] and np.array_equal(np.load(path), features)
@@ -642,8 +648,6 @@ def test_score_images_names_its_reference_features_and_refuses_bad_counts(tmp_pa
     features cached as `<reference>-<split>-<N>-<C>x<size>` (size H for square images, else HxW), under
     $DIFFUSERS_LIT_CACHE/fid by default; `fid_at` outside [2, N] and a reference smaller than N refused; no
     precision / recall from 3 samples (k = 3)."""
-    import hashlib
-
     import diffusers_lit.image_datasets
 
     rng = np.random.default_rng(4)
@@ -669,9 +673,9 @@ def test_score_images_names_its_reference_features_and_refuses_bad_counts(tmp_pa
         "num_reference": 3,
         "reference": "user/set:train",
     }
-    name = "user/set-train-3-3x8x6"
-    cached = tmp_path / "cache" / "fid" / f"{hashlib.sha1(name.encode()).hexdigest()[:16]}-user_set-train-3-3x8x6.npy"
-    assert sorted((tmp_path / "cache" / "fid").iterdir()) == [cached]
+    assert sorted((tmp_path / "cache" / "fid").iterdir()) == [
+        tmp_path / "cache" / "fid" / cached_features_file("user/set-train-3-3x8x6")
+    ]
     square = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
     score_images(square, reference="user/set", cache_dir=tmp_path / "square", inception=stand_in_network)
     assert [path.name.split("-", 1)[1] for path in (tmp_path / "square").iterdir()] == ["user_set-test-2-1x4.npy"]
