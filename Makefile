@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo teacher teacher-t2i teacher-t2i-more classifier test mutation remote-code lint clean fashion-mnist jemalloc
+.PHONY: demo teacher teacher-t2i teacher-t2i-more classifier test mutation lint clean fashion-mnist jemalloc
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 # torch is pinned first: the CPU wheel kept on this machine (an unpinned torch pulls a CUDA build).
@@ -92,13 +92,6 @@ mutation: $(STAMP) fashion-mnist
 	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) HF_HUB_DISABLE_TELEMETRY=1 OMP_NUM_THREADS=1 \
 		$(VENV)/bin/mutmut run $(foreach m,$(MUTANTS),"$(m)")
 	$(VENV)/bin/mutmut results
-
-# The code the shipped pipeline folders carry for diffusers alone (diffusers_lit/remote_code.py), written again after
-# a change to the package's modules (tests/test_structure.py checks that it is current).
-remote-code: $(STAMP)
-	$(PY) -c "import json, sys; from pathlib import Path; from diffusers_lit.hub import write_model_index; \
-		[write_model_index(Path(f), json.loads(Path(f, 'model_index.json').read_text())) for f in sys.argv[1:]]" \
-		$(dir $(wildcard assets/*/model_index.json))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples

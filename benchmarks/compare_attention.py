@@ -36,7 +36,8 @@ def load_baseline(rev: str):
     source = subprocess.run(["git", "show", f"{rev}:{SOURCE}"], cwd=ROOT, check=True, capture_output=True).stdout
     path = Path(tempfile.mkdtemp()) / "linear_attention_baseline.py"
     path.write_bytes(source)
-    spec = importlib.util.spec_from_file_location("linear_attention_baseline", path)
+    # A module of the package, so that its relative imports (`..choices`) resolve.
+    spec = importlib.util.spec_from_file_location("diffusers_lit.models.linear_attention_baseline", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -18,6 +18,7 @@ from diffusers_lit.benchmarking.measuring import machine_info
 from diffusers_lit.benchmarking.options import BENCH_SIZES
 from diffusers_lit.benchmarking.pipelines import build_class_pipeline, pipeline_results_markdown, time_pipeline
 from diffusers_lit.choices import DTYPES, LINEAR_ATTENTION_BACKENDS, torch_dtype
+from diffusers_lit.compilation import compile_transformer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="also time the transformer under torch.compile")
+    help_ = "also time the transformer under torch.compile (CUDA graphs on CUDA: mode 'reduce-overhead')"
+    parser.add_argument("--compile", action="store_true", help=help_)
     parser.add_argument("--linear-attention-backend", default="torch", choices=LINEAR_ATTENTION_BACKENDS)
     parser.add_argument("--output-dir", default="benchmarks/results/pipeline")
     return parser
@@ -47,7 +49,7 @@ def main() -> None:
                 modes = ["eager", "compiled"] if args.compile else ["eager"]
                 for mode in modes:
                     if mode == "compiled":
-                        pipe.transformer = torch.compile(pipe.transformer)
+                        mode = f"compiled ({compile_transformer(pipe.transformer, args.device)})"
                     timing = time_pipeline(pipe, resolution, args.steps, repeats=args.repeats)
                     rows.append({"size": size, "resolution": resolution, "arch": arch, "mode": mode, **timing})
                     print(

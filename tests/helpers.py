@@ -5,7 +5,14 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    DiTTransformer2DModel,
+    DPMSolverMultistepScheduler,
+    PixArtTransformer2DModel,
+    UNet2DModel,
+)
 from huggingface_hub.constants import HF_HUB_CACHE
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -43,6 +50,30 @@ def tiny_text_transformer(sample_size: int = 8, caption_channels: int = 24, in_c
         norm_eps=1e-6,
         linear_attention_heads=2,
     )
+
+
+# diffusers' softmax transformers of the tiny LiTs' shape, in pixels: 1 channel, learned sigma.
+TINY_SOFTMAX = dict(
+    num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2, num_layers=2, sample_size=8
+)
+
+
+def tiny_dit_transformer(seed: int = 0) -> DiTTransformer2DModel:
+    """diffusers' DiT of `tiny_class_transformer`'s shape: 1 channel, learned sigma, 3 classes."""
+    torch.manual_seed(seed)
+    return DiTTransformer2DModel(**TINY_SOFTMAX, num_embeds_ada_norm=3).eval()
+
+
+def tiny_pixart_transformer(seed: int = 0) -> PixArtTransformer2DModel:
+    """diffusers' PixArt of `tiny_text_transformer`'s shape in pixels: 1 channel, 24-wide captions."""
+    torch.manual_seed(seed)
+    return PixArtTransformer2DModel(
+        **TINY_SOFTMAX,
+        cross_attention_dim=16,
+        caption_channels=24,
+        norm_eps=1e-6,
+        use_additional_conditions=False,
+    ).eval()
 
 
 def tiny_vae(in_channels: int = 3, seed: int = 0) -> AutoencoderKL:

@@ -9,12 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import diffusers_lit.models
-from diffusers_lit.models.linear_attention import (
-    HeadSharedDepthwiseConv2d,
-    LiTLinearAttention,
-    _linear_attention_tokens,
-    linear_attention,
-)
+from diffusers_lit.models.linear_attention import LiTLinearAttention, linear_attention
 
 
 def reference_attention(q, k, v, eps=1e-6):
@@ -93,6 +88,23 @@ def test_module_equals_reference_on_non_square_grids(height, width, heads):
     assert relative_error(out, reference_module(attn, x, height, width)) <= 1e-10
 
 
+def test_gradients_equal_the_references():
+    """The in-place steps (ReLU, eps, the division into the DWC output) keep autograd exact: the gradients of the
+    input and of every weight equal those of the N x N reference in float64."""
+    torch.manual_seed(0)
+    attn = LiTLinearAttention(dim=48, heads=3, kernel_size=3).double()
+    x = torch.randn(2, 4 * 5, 48, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 20, 48, dtype=torch.float64)
+    grads = []
+    for forward in (attn, lambda *a: reference_module(attn, *a)):
+        attn.zero_grad()
+        x.grad = None
+        (forward(x, 4, 5) * weights).sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in attn.parameters()])
+    for got, expected in zip(*grads, strict=True):
+        assert relative_error(got, expected) <= 1e-10
+
+
 def test_dwc_is_one_kernel_per_head_channel_shared_by_heads():
     attn = LiTLinearAttention(dim=96, heads=4, kernel_size=5)
     assert attn.dwc.weight.shape == (24, 1, 5, 5)
@@ -110,19 +122,6 @@ def test_the_callers_queries_keys_and_values_are_left_as_they_were():
                 linear_attention(q, k, v)
             for given, kept in zip((q, k, v), before, strict=True):
                 torch.testing.assert_close(given, kept, rtol=0, atol=0)
-
-
-def test_head_shared_dwc_is_the_reference_on_each_head_with_and_without_bias():
-    """All heads at once, (B, h * d, H, W), equal the loop DWC of each head's d channels with the one kernel;
-    without a bias (a plain `nn.Conv2d` option) the bias is zero."""
-    torch.manual_seed(0)
-    x = torch.randn(2, 3 * 4, 5, 6, dtype=torch.float64)  # 3 heads of 4 channels
-    for bias in (True, False):
-        conv = HeadSharedDepthwiseConv2d(4, 4, 3, padding=1, groups=4, bias=bias).double()
-        expected = reference_dwc(
-            x.view(2, 3, 4, 5, 6), conv.weight, conv.bias if bias else torch.zeros(4, dtype=torch.float64)
-        )
-        torch.testing.assert_close(conv(x), expected.view(2, 12, 5, 6), rtol=0, atol=1e-12)
 
 
 def test_projection_biases_follow_bias_and_out_bias():
@@ -175,12 +174,22 @@ def test_half_precision_stays_finite_where_half_accumulation_overflows(dtype, ba
     assert relative_error(out.float(), expected) < (2e-2 if dtype == torch.bfloat16 else 5e-3)
 
 
-def test_float32_accumulation_under_autocast():
+def test_autocast_leaves_the_products_in_the_inputs_dtype():
+    """bfloat16 inputs multiply in bfloat16 with or without autocast (float32 ones are not cast down); float16
+    inputs are computed in float32, whose range their products need."""
     q, k, v = (torch.randn(1, 2, 50, 8, dtype=torch.bfloat16) for _ in range(3))
+    expected = linear_attention(q, k, v)
+    assert expected.dtype == torch.bfloat16
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = linear_attention(q, k, v)
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, linear_attention(q.float(), k.float(), v.float()))
+        torch.testing.assert_close(linear_attention(q, k, v), expected, rtol=0, atol=0)
+        assert linear_attention(q.float(), k.float(), v.float()).dtype == torch.float32
+    assert linear_attention(q.half(), k.half(), v.half()).dtype == torch.float32
+    torch.testing.assert_close(
+        linear_attention(q.half(), k.half(), v.half()),
+        linear_attention(q.float(), k.float(), v.float()).half().float(),
+        rtol=1e-3,
+        atol=1e-3,
+    )
 
 
 def test_without_dwc_is_plain_relu_linear_attention():
@@ -342,7 +351,8 @@ def test_nan_inputs_give_nan_outputs(backend):
 
             out = fused_linear_attention(q, k, v, 2, 4, 4, attn.eps, attn.dwc).cpu()
         else:
-            out = _linear_attention_tokens(q, k, v, 2, attn.eps)
+            heads = [t.unflatten(-1, (2, -1)).transpose(1, 2) for t in (q, k, v)]  # (B, h, N, d)
+            out = linear_attention(*heads, attn.eps).transpose(1, 2).flatten(2)
     assert torch.isnan(out[..., :32]).all() and not torch.isnan(out[..., 32:]).any()
 
 

@@ -8,12 +8,18 @@ import torch
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
-    DiTTransformer2DModel,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
 )
 from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_256_BIN
-from helpers import class_pipeline, put_in_hf_cache, text_pipeline, tiny_text_transformer, tiny_unet
+from helpers import (
+    class_pipeline,
+    put_in_hf_cache,
+    text_pipeline,
+    tiny_dit_transformer,
+    tiny_text_transformer,
+    tiny_unet,
+)
 from PIL import Image
 
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
@@ -174,16 +180,7 @@ def test_callback_on_step_end_can_replace_latents():
 
 
 def test_diffusers_dit_runs_through_the_same_pipeline():
-    torch.manual_seed(0)
-    dit = DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=1,
-        out_channels=2,
-        num_layers=2,
-        sample_size=8,
-        num_embeds_ada_norm=3,
-    ).eval()
+    dit = tiny_dit_transformer()
     pipe = LiTPipeline(dit, DDPMScheduler(variance_type="learned_range"))
     pipe.set_progress_bar_config(disable=True)
     batches = count_transformer_batches(pipe)

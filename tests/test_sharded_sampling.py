@@ -165,3 +165,20 @@ def test_adm_sample_batches_and_reference_batches(tmp_path):
         load_samples(tmp_path / "neither.npz")
     save_samples(tmp_path / "t.npz", native[0][:2], [[0, 1], [2, 3]], {"prompts": ["a", "b"]}, layout="adm")
     assert load_samples(tmp_path / "t.npz")[1] == [[0, 1], [2, 3]]  # scene items ride along beside arr_0
+
+
+def test_generate_compile_draws_the_eager_images_and_says_so(tmp_path):
+    """`generate --compile` samples with the transformer under torch.compile (its default mode on a CPU; CUDA graphs
+    on CUDA), records the mode with the samples, and draws the eager images to float32 precision."""
+    from diffusers_lit.compilation import compile_mode
+
+    assert (compile_mode("cuda"), compile_mode("cpu")) == ("reduce-overhead", "default")
+    class_pipeline().save_pretrained(tmp_path / "pipe")
+    args = ["generate", str(tmp_path / "pipe"), "--num-samples", "2", *SAMPLING]
+    main([*args, "--output", str(tmp_path / "eager.npz")])
+    main([*args, "--compile", "--output", str(tmp_path / "compiled.npz")])
+    (eager, _, eager_info), (compiled, _, compiled_info) = (
+        load_samples(tmp_path / name) for name in ("eager.npz", "compiled.npz")
+    )
+    assert (eager_info["compile"], compiled_info["compile"]) == ("no", "default")
+    assert (eager.int() - compiled.int()).abs().max() <= 1  # 8-bit images: at most one level apart

@@ -158,18 +158,8 @@ def test_the_remote_code_joins_the_package_modules_and_refuses_what_it_cannot_jo
         remote_code.joined_module(("a.py",), "T")
 
 
-def test_shipped_pipeline_folders_carry_this_versions_remote_code():
-    """Each pipeline folder under assets/ holds the code diffusers alone would run, as the package writes it now."""
-    import json
-
-    from diffusers_lit.hub import remote_code_index
-    from diffusers_lit.remote_code import TRANSFORMER_MODULE, remote_code_files
-
-    folders = sorted(path.parent for path in (PACKAGE.parents[1] / "assets").glob("*/model_index.json"))
-    assert len(folders) == 4
-    for folder in folders:
-        index = json.loads((folder / "model_index.json").read_text())
-        assert index == remote_code_index(index), f"{folder}: run `make remote-code`"
-        lit = index["transformer"] == [TRANSFORMER_MODULE, "LiTTransformer2DModel"]
-        for name, text in remote_code_files(lit).items():
-            assert (folder / name).read_text() == text, f"{folder / name} is stale: run `make remote-code`"
+def test_the_shipped_folders_hold_no_code():
+    """assets/ holds weights, configs and cards: the code diffusers alone runs is written when a folder is saved."""
+    assets = PACKAGE.parents[1] / "assets"
+    assert len(list(assets.glob("*/model_index.json"))) == 4
+    assert sorted(assets.rglob("*.py")) == []

@@ -177,6 +177,11 @@ def _sampler(args: argparse.Namespace, num_samples: int, device: str) -> "Callab
     text_to_image = isinstance(pipe, LiTTextToImagePipeline)
     prompts = _prompts(args.prompts, num_samples) if text_to_image else None
     pipe.to(device)
+    compiled = "no"
+    if args.compile:
+        from .compilation import compile_transformer
+
+        compiled = compile_transformer(pipe.transformer, device)
 
     def sample(indices: range) -> tuple:
         images, labels, info = sample_for_evaluation(
@@ -190,6 +195,7 @@ def _sampler(args: argparse.Namespace, num_samples: int, device: str) -> "Callab
             start=indices.start,
         )
         info = {"model": args.model, **info, "linear_attention_backend": args.linear_attention_backend}
+        info["compile"] = compiled
         if not text_to_image:
             info["id2label"] = pipe.config.id2label
         return quantize(images), labels, info
@@ -213,7 +219,16 @@ def _draw(args: argparse.Namespace, num_samples: int, output: str, layout: str =
     device = str(state.device) if state.use_distributed else _device(args)
     settings = {  # what changes the images: shards of a run with other settings are refused, not mixed
         key: getattr(args, key)
-        for key in ("model", "steps", "guidance_scale", "scheduler", "seed", "prompts", "linear_attention_backend")
+        for key in (
+            "model",
+            "steps",
+            "guidance_scale",
+            "scheduler",
+            "seed",
+            "prompts",
+            "linear_attention_backend",
+            "compile",
+        )
     }
     sampler = _sampler(args, num_samples, device)
     return sample_in_shards(sampler, num_samples, output, settings, shard_size=args.shard_size, layout=layout)
@@ -325,6 +340,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         choices=LINEAR_ATTENTION_BACKENDS,
         default="torch",
         help="LiT's self-attention: PyTorch operations, or fused Triton kernels (CUDA)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the transformer: with CUDA graphs (mode 'reduce-overhead') on CUDA, plain elsewhere",
     )
 
 

@@ -5,10 +5,14 @@ For each head, with phi = ReLU and the token grid of N = H * W tokens:
     O_i = phi(q_i)^T S / (phi(q_i)^T z + eps),   S = mean_j phi(k_j) v_j^T  (d x d),   z = mean_j phi(k_j)
     out = to_out(O + DWC(V))
 
-Keys and values are contracted first, so the cost is O(N d^2) per head and no N x N matrix is ever built.
-Means instead of sums keep S and z in range; both, and the division, are computed in float32 whatever the
-input dtype. The DWC is one depth-wise `Conv2d` over a head's channels, shared by all heads (heads are
-folded into the batch), applied to V laid out on the 2-D token grid.
+Keys and values are contracted first, so the cost is O(N d^2) per head and no N x N matrix is ever built. All heads
+run at once, folded into the batch: one copy lays q, k and v out head by head, batched products give S and z,
+then the numerator phi(q) S and the normaliser phi(q) z, and one division adds them into the DWC's output. Means
+instead of sums keep S and z in range. Products take the inputs'
+dtype and accumulate in float32 (what CPU and GPU GEMMs do for bfloat16); the division runs in float32 arithmetic.
+float16 inputs are computed in float32: float16's range (65504) does not hold phi(q)^T S for large activations,
+where bfloat16 has float32's range. The DWC is one depth-wise `Conv2d` over a head's d channels, shared by all heads
+(they are in the batch), applied to V laid out on the 2-D token grid.
 
 The module takes part in diffusers' attention system (`AttentionModuleMixin`, as diffusers' `FluxAttention`):
 its weights live on the module, the computation in a processor, so `model.attn_processors` lists it and
@@ -18,7 +22,6 @@ its weights live on the module, the computation in a processor, so `model.attn_p
 """
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention import AttentionModuleMixin
 from torch import nn
 
@@ -33,18 +36,21 @@ class LiTLinearAttnProcessor:
     backend = "torch"
 
     def __call__(self, attn: "LiTLinearAttention", hidden_states: torch.Tensor, height: int, width: int):
-        batch, tokens, dim = hidden_states.shape
+        batch, tokens, _ = hidden_states.shape
         q, k, v = attn.project_qkv(hidden_states)  # (B, N, D) each, heads side by side: (B, N, h, d)
-        # The DWC of all heads at once: (B, N, D) read as a channels-last (B, D, H, W) grid costs no copy, and the
-        # head-shared kernel repeated over the heads makes one depth-wise conv over D channels.
+        dtype = v.dtype
+        # One copy puts each head's tokens together, heads in the batch: (3, B * h, N, d).
+        qkv = torch.stack([t.unflatten(-1, (attn.heads, -1)).transpose(1, 2) for t in (q, k, v)]).flatten(1, 2)
+        qkv = qkv.to(computation_dtype(dtype))
+        qkv[:2].relu_()  # phi(q), phi(k); in place, before the DWC saves V (a view of the same tensor) for autograd
         dwc = None
-        if attn.dwc is not None:
-            v_grid = v.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, D, H, W), channels-last strides
-            dwc = attn.dwc(v_grid)  # (B, D, H, W), through the module: diffusers' weight hooks see the call
-            dwc = dwc.permute(0, 2, 3, 1).reshape(batch, tokens, dim)  # (B, N, D); a view when channels-last
-        # q and k are this call's own: ReLU may overwrite them (the projections do not keep their outputs).
-        out = _linear_attention_tokens(q, k, v, attn.heads, attn.eps, residual=dwc, owns_qk=True)  # (B, N, D)
-        return attn.to_out[1](attn.to_out[0](out.to(v.dtype)))
+        if attn.dwc is not None:  # V of every head on the grid: (B * h, d, H, W), channels-last strides, no copy
+            v_grid = qkv[2].to(dtype).unflatten(1, (height, width)).permute(0, 3, 1, 2)
+            dwc = attn.dwc(v_grid).permute(0, 2, 3, 1).flatten(1, 2)  # (B * h, N, d); a view when channels-last
+        with torch.autocast(hidden_states.device.type, enabled=False):  # the dtypes are chosen above
+            out = _attend(*qkv, attn.eps, residual=dwc)  # (B * h, N, d)
+        out = out.to(dtype).unflatten(0, (batch, -1)).transpose(1, 2).reshape(batch, tokens, -1)  # (B, N, D)
+        return attn.to_out[1](attn.to_out[0](out))
 
 
 class LiTLinearAttnTritonProcessor:
@@ -66,20 +72,6 @@ class LiTLinearAttnTritonProcessor:
 
 # By the names of `LINEAR_ATTENTION_BACKENDS`.
 PROCESSORS = {processor.backend: processor for processor in (LiTLinearAttnProcessor, LiTLinearAttnTritonProcessor)}
-
-
-class HeadSharedDepthwiseConv2d(nn.Conv2d):
-    """LiT's DWC: a depth-wise conv with one kernel per head channel (`head_dim` channels), shared by the heads.
-
-    It takes all heads at once, (B, heads * head_dim, H, W), as one depth-wise conv over every channel with the
-    kernel repeated over the heads (a channels-last input costs no copy). A `nn.Conv2d` with its own weights, so
-    that diffusers' layer hooks (layerwise casting, group offloading) cast and fetch them when it runs."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        heads = x.shape[1] // self.in_channels
-        weight = self.weight.repeat(heads, 1, 1, 1)  # (D, 1, k, k)
-        bias = None if self.bias is None else self.bias.repeat(heads)
-        return F.conv2d(x, weight, bias, padding=self.padding, groups=x.shape[1])  # (B, D, H, W)
 
 
 class LiTLinearAttention(nn.Module, AttentionModuleMixin):
@@ -130,7 +122,8 @@ class LiTLinearAttention(nn.Module, AttentionModuleMixin):
         self.to_v = nn.Linear(dim, dim, bias=bias)
         self.dwc = None
         if kernel_size:
-            self.dwc = HeadSharedDepthwiseConv2d(
+            # One kernel per head channel, shared by the heads (they are in the batch when it runs).
+            self.dwc = nn.Conv2d(
                 self.head_dim, self.head_dim, kernel_size, padding=kernel_size // 2, groups=self.head_dim
             )
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=out_bias), nn.Dropout(dropout)])
@@ -168,9 +161,8 @@ class LiTLinearAttention(nn.Module, AttentionModuleMixin):
 
     def project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values (B, N, D) of tokens (B, N, D): one fused matmul after `fuse_projections`."""
-        if self.fused_projections:  # three tensors of their own, so that ReLU may overwrite q and k in place
-            q, k, v = self.to_qkv(hidden_states).chunk(3, dim=-1)
-            return q.contiguous(), k.contiguous(), v.contiguous()
+        if self.fused_projections:
+            return self.to_qkv(hidden_states).chunk(3, dim=-1)  # views: the processors copy them head by head
         return self.to_q(hidden_states), self.to_k(hidden_states), self.to_v(hidden_states)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -198,54 +190,35 @@ def check_backend(backend: str, device: torch.device | str | None = None) -> Non
             check_device(torch.device(device))
 
 
+def computation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the products take for inputs of `dtype`: their own, but float32 for float16 (too little range)."""
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """ReLU linear attention of (B, h, N, d) queries, keys and values -> (B, h, N, d), in float32 or float64."""
+    """ReLU linear attention of (B, h, N, d) queries, keys and values -> (B, h, N, d), in `computation_dtype`."""
     batch, heads, tokens, head_dim = q.shape
-
-    def tokens_first(t: torch.Tensor) -> torch.Tensor:
-        return t.transpose(1, 2).reshape(batch, tokens, heads * head_dim)  # (B, N, h * d)
-
-    out = _linear_attention_tokens(tokens_first(q), tokens_first(k), tokens_first(v), heads, eps)  # (B, N, h * d)
-    return out.view(batch, tokens, heads, head_dim).transpose(1, 2)  # (B, h, N, d)
+    qkv = torch.stack([q, k, v]).flatten(1, 2).to(computation_dtype(v.dtype))  # (3, B * h, N, d)
+    qkv[:2].relu_()  # phi(q), phi(k)
+    with torch.autocast(q.device.type, enabled=False):
+        return _attend(*qkv, eps).unflatten(0, (batch, heads))
 
 
-def _linear_attention_tokens(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    heads: int,
-    eps: float,
-    residual: torch.Tensor | None = None,
-    owns_qk: bool = False,
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float, residual: torch.Tensor | None = None
 ) -> torch.Tensor:
     """
-    ReLU linear attention of (B, N, h * d) queries, keys and values, heads side by side -> (B, N, h * d), plus
-    `residual` (B, N, h * d) when given, in float32 (float64 for float64 inputs).
+    Linear attention of (M, N, d) phi(q), phi(k) and v (M = batch x heads) -> (M, N, d), plus `residual` (M, N, d)
+    when given (added in place: the caller's own temporary).
 
-    Per head, O = (phi(q) / (phi(q) z + eps)) S with S = phi(k)^T v / N and z = mean phi(k): each step is one
-    batched matrix product over strided (B, N, d) views of the token-major tensors, so no head is ever copied out
-    and no N x N matrix is built. The rows of phi(q) are divided before the product, so that the product can add
-    into `residual` in place. `owns_qk`: q and k may be overwritten (they are the caller's temporaries).
+    Batched products for every head at once: S = phi(k)^T v / N (M, d, d) and z = mean phi(k), then the numerator
+    phi(q) S and the normaliser phi(q) z + eps; one division, fused with the residual's addition.
     """
-    batch, tokens, dim = q.shape
-    head_dim = dim // heads
-    acc = torch.promote_types(q.dtype, torch.float32)  # float32, or float64 for float64 inputs
-    with torch.autocast(q.device.type, enabled=False):  # autocast would take the matmuls back to 16 bits
-        in_place = not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
-        q = q.to(acc) if owns_qk or q.dtype != acc else q.clone()  # .to copies 16-bit inputs: ours to overwrite
-        k = k.to(acc) if owns_qk or k.dtype != acc else k.clone()
-        v = v.to(acc)
-        q, k = q.relu_(), k.relu_()  # autograd allows it: the projections save their inputs, not their outputs
-        normaliser = k.mean(dim=1, keepdim=True).transpose(1, 2)  # (B, D, 1)
-        if residual is None:
-            out = q.new_zeros(batch, tokens, dim)
-        else:
-            out = residual.to(acc)  # the caller's own temporary: written in place
-        for head in range(heads):
-            cols = slice(head * head_dim, (head + 1) * head_dim)
-            q_h, k_h, v_h = q[:, :, cols], k[:, :, cols], v[:, :, cols]  # (B, N, d), strided views
-            state = torch.bmm(k_h.transpose(1, 2), v_h).div_(tokens)  # (B, d, d)
-            denominator = torch.bmm(q_h, normaliser[:, cols]).add_(eps)  # (B, N, 1)
-            q_h = q_h.div_(denominator) if in_place else q_h / denominator  # (B, N, d)
-            out[:, :, cols].baddbmm_(q_h, state)  # out += (phi(q) / denominator) S, in place
-        return out
+    # beta=0: the first argument only gives a shape to broadcast and is never read; alpha=1/N makes the sum a mean.
+    state = torch.baddbmm(v.new_empty(()), k.mT, v, beta=0, alpha=1 / k.shape[1])  # (M, d, d)
+    normaliser = k.mean(dim=1, keepdim=True).mT  # (M, d, 1)
+    numerator = torch.bmm(q, state)  # (M, N, d)
+    denominator = torch.bmm(q, normaliser).add_(eps)  # (M, N, 1)
+    if residual is None:
+        return numerator / denominator
+    return residual.addcdiv_(numerator, denominator)  # residual + numerator / denominator
