@@ -37,6 +37,7 @@ spec() {
     heads-4) echo "--linear-attention-heads 4 | 0.5 0.05 |" ;;
     inherit-qkv) echo "--inherit qkv | 0.5 0.05 |" ;;
     inherit-qkv-lr1e-3) echo "--inherit qkv | 0.5 0.05 | --learning_rate 1e-3" ;;
+    hybrid-block3-lr1e-3) echo "--inherit qkv --softmax-blocks 3 | 0.5 0.05 | --learning_rate 1e-3" ;;
     full-lr*) echo "| 0.5 0.05 | --learning_rate ${1#full-lr}" ;;
     full-steps*) echo "| 0.5 0.05 | --max_train_steps ${1#full-steps}" ;;
     *) echo "unknown row $1" >&2; return 2 ;;

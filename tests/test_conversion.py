@@ -537,7 +537,13 @@ def test_a_conversions_report_is_whole_and_its_fresh_attention_follows_the_seed(
         "layout": "dit",
         "source_config": config,
         "lit_config": lit_config(config, 1, 3),
-        "options": {"linear_attention_heads": 1, "dwc_kernel_size": 3, "inherit": "v", "seed": 7},
+        "options": {
+            "linear_attention_heads": 1,
+            "dwc_kernel_size": 3,
+            "inherit": "v",
+            "seed": 7,
+            "softmax_blocks": [],
+        },
         "copied": {"count": len(copied), "keys": copied},
         "fresh": {"count": 16, "keys": sorted(fresh)},
         "unused": {"count": len(unused), "keys": unused},
@@ -546,7 +552,13 @@ def test_a_conversions_report_is_whole_and_its_fresh_attention_follows_the_seed(
     assert list(report["copied"]["keys"]) == sorted(copied) and list(report["unused"]["keys"]) == sorted(unused)
     assert report["lit_config"]["dwc_kernel_size"] == 3 and report["lit_config"]["linear_attention_heads"] == 1
     _, default = convert_transformer(source)
-    assert default["options"] == {"linear_attention_heads": 2, "dwc_kernel_size": 5, "inherit": "none", "seed": 0}
+    assert default["options"] == {
+        "linear_attention_heads": 2,
+        "dwc_kernel_size": 5,
+        "inherit": "none",
+        "seed": 0,
+        "softmax_blocks": [],
+    }
 
 
 def test_a_half_precision_source_is_copied_exactly_into_a_float32_lit():

@@ -124,7 +124,8 @@ def test_class_conditional_end_to_end(class_setup):
 
 def test_resume_continues_exactly(class_setup):
     """Straight: 4 steps (checkpoint at 2). Interrupted: the same, stopped after step 2, resumed from `latest`.
-    Same losses, bit-identical final (EMA) weights. The student is converted from the teacher on the fly."""
+    Same losses, bit-identical final (EMA) weights. The student is converted from the teacher on the fly, a hybrid
+    whose block 0 keeps the teacher's softmax self-attention."""
     out = class_setup["root"] / "resume"
     args = [
         *common(class_setup, out),
@@ -141,8 +142,11 @@ def test_resume_continues_exactly(class_setup):
         0.5,
         "--linear_attention_heads",
         2,
+        "--softmax_blocks",
+        "0",
     ]
     run(*args)
+    assert json.loads((out / "transformer" / "config.json").read_text())["softmax_attention_blocks"] == [0]
     straight = metrics(out)
     straight_weights = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
 
@@ -421,6 +425,7 @@ def test_no_secret_is_written_and_no_run_is_overwritten(class_setup):
         (["--lora_rank", "0"], "--lora_rank"),
         (["--lora_rank", "4", "--use_ema"], "--lora_rank trains adapters only"),
         (["--inherit", "qk"], "invalid choice: 'qk'"),
+        (["--softmax_blocks", "0;1"], "give block indices separated by commas"),
     ],
 )
 def test_nonsense_flags_are_refused_before_any_work(flags, message, capsys):

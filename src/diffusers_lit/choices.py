@@ -1,6 +1,8 @@
 """The named options a user picks from, as plain data: the command line parses them (and answers `--help`) without
 importing torch or diffusers. The modules that act on a choice import its table from here."""
 
+import argparse
+
 SCHEDULERS = {  # --scheduler: the diffusers scheduler classes a pipeline's scheduler can be swapped for
     "ddpm": "DDPMScheduler",
     "ddim": "DDIMScheduler",
@@ -33,3 +35,11 @@ def torch_dtype(name: str):
     import torch
 
     return getattr(torch, DTYPES[name])
+
+
+def block_list(text: str) -> list[int]:
+    """`--softmax-blocks 0,5`: comma-separated block indices (checked against the model's depth later)."""
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give block indices separated by commas, e.g. 0,5; got {text!r}") from None

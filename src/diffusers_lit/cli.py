@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .benchmarking.options import add_bench_arguments
-from .choices import INHERIT, LINEAR_ATTENTION_BACKENDS, SAMPLE_LAYOUTS, SCHEDULERS
+from .choices import INHERIT, LINEAR_ATTENTION_BACKENDS, SAMPLE_LAYOUTS, SCHEDULERS, block_list
 from .files import atomic_path, write_atomically
 
 if TYPE_CHECKING:
@@ -109,6 +109,13 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         "source's; 0 for original DiT .pt files, 1 for diffusers DiT folders)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh self-attention")
+    parser.add_argument(
+        "--softmax-blocks",
+        type=block_list,
+        default=(),
+        metavar="I,J",
+        help="blocks that keep the teacher's softmax self-attention (a hybrid LiT), e.g. 0,5",
+    )
     parser.add_argument("--revision")
 
 
@@ -130,6 +137,7 @@ def convert(args: argparse.Namespace) -> None:
         sample_size=args.sample_size,
         timestep_freq_shift=args.timestep_freq_shift,
         seed=args.seed,
+        softmax_blocks=args.softmax_blocks,
         revision=args.revision,
     )
     report = json.loads((output / "conversion_report.json").read_text())

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .hub import (
     resolve_pretrained_folder,
 )
 from .models import LiTTransformer2DModel
+from .models.transformer_lit import check_softmax_blocks
 from .pipelines import LiTPipeline, LiTTextToImagePipeline
 from .text_encoders import load_text_encoder
 
@@ -332,8 +334,14 @@ def default_linear_heads(teacher_heads: int) -> int:
     return max(2, teacher_heads // 4)
 
 
-def lit_config(source_config: dict[str, Any], linear_attention_heads: int | None, dwc_kernel_size: int) -> dict:
-    """The LiT config of a DiT / PixArt transformer config: same names, plus LiT's two."""
+def lit_config(
+    source_config: dict[str, Any],
+    linear_attention_heads: int | None,
+    dwc_kernel_size: int,
+    softmax_blocks: Sequence[int] = (),
+) -> dict:
+    """The LiT config of a DiT / PixArt transformer config: same names, plus LiT's own (a hybrid's softmax blocks
+    only when there are any, so that an all-linear LiT's config is as before)."""
     accepted = inspect.signature(LiTTransformer2DModel.__init__).parameters
     config = {key: value for key, value in source_config.items() if key in accepted}
     config["out_channels"] = config.get("out_channels") or config["in_channels"]
@@ -342,11 +350,17 @@ def lit_config(source_config: dict[str, Any], linear_attention_heads: int | None
     heads = linear_attention_heads or default_linear_heads(config["num_attention_heads"])
     config["linear_attention_heads"] = heads
     config["dwc_kernel_size"] = dwc_kernel_size
+    if softmax_blocks:
+        check_softmax_blocks(softmax_blocks, config.get("num_layers", accepted["num_layers"].default))
+        config["softmax_attention_blocks"] = sorted(softmax_blocks)
     return config
 
 
-def map_state_dict(source: SourceCheckpoint, inherit: str = "none") -> tuple[dict, dict[str, str], dict[str, str]]:
-    """Rename a diffusers-named DiT / PixArt state dict to LiT's.
+def map_state_dict(
+    source: SourceCheckpoint, inherit: str = "none", softmax_blocks: Sequence[int] = ()
+) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """Rename a diffusers-named DiT / PixArt state dict to LiT's; the self-attention of `softmax_blocks` (a
+    hybrid's) is copied whole, the others' as `inherit` says.
 
     Returns (LiT tensors, {LiT key: source key} of every copy, {source key: reason} of every tensor left out).
     Only names and shapes are touched, so this also runs on meta tensors.
@@ -370,7 +384,7 @@ def map_state_dict(source: SourceCheckpoint, inherit: str = "none") -> tuple[dic
             new = f"transformer_blocks.{block}.norm2." + rest.removeprefix("norm3.")
         elif rest.startswith("attn1."):
             projection = rest.removeprefix("attn1.").rsplit(".", 1)[0]
-            if projection not in keep:
+            if projection not in keep and block not in softmax_blocks:
                 unused[key] = SELF_ATTENTION
                 continue
         mapped[new] = tensor
@@ -397,8 +411,10 @@ def convert_transformer(
     dwc_kernel_size: int = 5,
     inherit: str = "none",
     seed: int = 0,
+    softmax_blocks: Sequence[int] = (),
 ) -> tuple[LiTTransformer2DModel, dict[str, Any]]:
-    """Build a LiT from a source transformer: copy every tensor but the self-attention's, then verify.
+    """Build a LiT from a source transformer: copy every tensor but the self-attention's (all of it for the
+    `softmax_blocks` of a hybrid, which keep the source's softmax attention), then verify.
 
     Returns the LiT (float32, fresh self-attention seeded by `seed`) and a report of what was copied, left
     fresh and left out, with the parameter counts before and after.
@@ -407,8 +423,8 @@ def convert_transformer(
         raise ValueError(f"`inherit` must be one of {list(INHERIT)}, got {inherit!r}.")
     if source.config["norm_type"] == "ada_norm_zero" and embedder_copies_differ(source):
         source = replace(source, config={**source.config, "per_block_embedders": True})  # kept, not folded
-    config = lit_config(source.config, linear_attention_heads, dwc_kernel_size)
-    mapped, origin, unused = map_state_dict(source, inherit)
+    config = lit_config(source.config, linear_attention_heads, dwc_kernel_size, softmax_blocks)
+    mapped, origin, unused = map_state_dict(source, inherit, softmax_blocks)
     torch.manual_seed(seed)
     lit = LiTTransformer2DModel(**config)
     fresh = sorted(set(lit.state_dict()) - set(mapped))
@@ -416,10 +432,12 @@ def convert_transformer(
         unexpected = lit.load_state_dict(mapped, strict=False).unexpected_keys  # the missing ones are `fresh`
     except RuntimeError as error:
         raise ValueError(f"{source.name} does not fit the LiT built from its config: {error}") from error
-    if unexpected or any(".attn1." not in key for key in fresh):
+    kept = tuple(f"transformer_blocks.{block}.attn1." for block in softmax_blocks)
+    if unexpected or any(".attn1." not in key or key.startswith(kept) for key in fresh):
         raise ValueError(
             f"{source.name} did not map onto LiT cleanly: unexpected {unexpected[:5]}, "
-            f"missing outside the self-attention {[key for key in fresh if '.attn1.' not in key][:5]}."
+            f"missing outside the self-attention "
+            f"{[key for key in fresh if '.attn1.' not in key or key.startswith(kept)][:5]}."
         )
     lit_state = lit.state_dict()
     for key in mapped:
@@ -435,6 +453,7 @@ def convert_transformer(
             "dwc_kernel_size": dwc_kernel_size,
             "inherit": inherit,
             "seed": seed,
+            "softmax_blocks": sorted(softmax_blocks),
         },
         "copied": {"count": len(mapped), "keys": {key: origin[key] for key in sorted(mapped)}},
         "fresh": {"count": len(fresh), "keys": fresh},
@@ -581,6 +600,7 @@ def convert_to_lit(
     sample_size: int | None = None,
     timestep_freq_shift: float | None = None,
     seed: int = 0,
+    softmax_blocks: Sequence[int] = (),
     revision: str | None = None,
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -604,6 +624,7 @@ def convert_to_lit(
         timestep_freq_shift: The timestep embedding's frequency shift (`LiTTransformer2DModel`); default the
             source's: 0 for original DiT checkpoints (DiT's own), else the diffusers model's.
         seed: Seed of the fresh self-attention weights.
+        softmax_blocks: Blocks that keep the source's softmax self-attention, copied exactly (a hybrid LiT).
         revision, token, cache_dir: Where and how to fetch Hub repo ids.
 
     Returns:
@@ -635,6 +656,7 @@ def convert_to_lit(
         dwc_kernel_size=dwc_kernel_size,
         inherit=inherit,
         seed=seed,
+        softmax_blocks=softmax_blocks,
     )
     target_dtype = torch_dtype(dtype) if dtype else source_dtype
     if target_dtype != lit.dtype:
@@ -663,6 +685,7 @@ def convert_to_lit(
         image_size=model_index.get("image_size"),
     )
     source_info = read_card_info(checkpoint.folder) if checkpoint.folder else {}
+    hybrid = f"Blocks {sorted(softmax_blocks)} keep the source's softmax self-attention. " if softmax_blocks else ""
     pipe.card_info = {
         "base_model": str(source) if local_source is None else source_info.get("base_model"),
         "license": source_info.get("license"),
@@ -671,7 +694,7 @@ def convert_to_lit(
             f"except the self-attention, which is LiT's linear attention with "
             f"{report['options']['linear_attention_heads']} heads and a {dwc_kernel_size}x{dwc_kernel_size} "
             f"depth-wise convolution, started fresh (inherited projections: {inherit}). "
-            f"{report['copied']['count']} tensors copied, {report['fresh']['count']} fresh; see "
+            f"{hybrid}{report['copied']['count']} tensors copied, {report['fresh']['count']} fresh; see "
             "conversion_report.json. Train it with hybrid knowledge distillation (examples/distill_lit.py) "
             "before use: until then the self-attention is random."
         ),

@@ -49,10 +49,22 @@ def block_flops(arch: str, size: BenchSize, tokens: int, batch: int = 1, text_to
     return batch * flops
 
 
-def model_flops(arch: str, size: BenchSize, tokens: int, batch: int = 1, text_tokens: int = TEXT_TOKENS) -> int:
-    """FLOPs of a whole-model forward: `depth` blocks, patch embedding, conditioning and final layer."""
+def model_flops(
+    arch: str,
+    size: BenchSize,
+    tokens: int,
+    batch: int = 1,
+    text_tokens: int = TEXT_TOKENS,
+    softmax_blocks: int = 0,
+) -> int:
+    """FLOPs of a whole-model forward: `depth` blocks, patch embedding, conditioning and final layer. For LiT
+    ("lit", "lit-t2i"), `softmax_blocks` of the blocks keep softmax self-attention (a hybrid)."""
     if arch not in MODEL_ARCHS:
         raise ValueError(f"{arch!r} has no whole model; choose one of {MODEL_ARCHS}.")
+    if softmax_blocks and (arch not in ("lit", "lit-t2i") or not 0 < softmax_blocks < size.depth):
+        raise ValueError(
+            f"A hybrid is a LiT with 1 to {size.depth - 1} softmax blocks; got {arch!r}, {softmax_blocks}."
+        )
     n, w = tokens, size.width
     patches = 2 * n * w * PATCH * PATCH * IN_CHANNELS + 2 * n * w * PATCH * PATCH * OUT_CHANNELS  # embed + unembed
     timestep_mlp = 2 * (256 * w + w * w)
@@ -61,4 +73,5 @@ def model_flops(arch: str, size: BenchSize, tokens: int, batch: int = 1, text_to
     else:
         caption = CAPTION_CHANNELS[arch]
         extra = patches + timestep_mlp + 2 * w * 6 * w + 2 * text_tokens * (caption * w + w * w)  # adaln_single
-    return size.depth * block_flops(arch, size, tokens, batch, text_tokens) + batch * extra
+    swap = block_flops("dit-attn", size, tokens, batch) - block_flops("lit-attn", size, tokens, batch)
+    return size.depth * block_flops(arch, size, tokens, batch, text_tokens) + softmax_blocks * swap + batch * extra

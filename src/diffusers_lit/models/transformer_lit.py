@@ -34,7 +34,9 @@ NORM_TYPES = ("ada_norm_zero", "ada_norm_single")
 class LiTTransformerBlock(nn.Module):
     r"""
     A LiT block: linear self-attention (+ softmax cross-attention in the text layout) and a feed-forward,
-    modulated by adaLN-Zero ("ada_norm_zero") or by a scale-shift table ("ada_norm_single").
+    modulated by adaLN-Zero ("ada_norm_zero") or by a scale-shift table ("ada_norm_single"). With
+    `softmax_attention=True` the self-attention is the teacher's: diffusers' softmax `Attention` with
+    `num_attention_heads` heads (a hybrid model's softmax block).
 
     `forward(hidden_states (B, N, D), conditioning, height, width, ...)`, where `conditioning` is the shared
     timestep + class embedding (B, D) for "ada_norm_zero", or `adaln_single`'s (B, 6 * D) for "ada_norm_single".
@@ -55,6 +57,7 @@ class LiTTransformerBlock(nn.Module):
         norm_type: str = "ada_norm_zero",
         norm_elementwise_affine: bool = False,
         norm_eps: float = 1e-5,
+        softmax_attention: bool = False,
     ):
         super().__init__()
         self.norm_type = norm_type
@@ -64,21 +67,25 @@ class LiTTransformerBlock(nn.Module):
             self.norm1 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
             self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
-        self.attn1 = LiTLinearAttention(
-            dim, linear_attention_heads, kernel_size=dwc_kernel_size, bias=attention_bias, dropout=dropout
+        # diffusers' softmax attention with the teacher's heads: a hybrid's self-attention, and the cross-attention.
+        softmax = dict(
+            query_dim=dim,
+            heads=num_attention_heads,
+            dim_head=attention_head_dim,
+            dropout=dropout,
+            bias=attention_bias,
+            upcast_attention=upcast_attention,
         )
+        if softmax_attention:
+            self.attn1 = Attention(**softmax)
+        else:
+            self.attn1 = LiTLinearAttention(
+                dim, linear_attention_heads, kernel_size=dwc_kernel_size, bias=attention_bias, dropout=dropout
+            )
 
         self.attn2 = None
         if cross_attention_dim is not None:
-            self.attn2 = Attention(
-                query_dim=dim,
-                cross_attention_dim=cross_attention_dim,
-                heads=num_attention_heads,
-                dim_head=attention_head_dim,
-                dropout=dropout,
-                bias=attention_bias,
-                upcast_attention=upcast_attention,
-            )
+            self.attn2 = Attention(**softmax, cross_attention_dim=cross_attention_dim)
 
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps, elementwise_affine=norm_elementwise_affine)
         self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn)
@@ -101,7 +108,11 @@ class LiTTransformerBlock(nn.Module):
             shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)  # (B, 1, D)
             norm_hidden_states = self.norm1(hidden_states) * (1 + scale_msa) + shift_msa
 
-        hidden_states = hidden_states + gate_msa * self.attn1(norm_hidden_states, height, width)  # (B, N, D)
+        if isinstance(self.attn1, LiTLinearAttention):
+            attention = self.attn1(norm_hidden_states, height, width)  # (B, N, D)
+        else:
+            attention = self.attn1(norm_hidden_states)  # (B, N, D), softmax over all N tokens
+        hidden_states = hidden_states + gate_msa * attention
 
         if self.attn2 is not None:
             hidden_states = hidden_states + self.attn2(
@@ -157,6 +168,9 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         timestep_freq_shift (`float`, *optional*): The sinusoidal timestep embedding's frequencies are
             exp(-ln(10000) i / (half - shift)). `None`: the layout's diffusers value (DiT: 1, PixArt: 0). An original
             facebookresearch/DiT checkpoint was trained with 0, and conversion sets it so.
+        softmax_attention_blocks (`list[int]`, *optional*): Blocks that keep softmax self-attention
+            (diffusers' `Attention`, `num_attention_heads` heads, the teacher's weights after conversion): a hybrid
+            LiT. `None` or empty: every block is linear (the paper's LiT).
     """
 
     _supports_gradient_checkpointing = True
@@ -190,6 +204,7 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         dwc_kernel_size: int = 5,
         per_block_embedders: bool = False,
         timestep_freq_shift: float | None = None,
+        softmax_attention_blocks: list[int] | None = None,
     ):
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
@@ -225,6 +240,7 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
                 "`caption_channels` unset, or use norm_type='ada_norm_single'."
             )
 
+        softmax_blocks = check_softmax_blocks(softmax_attention_blocks or (), num_layers)
         self.inner_dim = inner_dim
         self.out_channels = 2 * in_channels if out_channels is None else out_channels
         self.register_to_config(out_channels=self.out_channels)  # resolved, for pipelines that read the config
@@ -278,8 +294,9 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
                     norm_type=norm_type,
                     norm_elementwise_affine=norm_elementwise_affine,
                     norm_eps=norm_eps,
+                    softmax_attention=index in softmax_blocks,
                 )
-                for _ in range(num_layers)
+                for index in range(num_layers)
             ]
         )
 
@@ -299,12 +316,17 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         with the model.
         """
         check_backend(backend)
+        linear = self._linear_attention_processor_names()
         self.set_attn_processor(
             {
-                name: PROCESSORS[backend]() if name.endswith("attn1.processor") else processor
+                name: PROCESSORS[backend]() if name in linear else processor
                 for name, processor in self.attn_processors.items()
             }
         )
+
+    def _linear_attention_processor_names(self) -> set[str]:
+        """The `attn_processors` names of the linear self-attentions (not a hybrid's softmax blocks)."""
+        return {f"{name}.processor" for name, module in self.named_modules() if isinstance(module, LiTLinearAttention)}
 
     def set_attn_processor(self, processor: Any) -> None:
         """diffusers' `set_attn_processor` (one processor for every layer, or a dict by `attn_processors`' names),
@@ -321,14 +343,13 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
         super().set_attn_processor(processor)
 
     def set_default_attn_processor(self) -> None:
-        """The default processors: `LiTLinearAttnProcessor` for attn1, diffusers' `AttnProcessor2_0` for attn2."""
+        """The default processors: `LiTLinearAttnProcessor` for the linear attentions, diffusers' `AttnProcessor2_0`
+        for the softmax ones (attn2, a hybrid's softmax blocks)."""
         from diffusers.models.attention_processor import AttnProcessor2_0
 
+        linear = self._linear_attention_processor_names()
         self.set_attn_processor(
-            {
-                name: LiTLinearAttnProcessor() if name.endswith("attn1.processor") else AttnProcessor2_0()
-                for name in self.attn_processors
-            }
+            {name: LiTLinearAttnProcessor() if name in linear else AttnProcessor2_0() for name in self.attn_processors}
         )
 
     def forward(
@@ -470,6 +491,21 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
                     f"`encoder_hidden_states` must be (batch, tokens, {expected}) to match `caption_channels`, got "
                     f"{tuple(encoder_hidden_states.shape)}: use the text encoder this model was trained with."
                 )
+
+
+def check_softmax_blocks(blocks, num_layers: int) -> set[int]:
+    """Refuse a `softmax_attention_blocks` that is not distinct block indices in [0, num_layers), or all of them."""
+    blocks = list(blocks)
+    if any(isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < num_layers for b in blocks):
+        raise ValueError(f"`softmax_attention_blocks` must be block indices in [0, {num_layers - 1}], got {blocks}.")
+    if len(set(blocks)) != len(blocks):
+        raise ValueError(f"`softmax_attention_blocks` names a block twice: {blocks}; give each block once.")
+    if num_layers and len(blocks) == num_layers:
+        raise ValueError(
+            f"`softmax_attention_blocks` names all {num_layers} blocks: that is the softmax teacher, not a LiT. "
+            "Leave at least one block linear."
+        )
+    return set(blocks)
 
 
 # The paper's models (`MODEL_SIZES`, patch 2): DiT's layout, and the PixArt-Sigma-XL student.

@@ -1,6 +1,7 @@
 """Teacher and student of hybrid knowledge distillation: loading, compatibility checks, conditions, CFG dropout."""
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -49,7 +50,8 @@ def load_student(source: str | os.PathLike, **kwargs: Any) -> tuple[LiTTransform
 
 def convert_teacher(teacher: SourceModel, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict]:
     """A LiT student converted from the teacher's transformer (`diffusers_lit.conversion.convert_transformer`):
-    every weight copied but the self-attention's. `kwargs`: linear_attention_heads, dwc_kernel_size, inherit, seed."""
+    every weight copied but the self-attention's. `kwargs`: linear_attention_heads, dwc_kernel_size, inherit,
+    softmax_blocks, seed."""
     config = {key: value for key, value in dict(teacher.transformer.config).items() if not key.startswith("_")}
     state_dict = {key: value.detach().float() for key, value in teacher.transformer.state_dict().items()}
     return convert_transformer(SourceCheckpoint(teacher.name, teacher.layout, config, state_dict), **kwargs)
@@ -65,11 +67,13 @@ def load_teacher_and_student(
     linear_attention_heads: int | None = None,
     dwc_kernel_size: int = 5,
     inherit: str = "none",
+    softmax_blocks: Sequence[int] = (),
     seed: int = 0,
     lambda_var: float = 0.05,
 ) -> tuple[SourceModel, LiTTransformer2DModel, dict[str, Any]]:
     """The frozen teacher (`load_teacher`), the student (`load_student` of a LiT pipeline; `student` None: the
-    teacher converted on the fly with `linear_attention_heads`, `dwc_kernel_size`, `inherit` and `seed`) and the
+    teacher converted on the fly with `linear_attention_heads`, `dwc_kernel_size`, `inherit`, `softmax_blocks` and
+    `seed`) and the
     student pipeline's other components, checked to fit each other (`check_teacher_student`)."""
     loaded = load_teacher(teacher, revision=revision, token=token, components=teacher_components)
     if student is not None:
@@ -80,6 +84,7 @@ def load_teacher_and_student(
             linear_attention_heads=linear_attention_heads,
             dwc_kernel_size=dwc_kernel_size,
             inherit=inherit,
+            softmax_blocks=softmax_blocks,
             seed=seed,
         )
         components = {}

@@ -24,7 +24,7 @@ from diffusers.training_utils import EMAModel
 from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
-from ..choices import INHERIT
+from ..choices import INHERIT, block_list
 from ..conversion import default_scheduler, lit_pipeline, load_source
 from ..hardware import cpu_has_native_bf16
 from ..hub import read_card_info
@@ -105,6 +105,13 @@ def parse_distill_args(argv: list[str] | None = None, *, from_scratch: bool = Fa
             default="none",
             choices=list(INHERIT),
             help="On-the-fly conversion: self-attention projections to copy from the teacher.",
+        )
+        parser.add_argument(
+            "--softmax_blocks",
+            type=block_list,
+            default=(),
+            metavar="I,J",
+            help="On-the-fly conversion: blocks that keep the teacher's softmax self-attention (a hybrid LiT).",
         )
     # Data.
     parser.add_argument("--dataset", required=True, help="Hub dataset name, image folder, or save_to_disk folder.")
@@ -279,6 +286,7 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             linear_attention_heads=args.linear_attention_heads,
             dwc_kernel_size=args.dwc_kernel_size,
             inherit=args.inherit,
+            softmax_blocks=args.softmax_blocks,
             seed=args.seed,
             lambda_var=args.lambda_var,
         )
