@@ -13,6 +13,7 @@ from diffusers import (
     PixArtTransformer2DModel,
     UNet2DModel,
 )
+from diffusers.models.embeddings import get_2d_sincos_pos_embed
 from huggingface_hub.constants import HF_HUB_CACHE
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -74,6 +75,36 @@ def tiny_pixart_transformer(seed: int = 0) -> PixArtTransformer2DModel:
         norm_eps=1e-6,
         use_additional_conditions=False,
     ).eval()
+
+
+def diffusers_to_original_dit(dit: DiTTransformer2DModel) -> dict[str, torch.Tensor]:
+    """A diffusers DiT in facebookresearch/DiT's key layout (the public models.py)."""
+    s = {key: value.clone() for key, value in dit.state_dict().items()}
+    out = {"x_embedder.proj.weight": s["pos_embed.proj.weight"], "x_embedder.proj.bias": s["pos_embed.proj.bias"]}
+    emb = "transformer_blocks.0.norm1.emb."
+    out |= {
+        "t_embedder.mlp.0.weight": s[emb + "timestep_embedder.linear_1.weight"],
+        "t_embedder.mlp.0.bias": s[emb + "timestep_embedder.linear_1.bias"],
+        "t_embedder.mlp.2.weight": s[emb + "timestep_embedder.linear_2.weight"],
+        "t_embedder.mlp.2.bias": s[emb + "timestep_embedder.linear_2.bias"],
+        "y_embedder.embedding_table.weight": s[emb + "class_embedder.embedding_table.weight"],
+    }
+    grid = dit.config.sample_size // dit.config.patch_size
+    # DiT's grid is arange(grid): base_size=grid (diffusers' default 16 would scale the positions)
+    width = dit.config.num_attention_heads * dit.config.attention_head_dim
+    out["pos_embed"] = get_2d_sincos_pos_embed(width, grid, base_size=grid, output_type="pt").float()[None]
+    for i in range(dit.config.num_layers):
+        b = f"transformer_blocks.{i}."
+        for p in ("weight", "bias"):
+            out[f"blocks.{i}.attn.qkv.{p}"] = torch.cat([s[b + f"attn1.to_{x}.{p}"] for x in "qkv"])
+            out[f"blocks.{i}.attn.proj.{p}"] = s[b + f"attn1.to_out.0.{p}"]
+            out[f"blocks.{i}.mlp.fc1.{p}"] = s[b + f"ff.net.0.proj.{p}"]
+            out[f"blocks.{i}.mlp.fc2.{p}"] = s[b + f"ff.net.2.{p}"]
+            out[f"blocks.{i}.adaLN_modulation.1.{p}"] = s[b + f"norm1.linear.{p}"]
+    for p in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{p}"] = s[f"proj_out_1.{p}"]
+        out[f"final_layer.linear.{p}"] = s[f"proj_out_2.{p}"]
+    return out
 
 
 def tiny_vae(in_channels: int = 3, seed: int = 0) -> AutoencoderKL:

@@ -1,6 +1,8 @@
+import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,7 @@ from diffusers import (
     UNet2DModel,
 )
 from diffusers.models.embeddings import get_2d_sincos_pos_embed
-from helpers import exactly, put_in_hf_cache, tiny_text_encoder, tiny_vae
+from helpers import diffusers_to_original_dit, exactly, put_in_hf_cache, tiny_text_encoder, tiny_vae
 from safetensors.torch import load_file, save_file
 
 from diffusers_lit import LiTPipeline, LiTTextToImagePipeline, LiTTransformer2DModel
@@ -118,35 +120,6 @@ def save_pixart_pipeline(folder: Path, sigma: bool, tmp_path: Path) -> Path:
     return folder
 
 
-def diffusers_to_original_dit(dit: DiTTransformer2DModel) -> dict[str, torch.Tensor]:
-    """A diffusers DiT in facebookresearch/DiT's key layout (the public models.py)."""
-    s = {key: value.clone() for key, value in dit.state_dict().items()}
-    out = {"x_embedder.proj.weight": s["pos_embed.proj.weight"], "x_embedder.proj.bias": s["pos_embed.proj.bias"]}
-    emb = "transformer_blocks.0.norm1.emb."
-    out |= {
-        "t_embedder.mlp.0.weight": s[emb + "timestep_embedder.linear_1.weight"],
-        "t_embedder.mlp.0.bias": s[emb + "timestep_embedder.linear_1.bias"],
-        "t_embedder.mlp.2.weight": s[emb + "timestep_embedder.linear_2.weight"],
-        "t_embedder.mlp.2.bias": s[emb + "timestep_embedder.linear_2.bias"],
-        "y_embedder.embedding_table.weight": s[emb + "class_embedder.embedding_table.weight"],
-    }
-    grid = dit.config.sample_size // dit.config.patch_size
-    # DiT's grid is arange(grid): base_size=grid (diffusers' default 16 would scale the positions)
-    out["pos_embed"] = get_2d_sincos_pos_embed(32, grid, base_size=grid, output_type="pt").float()[None]
-    for i in range(dit.config.num_layers):
-        b = f"transformer_blocks.{i}."
-        for p in ("weight", "bias"):
-            out[f"blocks.{i}.attn.qkv.{p}"] = torch.cat([s[b + f"attn1.to_{x}.{p}"] for x in "qkv"])
-            out[f"blocks.{i}.attn.proj.{p}"] = s[b + f"attn1.to_out.0.{p}"]
-            out[f"blocks.{i}.mlp.fc1.{p}"] = s[b + f"ff.net.0.proj.{p}"]
-            out[f"blocks.{i}.mlp.fc2.{p}"] = s[b + f"ff.net.2.{p}"]
-            out[f"blocks.{i}.adaLN_modulation.1.{p}"] = s[b + f"norm1.linear.{p}"]
-    for p in ("weight", "bias"):
-        out[f"final_layer.adaLN_modulation.1.{p}"] = s[f"proj_out_1.{p}"]
-        out[f"final_layer.linear.{p}"] = s[f"proj_out_2.{p}"]
-    return out
-
-
 def diffusers_to_original_pixart(model: PixArtTransformer2DModel, tokens: int) -> dict[str, torch.Tensor]:
     """A diffusers PixArt in PixArt-alpha / Sigma's key layout, wrapped as their .pth files are."""
     s = {key: value.clone() for key, value in model.state_dict().items()}
@@ -166,7 +139,10 @@ def diffusers_to_original_pixart(model: PixArtTransformer2DModel, tokens: int) -
     out = {f"{new}.{p}": s[f"{old}.{p}"] for old, new in renames.items() for p in ("weight", "bias")}
     out["final_layer.scale_shift_table"] = s["scale_shift_table"]
     out["y_embedder.y_embedding"] = torch.randn(tokens, model.config.caption_channels)
-    out["pos_embed"] = torch.zeros(1, (model.config.sample_size // 2) ** 2, 32)
+    grid = model.config.sample_size // 2
+    # the fixed grid as the originals store it: PixArt-Sigma's pe_interpolation is sample_size / 64 (0.5 at 256 px)
+    scale = model.config.sample_size / 64 if tokens == 300 else max(model.config.sample_size // 64, 1)
+    out["pos_embed"] = get_2d_sincos_pos_embed(32, grid, base_size=grid, interpolation_scale=scale)[None]
     for i in range(model.config.num_layers):
         b = f"transformer_blocks.{i}."
         out[f"blocks.{i}.scale_shift_table"] = s[b + "scale_shift_table"]
@@ -805,7 +781,8 @@ def test_an_original_checkpoints_heads_and_sample_size_come_from_its_tensors_or_
     assert refusal(state, num_attention_heads=0) == heads_refused
     assert refusal(state) == (
         "Cannot infer the attention heads of a transformer 32 wide (not a DiT / PixArt size; the checkpoint does not "
-        "record them): pass `num_attention_heads` (--num-attention-heads)."
+        "record them): pass `num_attention_heads` (convert --num-attention-heads; examples/distill_lit.py "
+        "--teacher_num_attention_heads)."
     )
     assert refusal(state, num_attention_heads=4, sample_size=4) == (
         "x was trained at sample size 8 (its `pos_embed`), not 4."
@@ -965,3 +942,107 @@ def test_affine_norms_map_and_folded_embedder_copies_are_reported():
     assert set(folded.values()) == {
         "copy of the timestep + class embedder: folded into LiT's shared `time_class_embed`"
     }
+
+
+def dit_training_checkpoint(model: DiTTransformer2DModel, ema: DiTTransformer2DModel) -> dict:
+    """What facebookresearch/DiT's train.py saves: the raw and EMA weights, AdamW's state and the arguments."""
+    parameters = list(model.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0)
+    sum(p.sum() for p in parameters).backward()
+    optimizer.step()
+    arguments = argparse.Namespace(model="DiT-S/2", image_size=16, num_classes=3, vae="ema", ckpt=None)
+    return {
+        "model": diffusers_to_original_dit(model),
+        "ema": diffusers_to_original_dit(ema),
+        "opt": optimizer.state_dict(),
+        "args": arguments,
+    }
+
+
+def components_only(folder: Path) -> Path:
+    """A DiT pipeline folder without its transformer: the VAE, scheduler and labels beside an original `.pt`."""
+    save_dit_pipeline(folder)
+    shutil.rmtree(folder / "transformer")
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["transformer"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_a_dit_training_checkpoint_converts_its_ema_weights_or_its_raw_ones_with_a_components_only_folder(
+    tmp_path, capsys
+):
+    """DiT's train.py output reads safely (only a Namespace of plain values is allowed beyond tensors) and gives
+    its EMA weights as DiT's sample.py does, or "model" when asked; a folder of components alone lends the rest."""
+    model, ema = tiny_dit(seed=1), tiny_dit(seed=2)
+    path = tmp_path / "0400000.pt"
+    torch.save(dit_training_checkpoint(model, ema), path)
+    components = components_only(tmp_path / "components")
+
+    main(["convert", str(path), str(tmp_path / "ema"), "--num-attention-heads", "4", "--components", str(components)])
+    assert "(dit, its 'ema' weights) into" in capsys.readouterr().out
+    main(
+        ["convert", str(path), str(tmp_path / "raw"), "--num-attention-heads", "4", "--components", str(components)]
+        + ["--checkpoint-weights", "model"]
+    )
+    for name, expected in (("ema", ema), ("raw", model)):
+        report = json.loads((tmp_path / name / "conversion_report.json").read_text())
+        assert report["source_weights"] == {"ema": "ema", "raw": "model"}[name]
+        assert f"(dit, its {report['source_weights']!r} weights)" in (tmp_path / name / "README.md").read_text()
+        got = lit_tensors(tmp_path / name)
+        want = expected.state_dict()
+        for lit_key, source_key in report["copied"]["keys"].items():
+            assert torch.equal(got[lit_key], want[source_key]), (name, lit_key)
+    pipe = LiTPipeline.from_pretrained(tmp_path / "ema")
+    assert pipe.labels["goldfish"] == 1 and pipe.vae is not None  # from the components folder
+
+    bare = tmp_path / "released.pt"
+    torch.save(diffusers_to_original_dit(ema), bare)
+    assert read_source(bare, num_attention_heads=4).weights is None  # a released file is a state dict
+    assert torch.equal(
+        load_source(str(path), num_attention_heads=4, checkpoint_weights="model").transformer.proj_out_2.weight,
+        model.proj_out_2.weight,
+    )
+    torch.save({"model": diffusers_to_original_dit(model), "opt": {}}, tmp_path / "no-ema.pt")
+    with pytest.raises(ValueError) as error:
+        read_source(tmp_path / "no-ema.pt", num_attention_heads=4)
+    assert str(error.value) == (
+        f"{tmp_path / 'no-ema.pt'} is a training checkpoint without 'ema' weights (it holds ['model', 'opt']): pass "
+        "checkpoint_weights='model' (--checkpoint-weights model)."
+    )
+    with pytest.raises(ValueError, match=exactly("`checkpoint_weights` must be one of ['ema', 'model'], got 'EMA'.")):
+        read_source(path, checkpoint_weights="EMA")
+    with pytest.raises(ValueError, match="has no model_index.json, so its components cannot be named"):
+        convert_to_lit(path, tmp_path / "out", num_attention_heads=4, components=tmp_path / "components" / "vae")
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch ran",))
+
+
+def test_a_training_checkpoint_with_any_other_object_is_refused_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = dit_training_checkpoint(tiny_dit(), tiny_dit())
+    torch.save({**checkpoint, "args": RunsCode()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="Could not read .*evil.pt as a checkpoint"):
+        read_source(tmp_path / "evil.pt", num_attention_heads=4)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_stored_pos_embed_other_than_the_fixed_grid_is_refused():
+    """Every DiT / PixArt stores the fixed sin-cos grid (the rebuilt one matches it, also in fp16); a learned or
+    otherwise scaled one is refused rather than silently replaced."""
+    state = diffusers_to_original_dit(tiny_dit())
+    assert original_to_diffusers(state, "x", num_attention_heads=4).dropped["pos_embed"].startswith("fixed sin-cos")
+    half = {key: value.half() for key, value in state.items()}
+    assert original_to_diffusers(half, "x", num_attention_heads=4).layout == "dit"
+    for changed in (state["pos_embed"] + 1e-3, state["pos_embed"] * 0.5):
+        with pytest.raises(ValueError) as error:
+            original_to_diffusers({**state, "pos_embed": changed}, "x", num_attention_heads=4)
+        assert str(error.value).startswith(
+            "x: its `pos_embed` is not the fixed sin-cos grid of a 4x4 patch grid at interpolation scale 1 "
+            "(largest difference"
+        )
+    with pytest.raises(ValueError, match="its `pos_embed` is not the fixed sin-cos grid"):  # another width
+        original_to_diffusers({**state, "pos_embed": state["pos_embed"][..., :16]}, "x", num_attention_heads=4)

@@ -1,5 +1,6 @@
 """The distillation loop (examples/distill_lit.py) end to end: a few steps of tiny models on 16 x 16 pictures."""
 
+import argparse
 import json
 import os
 import pickle
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import diffusers_to_original_dit
 from PIL import Image
 from safetensors.torch import load_file
 from training_helpers import (
@@ -204,6 +206,42 @@ def test_text_to_image_chain(tmp_path):
     assert isinstance(pipe, LiTTextToImagePipeline)
     pipe.set_progress_bar_config(disable=True)
     assert pipe("a blue dog", num_inference_steps=1, output_type="np").images.shape == (1, 16, 16, 3)
+
+
+def test_an_original_training_checkpoint_of_another_width_teaches_with_a_components_only_folder(class_setup, tmp_path):
+    """DiT's train.py output ({"model", "ema", "opt", "args"}) as the teacher: 16 wide (no DiT size, so its heads
+    are given), its EMA weights by default, its scheduler and labels from a folder without a transformer."""
+    model, ema = tiny_dit(seed=3), tiny_dit(seed=4)
+    checkpoint = tmp_path / "0001000.pt"
+    arguments = argparse.Namespace(model="tiny", image_size=16, num_classes=3)
+    original = {"model": diffusers_to_original_dit(model), "ema": diffusers_to_original_dit(ema), "args": arguments}
+    torch.save(original, checkpoint)
+    components = save_class_pipeline(tiny_dit(), tmp_path / "components")
+    shutil.rmtree(components / "transformer")
+    index = json.loads((components / "model_index.json").read_text())
+    del index["transformer"]
+    (components / "model_index.json").write_text(json.dumps(index))
+    setup = {**class_setup, "teacher": checkpoint}
+    flags = ["--teacher_components", components, "--learning_rate", "1e-5"]
+    with pytest.raises(ValueError, match="Cannot infer the attention heads of a transformer 16 wide"):
+        run(*common(setup, tmp_path / "no-heads", steps=1), *flags)
+    out = tmp_path / "out"
+    run(*common(setup, out, steps=1), *flags, "--teacher_num_attention_heads", 2)
+    pipe = LiTPipeline.from_pretrained(out)
+    assert pipe.labels == {"bird": 2, "cat": 0, "dog": 1}  # the components folder's labels
+    student = pipe.transformer.proj_out_2.weight  # copied from the teacher, then one Adam step of 1e-5
+    assert (student - ema.proj_out_2.weight).abs().max() < 1e-4 < (student - model.proj_out_2.weight).abs().max()
+    raw = tmp_path / "raw"
+    run(
+        *common(setup, raw, steps=1),
+        *flags,
+        "--teacher_num_attention_heads",
+        2,
+        "--teacher_checkpoint_weights",
+        "model",
+    )
+    student = LiTPipeline.from_pretrained(raw).transformer.proj_out_2.weight
+    assert (student - model.proj_out_2.weight).abs().max() < 1e-4
 
 
 def test_bad_inputs_are_refused_before_the_first_step(class_setup, tmp_path):

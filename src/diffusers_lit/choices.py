@@ -18,6 +18,10 @@ INHERIT = {  # --inherit, the paper's ablation: which self-attention projections
     "o": ("to_out.0",),  # what the paper's text-to-image code inherits by accident: the output projection
 }
 LINEAR_ATTENTION_BACKENDS = ("torch", "triton")  # --linear-attention-backend: the processors' `backend` names
+CHECKPOINT_WEIGHTS = {  # --checkpoint-weights: the entries of a training checkpoint (DiT's train.py), EMA first
+    "ema": "the exponential moving average, which DiT samples with",
+    "model": "the raw weights of the last step",
+}
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --dtype: names of torch dtypes
 SAMPLE_LAYOUTS = ("diffusers_lit", "adm")  # generate --format: this project's samples file, or ADM's sample batch
 # The paper's model sizes: DiT's depths and widths (patch 2), with LiT's linear-attention heads. The presets

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .benchmarking.options import add_bench_arguments
-from .choices import INHERIT, LINEAR_ATTENTION_BACKENDS, SAMPLE_LAYOUTS, SCHEDULERS, block_list
+from .choices import CHECKPOINT_WEIGHTS, INHERIT, LINEAR_ATTENTION_BACKENDS, SAMPLE_LAYOUTS, SCHEDULERS, block_list
 from .files import atomic_path, write_atomically
 
 if TYPE_CHECKING:
@@ -103,6 +103,12 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-attention-heads", type=int, help="teacher heads, for .pt files of unusual widths")
     parser.add_argument("--sample-size", type=int, help="sample size, for original checkpoints without pos_embed")
     parser.add_argument(
+        "--checkpoint-weights",
+        choices=list(CHECKPOINT_WEIGHTS),
+        default="ema",
+        help="weights of a training checkpoint ({model, ema, ...}, as DiT's train.py writes) to convert",
+    )
+    parser.add_argument(
         "--timestep-freq-shift",
         type=float,
         help="timestep embedding frequency shift (default: the "
@@ -135,15 +141,18 @@ def convert(args: argparse.Namespace) -> None:
         components=args.components,
         num_attention_heads=args.num_attention_heads,
         sample_size=args.sample_size,
+        checkpoint_weights=args.checkpoint_weights,
         timestep_freq_shift=args.timestep_freq_shift,
         seed=args.seed,
         softmax_blocks=args.softmax_blocks,
         revision=args.revision,
     )
     report = json.loads((output / "conversion_report.json").read_text())
+    weights = f", its {report['source_weights']!r} weights" if report["source_weights"] else ""
     print(
-        f"Converted {report['source']} ({report['layout']}) into {output}: {report['copied']['count']} tensors "
-        f"copied, {report['fresh']['count']} fresh, {report['unused']['count']} left out; parameters "
+        f"Converted {report['source']} ({report['layout']}{weights}) into {output}: "
+        f"{report['copied']['count']} tensors copied, {report['fresh']['count']} fresh, "
+        f"{report['unused']['count']} left out; parameters "
         f"{report['parameters']['source']:,} -> {report['parameters']['lit']:,}."
     )
 

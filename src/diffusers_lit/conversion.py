@@ -7,6 +7,7 @@ tensors. From there one path maps it onto `LiTTransformer2DModel` (`convert_tran
 and writes a LiT pipeline folder (`convert_to_lit`).
 """
 
+import argparse
 import importlib
 import inspect
 import json
@@ -24,7 +25,7 @@ import torch
 from diffusers.utils import logging
 from safetensors.torch import load_file
 
-from .choices import DTYPES, INHERIT, MODEL_SIZES, torch_dtype
+from .choices import CHECKPOINT_WEIGHTS, DTYPES, INHERIT, MODEL_SIZES, torch_dtype
 from .files import write_atomically
 from .hub import (
     pipeline_class_name,
@@ -54,7 +55,8 @@ class SourceCheckpoint:
 
     `layout` is "dit", "pixart-alpha", "pixart-sigma" or "pixart"; `config` is diffusers' DiT / PixArt
     transformer config; `dropped` names the original tensors that have no place in diffusers' naming, with
-    the reason; `folder` is the diffusers pipeline folder holding the other components, if any.
+    the reason; `folder` is the diffusers pipeline folder holding the other components, if any; `weights` the
+    entry of a training checkpoint read ("ema" or "model"), if the source was one.
     """
 
     name: str
@@ -64,23 +66,28 @@ class SourceCheckpoint:
     dropped: dict[str, str] = field(default_factory=dict)
     folder: Path | None = None
     model_index: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
 
 
 # Reading sources
 
 
-def load_state_file(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a `.safetensors` file or a pickle (`.pt`, `.pth`, `.bin`, loaded with weights_only=True)."""
+def _unpickle(path: Path) -> Any:
+    """A `.safetensors` file, or a pickle loaded with weights_only=True: tensors, containers and plain values, and
+    the `argparse.Namespace` of a DiT training checkpoint's arguments; no other object is built, no code runs."""
     try:
         if path.suffix == ".safetensors":
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(path)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt, or a pickle with objects weights_only refuses
         raise ValueError(
             f"Could not read {path} as a checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
             "Is the file complete, and does it hold only tensors?"
         ) from error
+
+
+def _state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # PixArt's .pth wraps the weights
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
@@ -88,6 +95,32 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
             f"{path} does not hold a dict of tensors (a state dict): it is not a DiT or PixArt checkpoint."
         )
     return state
+
+
+def load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file or a pickle (`.pt`, `.pth`, `.bin`, loaded with weights_only=True)."""
+    return _state_dict(_unpickle(path), path)
+
+
+def load_checkpoint_file(path: Path, weights: str = "ema") -> tuple[dict[str, torch.Tensor], str | None]:
+    """The state dict of an original checkpoint file: a bare state dict (a released DiT / PixArt file), or the
+    `weights` entry ("ema" or "model") of a training checkpoint such as DiT's train.py writes ({"model", "ema",
+    "opt", "args"}). Returns the tensors and the entry read (None for a bare state dict)."""
+    if weights not in CHECKPOINT_WEIGHTS:
+        raise ValueError(f"`checkpoint_weights` must be one of {list(CHECKPOINT_WEIGHTS)}, got {weights!r}.")
+    state = _unpickle(path)
+    if not isinstance(state, dict) or not any(isinstance(state.get(entry), dict) for entry in CHECKPOINT_WEIGHTS):
+        return _state_dict(state, path), None
+    if not isinstance(state.get(weights), dict):
+        other = next(entry for entry in CHECKPOINT_WEIGHTS if entry != weights)
+        raise ValueError(
+            f"{path} is a training checkpoint without {weights!r} weights (it holds {sorted(state)}): pass "
+            f"checkpoint_weights={other!r} (--checkpoint-weights {other})."
+        )
+    logger.warning(
+        f"{path} is a training checkpoint: converting its {weights!r} weights ({CHECKPOINT_WEIGHTS[weights]})."
+    )
+    return _state_dict(state[weights], path), weights
 
 
 def load_weights_folder(folder: Path) -> dict[str, torch.Tensor]:
@@ -111,16 +144,19 @@ def read_source(
     cache_dir: str | os.PathLike | None = None,
     num_attention_heads: int | None = None,
     sample_size: int | None = None,
+    checkpoint_weights: str = "ema",
 ) -> SourceCheckpoint:
     """Read a DiT / PixArt source (Hub id, diffusers folder or original checkpoint file) into diffusers' naming.
     `num_attention_heads` is needed only for original checkpoints of widths other than DiT's / PixArt's,
-    `sample_size` only for original checkpoints without a `pos_embed`."""
+    `sample_size` only for original checkpoints without a `pos_embed`, `checkpoint_weights` only for training
+    checkpoints ("ema" or "model", `load_checkpoint_file`)."""
     path = Path(source)
     if path.is_file():
-        state = load_state_file(path)
-        return original_to_diffusers(
+        state, weights = load_checkpoint_file(path, checkpoint_weights)
+        checkpoint = original_to_diffusers(
             state, str(source), num_attention_heads=num_attention_heads, sample_size=sample_size
         )
+        return replace(checkpoint, weights=weights)
     folder = resolve_pretrained_folder(source, revision=revision, token=token, cache_dir=cache_dir)
     model_index = {}
     transformer_folder = folder
@@ -170,7 +206,8 @@ def _heads(width: int, heads: int | None) -> int:
     if heads is None:
         raise ValueError(
             f"Cannot infer the attention heads of a transformer {width} wide (not a DiT / PixArt size; the "
-            "checkpoint does not record them): pass `num_attention_heads` (--num-attention-heads)."
+            "checkpoint does not record them): pass `num_attention_heads` (convert --num-attention-heads; "
+            "examples/distill_lit.py --teacher_num_attention_heads)."
         )
     return heads
 
@@ -198,6 +235,26 @@ def _sample_size(state: dict[str, torch.Tensor], patch: int, name: str, given: i
     if given is not None and given != grid * patch:
         raise ValueError(f"{name} was trained at sample size {grid * patch} (its `pos_embed`), not {given}.")
     return grid * patch
+
+
+def _check_pos_embed(pos_embed: torch.Tensor, config: dict[str, Any], name: str) -> None:
+    """Refuse a stored position embedding that is not the fixed sin-cos grid diffusers' PatchEmbed rebuilds from
+    `config` (one learned or scaled otherwise would be silently replaced)."""
+    from diffusers.models.embeddings import get_2d_sincos_pos_embed
+
+    grid = config["sample_size"] // config["patch_size"]
+    scale = config.get("interpolation_scale", 1)
+    width = config["num_attention_heads"] * config["attention_head_dim"]
+    rebuilt = get_2d_sincos_pos_embed(width, grid, base_size=grid, interpolation_scale=scale, output_type="pt")
+    error = math.inf
+    if pos_embed.numel() == rebuilt.numel():
+        error = (pos_embed.reshape(rebuilt.shape).double() - rebuilt.double()).abs().max().item()
+    if not error <= max(1e-4, torch.finfo(pos_embed.dtype).eps):
+        raise ValueError(
+            f"{name}: its `pos_embed` is not the fixed sin-cos grid of a {grid}x{grid} patch grid at interpolation "
+            f"scale {scale} (largest difference {error:.3g}), which LiT and diffusers compute in its place: a learned "
+            "or differently scaled position embedding cannot be converted."
+        )
 
 
 def original_to_diffusers(
@@ -228,8 +285,10 @@ def original_to_diffusers(
     out_channels = state["final_layer.linear.weight"].shape[0] // (patch * patch)
     heads = _heads(width, num_attention_heads)
     sample_size = _sample_size(state, patch, name, sample_size)
-    dropped = {"pos_embed": "fixed sin-cos position embedding: PatchEmbed computes it"} if "pos_embed" in state else {}
-    state.pop("pos_embed", None)
+    pos_embed = state.pop("pos_embed", None)
+    dropped = (
+        {"pos_embed": "fixed sin-cos position embedding: PatchEmbed computes it"} if pos_embed is not None else {}
+    )
     mapped = {
         "pos_embed.proj.weight": _take(state, "x_embedder.proj.weight"),
         "pos_embed.proj.bias": _take(state, "x_embedder.proj.bias"),
@@ -323,6 +382,8 @@ def original_to_diffusers(
             mapped[f"{new}.scale_shift_table"] = _take(state, f"{block}.scale_shift_table")
     if state:
         raise ValueError(f"{name} holds tensors this converter does not know: {sorted(state)[:10]}.")
+    if pos_embed is not None:
+        _check_pos_embed(pos_embed, config, name)
     return SourceCheckpoint(name=name, layout=layout, config=config, state_dict=mapped, dropped=dropped)
 
 
@@ -506,6 +567,26 @@ def load_components(folder: Path, model_index: dict[str, Any]) -> dict[str, Any]
     return components
 
 
+def read_components(
+    source: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The components (`load_components`) and model_index.json of a pipeline folder or Hub id lending them to a
+    source that has none (an original checkpoint file): a whole pipeline, or one with only some components (a VAE
+    and a scheduler, without a transformer)."""
+    folder = resolve_pretrained_folder(source, revision=revision, token=token, cache_dir=cache_dir)
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(
+            f"{source} has no model_index.json, so its components cannot be named: give a diffusers pipeline "
+            "folder or Hub id (a model_index.json and component folders such as vae/ and scheduler/)."
+        )
+    model_index = json.loads((folder / "model_index.json").read_text())
+    return load_components(folder, model_index), model_index
+
+
 def lit_pipeline(
     transformer: torch.nn.Module,
     components: dict[str, Any],
@@ -598,6 +679,7 @@ def convert_to_lit(
     components: str | os.PathLike | None = None,
     num_attention_heads: int | None = None,
     sample_size: int | None = None,
+    checkpoint_weights: str = "ema",
     timestep_freq_shift: float | None = None,
     seed: int = 0,
     softmax_blocks: Sequence[int] = (),
@@ -621,6 +703,8 @@ def convert_to_lit(
             encoder from when `source` has none (an original checkpoint file).
         num_attention_heads: The teacher's heads, for original checkpoints of non-DiT / PixArt widths.
         sample_size: The sample size, for original checkpoints that carry no `pos_embed`.
+        checkpoint_weights: The weights of a training checkpoint file ({"model", "ema", ...}, as DiT's train.py
+            writes) to convert: "ema" (DiT samples with them) or "model".
         timestep_freq_shift: The timestep embedding's frequency shift (`LiTTransformer2DModel`); default the
             source's: 0 for original DiT checkpoints (DiT's own), else the diffusers model's.
         seed: Seed of the fresh self-attention weights.
@@ -646,6 +730,7 @@ def convert_to_lit(
         cache_dir=cache_dir,
         num_attention_heads=num_attention_heads,
         sample_size=sample_size,
+        checkpoint_weights=checkpoint_weights,
     )
     if timestep_freq_shift is not None:
         checkpoint.config["timestep_freq_shift"] = timestep_freq_shift
@@ -662,12 +747,13 @@ def convert_to_lit(
     if target_dtype != lit.dtype:
         lit.to(target_dtype)
     report["options"]["dtype"] = str(lit.dtype).removeprefix("torch.")
+    report["source_weights"] = checkpoint.weights
 
-    folder, model_index = checkpoint.folder, checkpoint.model_index
-    if folder is None and components is not None:
-        folder = resolve_pretrained_folder(components, revision=revision, token=token, cache_dir=cache_dir)
-        model_index = json.loads((folder / "model_index.json").read_text())
-    loaded = load_components(folder, model_index) if folder is not None else {}
+    loaded, model_index = {}, checkpoint.model_index
+    if checkpoint.folder is not None:
+        loaded = load_components(checkpoint.folder, model_index)
+    elif components is not None:
+        loaded, model_index = read_components(components, revision=revision, token=token, cache_dir=cache_dir)
     if loaded.get("vae") is None and lit.config.in_channels not in (1, 3):
         raise ValueError(
             f"{source} works on {lit.config.in_channels}-channel latents and comes without a VAE: pass `components` "
@@ -686,12 +772,13 @@ def convert_to_lit(
     )
     source_info = read_card_info(checkpoint.folder) if checkpoint.folder else {}
     hybrid = f"Blocks {sorted(softmax_blocks)} keep the source's softmax self-attention. " if softmax_blocks else ""
+    weights = f", its {checkpoint.weights!r} weights" if checkpoint.weights else ""
     pipe.card_info = {
         "base_model": str(source) if local_source is None else source_info.get("base_model"),
         "license": source_info.get("license"),
         "how_made": (
-            f"Converted from `{source}` ({checkpoint.layout}) with `diffusers-lit convert`: every weight copied "
-            f"except the self-attention, which is LiT's linear attention with "
+            f"Converted from `{source}` ({checkpoint.layout}{weights}) with `diffusers-lit convert`: "
+            f"every weight copied except the self-attention, which is LiT's linear attention with "
             f"{report['options']['linear_attention_heads']} heads and a {dwc_kernel_size}x{dwc_kernel_size} "
             f"depth-wise convolution, started fresh (inherited projections: {inherit}). "
             f"{hybrid}{report['copied']['count']} tensors copied, {report['fresh']['count']} fresh; see "
@@ -750,14 +837,23 @@ def load_source(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     num_attention_heads: int | None = None,
+    checkpoint_weights: str = "ema",
+    components: str | os.PathLike | None = None,
 ) -> SourceModel:
     """Load a DiT / PixArt source (Hub id, diffusers folder or original checkpoint) as diffusers models.
-    `num_attention_heads`: for original checkpoints of widths other than DiT's / PixArt's."""
+    `num_attention_heads`: for original checkpoints of widths other than DiT's / PixArt's; `checkpoint_weights`:
+    the entry of a training checkpoint to load ("ema" or "model"); `components`: a pipeline folder or Hub id
+    (`read_components`) lending the VAE, scheduler, text encoder and labels the source lacks."""
     from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
     from diffusers.models.embeddings import Timesteps
 
     checkpoint = read_source(
-        source, revision=revision, token=token, cache_dir=cache_dir, num_attention_heads=num_attention_heads
+        source,
+        revision=revision,
+        token=token,
+        cache_dir=cache_dir,
+        num_attention_heads=num_attention_heads,
+        checkpoint_weights=checkpoint_weights,
     )
     model_class = DiTTransformer2DModel if checkpoint.layout == "dit" else PixArtTransformer2DModel
     accepted = inspect.signature(model_class.__init__).parameters
@@ -770,18 +866,22 @@ def load_source(
                 module.downscale_freq_shift = shift
         transformer.register_to_config(timestep_freq_shift=shift)  # and a LiT converted from it keeps them
     transformer.to(next(iter(checkpoint.state_dict.values())).dtype).eval()
-    components = load_components(checkpoint.folder, checkpoint.model_index) if checkpoint.folder else {}
-    text_encoder_id = checkpoint.model_index.get("text_encoder_id")
-    if text_encoder_id and "text_encoder" not in components:
-        components["tokenizer"], components["text_encoder"] = load_text_encoder(text_encoder_id)
-    id2label = checkpoint.model_index.get("id2label")
+    loaded = load_components(checkpoint.folder, checkpoint.model_index) if checkpoint.folder else {}
+    model_index = checkpoint.model_index
+    if components is not None:  # the source's own components first
+        lent, lent_index = read_components(components, revision=revision, token=token, cache_dir=cache_dir)
+        loaded, model_index = {**lent, **loaded}, {**lent_index, **model_index}
+    text_encoder_id = model_index.get("text_encoder_id")
+    if text_encoder_id and "text_encoder" not in loaded:
+        loaded["tokenizer"], loaded["text_encoder"] = load_text_encoder(text_encoder_id)
+    id2label = model_index.get("id2label")
     return SourceModel(
         name=checkpoint.name,
         layout=checkpoint.layout,
         transformer=transformer,
-        components=components,
+        components=loaded,
         id2label={int(key): value for key, value in id2label.items()} if id2label else None,
         text_encoder_id=text_encoder_id,
-        max_sequence_length=checkpoint.model_index.get("max_sequence_length"),
-        image_size=checkpoint.model_index.get("image_size"),
+        max_sequence_length=model_index.get("max_sequence_length"),
+        image_size=model_index.get("image_size"),
     )

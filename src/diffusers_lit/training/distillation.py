@@ -20,18 +20,24 @@ def load_teacher(
     token: str | None = None,
     cache_dir: str | None = None,
     components: str | os.PathLike | None = None,
+    num_attention_heads: int | None = None,
+    checkpoint_weights: str = "ema",
 ) -> SourceModel:
     """
     The frozen teacher from a Hub id, a diffusers folder or an original checkpoint (`load_source`).
     `components`: a pipeline folder or Hub id to take the VAE, scheduler, tokenizer and text encoder from, for
-    sources without them (an original checkpoint file).
+    sources without them (an original checkpoint file; the folder needs no transformer). `num_attention_heads`
+    and `checkpoint_weights`: for original checkpoints (of other widths than DiT's / PixArt's; of a training run).
     """
-    teacher = load_source(str(source), revision=revision, token=token, cache_dir=cache_dir)
-    if components is not None:
-        extra = load_source(str(components), revision=revision, token=token, cache_dir=cache_dir)
-        teacher.components = {**extra.components, **teacher.components}
-        teacher.id2label = teacher.id2label or extra.id2label
-    return teacher
+    return load_source(
+        str(source),
+        revision=revision,
+        token=token,
+        cache_dir=cache_dir,
+        num_attention_heads=num_attention_heads,
+        checkpoint_weights=checkpoint_weights,
+        components=components,
+    )
 
 
 def load_student(source: str | os.PathLike, **kwargs: Any) -> tuple[LiTTransformer2DModel, dict[str, Any]]:
@@ -64,6 +70,8 @@ def load_teacher_and_student(
     revision: str | None = None,
     token: str | None = None,
     teacher_components: str | os.PathLike | None = None,
+    teacher_num_attention_heads: int | None = None,
+    teacher_checkpoint_weights: str = "ema",
     linear_attention_heads: int | None = None,
     dwc_kernel_size: int = 5,
     inherit: str = "none",
@@ -71,11 +79,19 @@ def load_teacher_and_student(
     seed: int = 0,
     lambda_var: float = 0.05,
 ) -> tuple[SourceModel, LiTTransformer2DModel, dict[str, Any]]:
-    """The frozen teacher (`load_teacher`), the student (`load_student` of a LiT pipeline; `student` None: the
+    """The frozen teacher (`load_teacher` of `teacher` with `teacher_components`, `teacher_num_attention_heads`,
+    `teacher_checkpoint_weights`), the student (`load_student` of a LiT pipeline; `student` None: the
     teacher converted on the fly with `linear_attention_heads`, `dwc_kernel_size`, `inherit`, `softmax_blocks` and
     `seed`) and the
     student pipeline's other components, checked to fit each other (`check_teacher_student`)."""
-    loaded = load_teacher(teacher, revision=revision, token=token, components=teacher_components)
+    loaded = load_teacher(
+        teacher,
+        revision=revision,
+        token=token,
+        components=teacher_components,
+        num_attention_heads=teacher_num_attention_heads,
+        checkpoint_weights=teacher_checkpoint_weights,
+    )
     if student is not None:
         lit, components = load_student(student)
     else:

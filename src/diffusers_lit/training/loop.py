@@ -24,7 +24,7 @@ from diffusers.training_utils import EMAModel
 from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
-from ..choices import INHERIT, block_list
+from ..choices import CHECKPOINT_WEIGHTS, INHERIT, block_list
 from ..conversion import default_scheduler, lit_pipeline, load_source
 from ..hardware import cpu_has_native_bf16
 from ..hub import read_card_info
@@ -95,6 +95,18 @@ def parse_distill_args(argv: list[str] | None = None, *, from_scratch: bool = Fa
         parser.add_argument("--revision", default=None, help="Hub revision of the teacher.")
         parser.add_argument(
             "--teacher_components", default=None, help="Pipeline to take the VAE / scheduler / text encoder from."
+        )
+        parser.add_argument(
+            "--teacher_num_attention_heads",
+            type=int,
+            default=None,
+            help="Heads of an original teacher checkpoint of a width other than DiT's / PixArt's.",
+        )
+        parser.add_argument(
+            "--teacher_checkpoint_weights",
+            default="ema",
+            choices=list(CHECKPOINT_WEIGHTS),
+            help="Weights of a training checkpoint teacher ({model, ema, ...}, DiT's train.py): ema or model.",
         )
         parser.add_argument(
             "--linear_attention_heads", type=int, default=None, help="On-the-fly conversion: LiT heads."
@@ -283,6 +295,8 @@ def distill(args: argparse.Namespace, *, from_scratch: bool = False) -> Path:
             revision=args.revision,
             token=args.hub_token,
             teacher_components=args.teacher_components,
+            teacher_num_attention_heads=args.teacher_num_attention_heads,
+            teacher_checkpoint_weights=args.teacher_checkpoint_weights,
             linear_attention_heads=args.linear_attention_heads,
             dwc_kernel_size=args.dwc_kernel_size,
             inherit=args.inherit,
