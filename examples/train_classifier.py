@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from diffusers_lit.adherence import CLASSIFIER_EPOCHS, train_classifier
+from diffusers_lit.choices import finite_float
 
 
 def main() -> None:
@@ -19,7 +20,7 @@ def main() -> None:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--epochs", type=int, default=CLASSIFIER_EPOCHS)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=2e-3)
+    parser.add_argument("--learning_rate", type=finite_float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     output = Path(args.output_dir)

@@ -136,3 +136,35 @@ def test_distillation_trains_lora_adapters_on_a_frozen_student(tmp_path):
     model.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=TARGETS))
     model.transformer.load_state_dict(trained)
     torch.testing.assert_close(draw(fresh, class_labels=[0, 1]), draw(model, class_labels=[0, 1]), rtol=0, atol=1e-6)
+
+
+def test_saving_with_adapters_and_fusing_projections_over_them_are_refused(tmp_path):
+    """A pipeline saved with live adapters would reload with fresh weights; fused q / k / v projections would drop
+    the adapters of to_q / to_k / to_v: both refused, with the way that works, which is checked."""
+    labels = [0, 2]
+    pipe = with_adapter(class_pipeline())
+    adapted = draw(pipe, class_labels=labels)
+    with pytest.raises(ValueError) as error:
+        pipe.save_pretrained(tmp_path / "saved")
+    assert str(error.value) == (
+        "The transformer holds LoRA adapters (default): save them with `pipe.save_lora_weights(folder)`, or merge "
+        "them into the weights (`pipe.fuse_lora()`, then `pipe.unload_lora_weights()`) before `save_pretrained`."
+    )
+    assert not (tmp_path / "saved").exists()
+    with pytest.raises(ValueError, match=r"holds LoRA adapters \(default\), which fused projections would drop"):
+        pipe.transformer.fuse_qkv_projections()
+    with pytest.raises(ValueError, match="`lora_scale` must be a finite number, got nan"):
+        pipe.fuse_lora(lora_scale=float("nan"))
+    torch.testing.assert_close(draw(pipe, class_labels=labels), adapted, rtol=0, atol=0)  # nothing changed
+
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    pipe.save_pretrained(tmp_path / "saved")
+    reloaded = LiTPipeline.from_pretrained(tmp_path / "saved")
+    torch.testing.assert_close(draw(reloaded, class_labels=labels), adapted, rtol=0, atol=1e-4)
+    reloaded.transformer.fuse_qkv_projections()
+    torch.testing.assert_close(draw(reloaded, class_labels=labels), adapted, rtol=0, atol=1e-4)
+    adapters = get_peft_model_state_dict(with_adapter(class_pipeline()).transformer)
+    LiTPipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=adapters)
+    with pytest.raises(ValueError, match="projections are fused .* Call `pipe.transformer.unfuse_qkv_projections"):
+        reloaded.load_lora_weights(tmp_path / "lora")

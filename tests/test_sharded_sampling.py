@@ -182,3 +182,33 @@ def test_generate_compile_draws_the_eager_images_and_says_so(tmp_path):
     )
     assert (eager_info["compile"], compiled_info["compile"]) == ("no", "default")
     assert (eager.int() - compiled.int()).abs().max() <= 1  # 8-bit images: at most one level apart
+
+
+def test_a_model_replaced_at_the_same_path_is_not_merged_into_its_predecessors_run(tmp_path, monkeypatch, capsys):
+    """The shard settings name the model by content: killed before the merge, the folder replaced by another model
+    at the same path, the rerun is refused; the model put back, it resumes."""
+    import shutil
+
+    import diffusers_lit.sharded_sampling as sharded
+
+    class_pipeline().save_pretrained(tmp_path / "model")
+    shutil.copytree(tmp_path / "model", tmp_path / "first")
+    output = tmp_path / "s.npz"
+    argv = ["generate", str(tmp_path / "model"), "--num-samples", "2", "--shard-size", "1", "--output", str(output)]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sharded, "load_samples", killed)  # the merge: every shard was drawn
+        with pytest.raises(KeyboardInterrupt):
+            main([*argv, *SAMPLING])
+    shutil.rmtree(tmp_path / "model")
+    class_pipeline(seed=5).save_pretrained(tmp_path / "model")
+    with pytest.raises(SystemExit):
+        main([*argv, *SAMPLING])
+    assert "holds shards of a run with other settings (model)" in capsys.readouterr().err and not output.exists()
+    shutil.rmtree(tmp_path / "model")
+    shutil.copytree(tmp_path / "first", tmp_path / "model")
+    main([*argv, *SAMPLING])
+    assert len(load_samples(output)[0]) == 2

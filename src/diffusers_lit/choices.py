@@ -2,6 +2,7 @@
 importing torch or diffusers. The modules that act on a choice import its table from here."""
 
 import argparse
+import math
 
 SCHEDULERS = {  # --scheduler: the diffusers scheduler classes a pipeline's scheduler can be swapped for
     "ddpm": "DDPMScheduler",
@@ -39,6 +40,17 @@ def torch_dtype(name: str):
     import torch
 
     return getattr(torch, DTYPES[name])
+
+
+def finite_float(text: str) -> float:
+    """A float flag: any finite number (nan and inf are refused: a model or loss given one computes only NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"give a finite number, got {text!r}")
+    return value
 
 
 def block_list(text: str) -> list[int]:

@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .benchmarking.options import add_bench_arguments
-from .choices import CHECKPOINT_WEIGHTS, INHERIT, LINEAR_ATTENTION_BACKENDS, SAMPLE_LAYOUTS, SCHEDULERS, block_list
-from .files import atomic_path, write_atomically
+from .choices import (
+    CHECKPOINT_WEIGHTS,
+    INHERIT,
+    LINEAR_ATTENTION_BACKENDS,
+    SAMPLE_LAYOUTS,
+    SCHEDULERS,
+    block_list,
+    finite_float,
+)
+from .files import atomic_path, check_output_path, folder_hash, write_atomically
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,11 +44,21 @@ def demo(args: argparse.Namespace) -> None:
     )
 
 
+def check_image_path(path: str, flag: str) -> None:
+    """Refuse, before any work, an image path PIL cannot write (its extension) or that is not free to write."""
+    from PIL import Image
+
+    check_output_path(path)
+    if Path(path).suffix.lower() not in Image.registered_extensions():
+        raise ValueError(f"{flag} {path}: name an image file PIL can write, e.g. grid.png.")
+
+
 def sample(args: argparse.Namespace) -> None:
     """Generate images with a LiT pipeline and write them as a labelled grid."""
     if (args.class_labels is None) == (args.prompt is None):  # checked before the heavy imports
         raise ValueError("give either --class-labels or --prompt (one of them).")
-    from .evaluation import image_grid
+    check_image_path(args.output, "--output")
+    from .evaluation import check_finite_images, image_grid, tensor_to_pil
     from .pipelines import LiTPipeline, LiTTextToImagePipeline, scheduler_from_name
 
     pipe = LiTPipeline.from_pretrained(args.model)
@@ -49,7 +67,7 @@ def sample(args: argparse.Namespace) -> None:
     import torch
 
     generator = torch.Generator().manual_seed(args.seed)
-    size = {"height": args.height, "width": args.width}
+    size = {"height": args.height, "width": args.width, "output_type": "pt"}
     if isinstance(pipe, LiTTextToImagePipeline):
         if args.prompt is None:
             raise ValueError(f"{args.model} is a text-to-image pipeline: give --prompt, not --class-labels.")
@@ -73,6 +91,8 @@ def sample(args: argparse.Namespace) -> None:
             **size,
         ).images
         labels = [str(label) for label in class_labels]
+    check_finite_images(images)
+    images = tensor_to_pil(images)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(pipe, LiTTextToImagePipeline):  # one prompt a row, enlarged so that the prompt fits above it
@@ -110,7 +130,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timestep-freq-shift",
-        type=float,
+        type=finite_float,
         help="timestep embedding frequency shift (default: the "
         "source's; 0 for original DiT .pt files, 1 for diffusers DiT folders)",
     )
@@ -227,6 +247,13 @@ def _device(args: argparse.Namespace) -> str:
     return args.device or default_device()
 
 
+def model_hash(model: str) -> str:
+    """`folder_hash` of a pipeline folder, or of a Hub id's snapshot in the cache (loaded there already)."""
+    from .hub import resolve_pretrained_folder
+
+    return folder_hash(resolve_pretrained_folder(model, local_files_only=True))
+
+
 def _draw(args: argparse.Namespace, num_samples: int, output: str, layout: str = "diffusers_lit") -> dict | None:
     """Sample `args.model` into the samples file `output`, shared out over the processes of `accelerate launch` (or
     one) in resumable shards (`sharded_sampling`). Returns the merged file's info on the main process, else None."""
@@ -234,10 +261,10 @@ def _draw(args: argparse.Namespace, num_samples: int, output: str, layout: str =
 
     state = process_state()
     device = str(state.device) if state.use_distributed else _device(args)
+    sampler = _sampler(args, num_samples, device)
     settings = {  # what changes the images: shards of a run with other settings are refused, not mixed
         key: getattr(args, key)
         for key in (
-            "model",
             "steps",
             "guidance_scale",
             "scheduler",
@@ -247,7 +274,7 @@ def _draw(args: argparse.Namespace, num_samples: int, output: str, layout: str =
             "compile",
         )
     }
-    sampler = _sampler(args, num_samples, device)
+    settings["model"] = model_hash(args.model)  # by content: a model replaced at the same path is another model
     return sample_in_shards(sampler, num_samples, output, settings, shard_size=args.shard_size, layout=layout)
 
 
@@ -258,6 +285,7 @@ def generate(args: argparse.Namespace) -> None:
         raise ValueError(f"--output must name a .npz file, got {args.output}.")
     if args.num_samples < 1 or args.shard_size < 1:
         raise ValueError("--num-samples and --shard-size must be at least 1.")
+    check_output_path(args.output)
     info = _draw(args, args.num_samples, args.output, args.format)
     if info is not None:
         speed = f" ({info['seconds_per_image']:.4f} s / image)" if "seconds_per_image" in info else ""
@@ -270,14 +298,27 @@ def evaluate(args: argparse.Namespace) -> None:
     samples it (over the processes of `accelerate launch`, into `--samples`), then scored on the main process."""
     if args.samples is not None and not args.samples.endswith(".npz"):  # checked before the heavy imports
         raise ValueError(f"--samples must name a .npz file, got {args.samples}.")
-    if (args.num_samples is not None and args.num_samples < 1) or args.shard_size < 1:
-        raise ValueError("--num-samples and --shard-size must be at least 1.")
+    if args.num_samples is not None and args.num_samples < 2:
+        raise ValueError(f"--num-samples must be at least 2 (an FID needs two images), got {args.num_samples}.")
+    if args.shard_size < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}.")
+    for path in (args.output, args.samples):
+        if path:
+            check_output_path(path)
+    if args.grid:
+        check_image_path(args.grid, "--grid")
     if args.model.endswith(".npz"):
         _score(args, args.model, args.num_samples)
         return
     from .sharded_sampling import process_state
 
     count = args.num_samples or 1000
+    if any(not 2 <= n <= count for n in args.fid_at or ()):
+        raise ValueError(f"--fid-at counts must lie in [2, {count}] (the samples drawn), got {args.fid_at}.")
+    if args.reference is not None:  # the defaults ship with the package; a dataset named is read before sampling
+        from .evaluation import check_reference
+
+        check_reference(args.reference, args.split, count)
     if args.samples is not None:
         if _draw(args, count, args.samples) is not None:  # the main process scores
             _score(args, args.samples, count)
@@ -341,7 +382,7 @@ def _score(args: argparse.Namespace, samples: str, num_samples: int | None) -> N
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """How `generate` and `evaluate` sample a model."""
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance-scale", type=float, default=1.0)
+    parser.add_argument("--guidance-scale", type=finite_float, default=1.0)
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS))
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
@@ -381,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="outputs/demo")
     p.add_argument("--distill-steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64, help="distillation batch")
-    p.add_argument("--lr", type=float, default=1e-3, help="distillation learning rate (see docs/results.md)")
+    p.add_argument("--lr", type=finite_float, default=1e-3, help="distillation learning rate (see docs/results.md)")
     p.add_argument("--num-samples", type=int, default=200, help="images per model for FID (and reference images)")
     p.add_argument("--sample-steps", type=int, default=25)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddim")
@@ -395,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", nargs="+", help="prompts, one image each")
     p.add_argument("--output", default="grid.png")
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance-scale", type=float, default=4.0)
+    p.add_argument("--guidance-scale", type=finite_float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--height", type=int)
     p.add_argument("--width", type=int)

@@ -26,7 +26,7 @@ from diffusers.utils import logging
 from safetensors.torch import load_file
 
 from .choices import CHECKPOINT_WEIGHTS, DTYPES, INHERIT, MODEL_SIZES, torch_dtype
-from .files import write_atomically
+from .files import check_output_path, write_atomically
 from .hub import (
     pipeline_class_name,
     read_card_info,
@@ -656,8 +656,7 @@ def _recover_interrupted_conversions(output_dir: Path) -> None:
 
 
 def _check_output_dir(output_dir: Path, overwrite: bool, source_folder: Path | None) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"{output_dir} exists and is a file: choose a folder for the LiT pipeline.")
+    check_output_path(output_dir, folder=True)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise ValueError(f"{output_dir} exists and is not empty: choose another folder, or pass overwrite=True.")
     if source_folder is not None:

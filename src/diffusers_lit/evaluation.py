@@ -224,6 +224,36 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DIFFUSERS_LIT_CACHE", Path.home() / ".cache" / "diffusers_lit"))
 
 
+def reference_dataset(reference: str, split: str, num_samples: int):
+    """The `score_images` reference dataset, refused where it cannot be read or holds under `num_samples` images."""
+    from .image_datasets import load_image_dataset
+
+    dataset = load_image_dataset(reference, split=split)
+    if len(dataset) < num_samples:
+        raise ValueError(f"{reference}:{split} has {len(dataset)} images, fewer than the {num_samples} scored.")
+    return dataset
+
+
+def check_reference(reference: str, split: str, num_samples: int) -> None:
+    """Refuse, before sampling, a `score_images` reference that cannot be read or holds too few images: an ADM
+    batch `.npz` must exist; a dataset must load with `split` and hold `num_samples` images."""
+    if str(reference).endswith(".npz"):
+        if not Path(reference).is_file():
+            raise ValueError(f"The reference batch {reference} does not exist.")
+        return
+    reference_dataset(reference, split, num_samples)
+
+
+def check_finite_images(images: torch.Tensor) -> None:
+    """Refuse images holding NaN or inf, which 8-bit conversion would hide as black: the model is broken."""
+    bad = (~torch.isfinite(images.float())).flatten(1).any(1)
+    if bad.any():
+        raise ValueError(
+            f"The model produced non-finite (NaN / inf) values in {int(bad.sum())} of {len(images)} images: its "
+            "weights or config (e.g. `timestep_freq_shift`) are broken, or the sampler diverged. Nothing was written."
+        )
+
+
 def quantize(images: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] rounded to 8 bits, as a saved PNG holds them: (N, C, H, W) uint8 (uint8 images unchanged)."""
     if images.dtype == torch.uint8:
@@ -258,11 +288,7 @@ def score_images(
     fake = inception_features(images.float() / 255, inception, device=device)
 
     def reference_features() -> np.ndarray:
-        from .image_datasets import load_image_dataset
-
-        dataset = load_image_dataset(reference, split=split)
-        if len(dataset) < num_samples:
-            raise ValueError(f"{reference}:{split} has {len(dataset)} images, fewer than the {num_samples} scored.")
+        dataset = reference_dataset(reference, split, num_samples)
         real_images = quantize(reference_images(dataset, num_samples, resolution, channels)).float() / 255
         return inception_features(real_images, inception, device=device)
 
@@ -396,6 +422,7 @@ def sample_for_evaluation(
         "device": str(pipe.device),
         **info,
     }
+    check_finite_images(images)
     return images, labels, info
 
 

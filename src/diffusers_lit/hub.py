@@ -259,7 +259,14 @@ class LiTHubMixin:
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
         """diffusers' `save_pretrained`, plus a README.md model card (for `repo_id`, else the folder);
-        `push_to_hub=True` then uploads."""
+        `push_to_hub=True` then uploads. Refused while the transformer holds LoRA adapters: its weights would be
+        saved under the adapters' layer names and reload fresh."""
+        if getattr(self.transformer, "peft_config", None):
+            raise ValueError(
+                f"The transformer holds LoRA adapters ({', '.join(self.transformer.peft_config)}): save them with "
+                "`pipe.save_lora_weights(folder)`, or merge them into the weights (`pipe.fuse_lora()`, then "
+                "`pipe.unload_lora_weights()`) before `save_pretrained`."
+            )
         hub_kwargs = {
             key: kwargs.pop(key) for key in ("commit_message", "private", "token", "create_pr") if key in kwargs
         }

@@ -9,6 +9,7 @@ Everything except the self-attention (`attn1`, a `LiTLinearAttention`) is a diff
 diffusers' name, so that DiT and PixArt checkpoints map onto it with few renames.
 """
 
+import math
 from typing import Any
 
 import torch
@@ -232,6 +233,8 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
                 f"must be {inner_dim}, not {cross_attention_dim} (or leave `caption_channels` unset to feed the "
                 f"cross-attention {cross_attention_dim}-wide tokens directly)."
             )
+        if timestep_freq_shift is not None and not math.isfinite(timestep_freq_shift):
+            raise ValueError(f"`timestep_freq_shift` must be a finite number, got {timestep_freq_shift}.")
         if norm_type == "ada_norm_single" and per_block_embedders:
             raise ValueError("`per_block_embedders` is for the class layout ('ada_norm_zero'), not PixArt's.")
         if norm_type == "ada_norm_zero" and (cross_attention_dim is not None or caption_channels is not None):
@@ -341,6 +344,16 @@ class LiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapter
                 )
             processor = dict(processor)  # diffusers takes the processors out of the dict it is given
         super().set_attn_processor(processor)
+
+    def fuse_qkv_projections(self) -> None:
+        """diffusers' `fuse_qkv_projections`, refused while LoRA adapters are loaded: the fused projections are new
+        layers that the adapters of to_q / to_k / to_v would no longer reach."""
+        if getattr(self, "peft_config", None):
+            raise ValueError(
+                f"The transformer holds LoRA adapters ({', '.join(self.peft_config)}), which fused projections would "
+                "drop: merge them first (`pipe.fuse_lora()`, then `pipe.unload_lora_weights()`), then fuse."
+            )
+        super().fuse_qkv_projections()
 
     def set_default_attn_processor(self) -> None:
         """The default processors: `LiTLinearAttnProcessor` for the linear attentions, diffusers' `AttnProcessor2_0`

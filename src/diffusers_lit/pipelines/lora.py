@@ -4,6 +4,8 @@ diffusers' `SanaLoraLoaderMixin` loads, saves, fuses and unloads adapters of a p
 nothing specific to Sana's model: LiT's pipelines reuse it, so LiT adapters travel like any diffusers LoRA.
 """
 
+import math
+
 from diffusers.loaders.lora_pipeline import SanaLoraLoaderMixin
 
 # The layers adapters train by default: the projections of the self-attention (LiT's linear attention) and of the
@@ -18,6 +20,11 @@ class LiTLoraLoaderMixin(SanaLoraLoaderMixin):
     def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs):
         """diffusers' `load_lora_weights`, refusing weights that adapt none of this transformer's layers (an adapter
         of another architecture)."""
+        if any(getattr(module, "fused_projections", False) for module in self.transformer.modules()):
+            raise ValueError(
+                "The transformer's q / k / v projections are fused (`fuse_qkv_projections`): adapters of to_q / to_k "
+                "/ to_v would not reach them. Call `pipe.transformer.unfuse_qkv_projections()` first."
+            )
         before = set(self.transformer.peft_config) if getattr(self.transformer, "peft_config", None) else set()
         state_dict = pretrained_model_name_or_path_or_dict
         if not isinstance(state_dict, dict):
@@ -33,3 +40,9 @@ class LiTLoraLoaderMixin(SanaLoraLoaderMixin):
         super().load_lora_weights(dict(state_dict), adapter_name=adapter_name, **kwargs)
         if set(getattr(self.transformer, "peft_config", {})) == before:
             raise ValueError("The LoRA weights added no adapter to the transformer.")
+
+    def fuse_lora(self, components: list[str] | None = None, lora_scale: float = 1.0, **kwargs):
+        """diffusers' `fuse_lora`, refusing a non-finite `lora_scale` (it would write NaN into the weights)."""
+        if not math.isfinite(lora_scale):
+            raise ValueError(f"`lora_scale` must be a finite number, got {lora_scale}.")
+        super().fuse_lora(components=components or ["transformer"], lora_scale=lora_scale, **kwargs)

@@ -2,6 +2,8 @@
 
 import contextlib
 import inspect
+import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -24,6 +26,12 @@ def vae_scale_factor(vae: AutoencoderKL | None) -> int:
     """Pixels per latent along each side: 2 per VAE down block after the first (8 for Stable Diffusion's); 1 in
     pixel space (`vae=None`)."""
     return 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+
+
+def check_guidance_scale(guidance_scale: float) -> None:
+    """Refuse a guidance scale that is not a finite number (NaN or inf guide every pixel to NaN)."""
+    if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
+        raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}.")
 
 
 def check_pixel_space(transformer, vae) -> None:
@@ -222,6 +230,7 @@ class LiTPipeline(LiTHubMixin, LiTLoraLoaderMixin, DiffusionPipeline):
         sample_size = self.transformer.config.sample_size * self.vae_scale_factor
         height, width = sample_size if height is None else height, sample_size if width is None else width
         self.check_inputs(height, width, num_inference_steps, output_type)
+        check_guidance_scale(guidance_scale)
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         if not set(tensor_inputs) <= set(self._callback_tensor_inputs):
             raise ValueError(f"`callback_on_step_end_tensor_inputs` must be among {self._callback_tensor_inputs}.")

@@ -13,7 +13,7 @@ from ..hub import LiTHubMixin
 from ..models import LiTTransformer2DModel
 from ..text_encoders import load_text_encoder
 from .lora import LiTLoraLoaderMixin
-from .pipeline_lit import check_pixel_space, denoiser_context
+from .pipeline_lit import check_guidance_scale, check_pixel_space, denoiser_context
 
 BINNED_SAMPLE_SIZES = (32, 64, 128, 256)  # latent sizes of PixArt's aspect-ratio tables (256 to 2048 px)
 
@@ -136,6 +136,7 @@ class LiTTextToImagePipeline(LiTHubMixin, LiTLoraLoaderMixin, PixArtSigmaPipelin
         if self.config.image_size is not None:
             kwargs.setdefault("height", self.config.image_size[0])
             kwargs.setdefault("width", self.config.image_size[1])
+        check_guidance_scale(kwargs.get("guidance_scale", 4.5))
         steps = kwargs.get("num_inference_steps", 20)
         if kwargs.get("timesteps") is None and kwargs.get("sigmas") is None and (steps is None or steps < 1):
             raise ValueError(f"`num_inference_steps` must be at least 1, got {steps}.")

@@ -24,7 +24,7 @@ from diffusers.training_utils import EMAModel
 from huggingface_hub.constants import HF_HOME
 from tqdm.auto import tqdm
 
-from ..choices import CHECKPOINT_WEIGHTS, INHERIT, block_list
+from ..choices import CHECKPOINT_WEIGHTS, INHERIT, block_list, finite_float
 from ..conversion import default_scheduler, lit_pipeline, load_source
 from ..hardware import cpu_has_native_bf16
 from ..hub import read_card_info
@@ -143,12 +143,16 @@ def parse_distill_args(argv: list[str] | None = None, *, from_scratch: bool = Fa
     parser.add_argument("--random_flip", action="store_true", help="Mirror half the examples, drawn per step.")
     parser.add_argument("--max_sequence_length", type=int, default=None, help="Caption tokens; default min(300, max).")
     parser.add_argument("--cache_dir", default=None, help="Where latents / text embeddings are cached.")
-    parser.add_argument("--cfg_dropout_prob", type=float, default=0.1, help="Class / caption dropout for CFG.")
+    parser.add_argument("--cfg_dropout_prob", type=finite_float, default=0.1, help="Class / caption dropout for CFG.")
     # Loss.
     if not from_scratch:
-        parser.add_argument("--lambda_noise", type=float, default=0.5, help="Weight of MSE(eps_student, eps_teacher).")
-        parser.add_argument("--lambda_var", type=float, default=0.05, help="Weight of MSE(v_student, v_teacher).")
-    parser.add_argument("--vlb_scale", type=float, default=1.0, help="Weight of L_vlb (DiT: 1).")
+        parser.add_argument(
+            "--lambda_noise", type=finite_float, default=0.5, help="Weight of MSE(eps_student, eps_teacher)."
+        )
+        parser.add_argument(
+            "--lambda_var", type=finite_float, default=0.05, help="Weight of MSE(v_student, v_teacher)."
+        )
+    parser.add_argument("--vlb_scale", type=finite_float, default=1.0, help="Weight of L_vlb (DiT: 1).")
     # Optimisation.
     parser.add_argument("--train_batch_size", type=int, default=32, help="Per process.")
     parser.add_argument("--max_train_steps", type=int, default=None)
@@ -163,23 +167,27 @@ def parse_distill_args(argv: list[str] | None = None, *, from_scratch: bool = Fa
         "student; saves pytorch_lora_weights.safetensors (diffusers' LoRA format). With --lambda_noise 0 "
         "--lambda_var 0: plain LoRA fine-tuning.",
     )
-    parser.add_argument("--lora_alpha", type=float, default=None, help="LoRA scale numerator; default the rank.")
-    parser.add_argument("--learning_rate", type=float, default=None, help="AdamW; default 1e-4 (class), 2e-5 (text).")
+    parser.add_argument(
+        "--lora_alpha", type=finite_float, default=None, help="LoRA scale numerator; default the rank."
+    )
+    parser.add_argument(
+        "--learning_rate", type=finite_float, default=None, help="AdamW; default 1e-4 (class), 2e-5 (text)."
+    )
     parser.add_argument("--lr_scheduler", default="constant", help="diffusers' get_scheduler names.")
     parser.add_argument("--lr_warmup_steps", type=int, default=0)
-    parser.add_argument("--adam_beta1", type=float, default=0.9)
-    parser.add_argument("--adam_beta2", type=float, default=0.999)
-    parser.add_argument("--adam_weight_decay", type=float, default=0.0)
-    parser.add_argument("--adam_epsilon", type=float, default=1e-8)
+    parser.add_argument("--adam_beta1", type=finite_float, default=0.9)
+    parser.add_argument("--adam_beta2", type=finite_float, default=0.999)
+    parser.add_argument("--adam_weight_decay", type=finite_float, default=0.0)
+    parser.add_argument("--adam_epsilon", type=finite_float, default=1e-8)
     parser.add_argument(
         "--max_grad_norm",
-        type=float,
+        type=finite_float,
         default=None,
         help="Clip the gradient norm (0: off). Default: off for class-conditional (DiT) runs, as DiT trains; 1.0 "
         "for text-to-image runs.",
     )
     parser.add_argument("--use_ema", action="store_true")
-    parser.add_argument("--ema_decay", type=float, default=0.9999)
+    parser.add_argument("--ema_decay", type=finite_float, default=0.9999)
     parser.add_argument(
         "--ema_schedule",
         choices=EMA_SCHEDULES,
@@ -212,7 +220,7 @@ def parse_distill_args(argv: list[str] | None = None, *, from_scratch: bool = Fa
     parser.add_argument("--validation_class_labels", type=int, nargs="*", default=None)
     parser.add_argument("--validation_prompts", nargs="*", default=None)
     parser.add_argument("--validation_inference_steps", type=int, default=25)
-    parser.add_argument("--validation_guidance_scale", type=float, default=4.0)
+    parser.add_argument("--validation_guidance_scale", type=finite_float, default=4.0)
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", default=None)
     parser.add_argument("--hub_token", default=None)
