@@ -313,11 +313,10 @@ def evaluate(args: argparse.Namespace) -> None:
     from .sharded_sampling import process_state
 
     count = args.num_samples or 1000
-    if any(not 2 <= n <= count for n in args.fid_at or ()):
-        raise ValueError(f"--fid-at counts must lie in [2, {count}] (the samples drawn), got {args.fid_at}.")
-    if args.reference is not None:  # the defaults ship with the package; a dataset named is read before sampling
-        from .evaluation import check_reference
+    from .evaluation import check_fid_at, check_reference
 
+    check_fid_at(args.fid_at or (), count, "--fid-at")
+    if args.reference is not None:  # the defaults ship with the package; a dataset named is read before sampling
         check_reference(args.reference, args.split, count)
     if args.samples is not None:
         if _draw(args, count, args.samples) is not None:  # the main process scores

@@ -224,6 +224,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DIFFUSERS_LIT_CACHE", Path.home() / ".cache" / "diffusers_lit"))
 
 
+def check_fid_at(fid_at: Sequence[int], num_samples: int, name: str = "`fid_at`") -> None:
+    """Refuse `fid_at` counts outside [2, num_samples]: an FID needs two images, and no more than are scored."""
+    if any(not 2 <= n <= num_samples for n in fid_at):
+        raise ValueError(f"{name} counts must lie in [2, {num_samples}] (the images given), got {list(fid_at)}.")
+
+
 def reference_dataset(reference: str, split: str, num_samples: int):
     """The `score_images` reference dataset, refused where it cannot be read or holds under `num_samples` images."""
     from .image_datasets import load_image_dataset
@@ -278,8 +284,7 @@ def score_images(
     `fid_at` adds the FID of the first n images against the first n reference images for each n <= N, from the same
     features."""
     num_samples = len(images)
-    if any(not 2 <= n <= num_samples for n in fid_at):
-        raise ValueError(f"`fid_at` counts must lie in [2, {num_samples}] (the images given), got {list(fid_at)}.")
+    check_fid_at(fid_at, num_samples)
     images = quantize(images)
     channels, resolution = images.shape[1], tuple(images.shape[-2:])
     if str(reference).endswith(".npz"):
